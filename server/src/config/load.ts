@@ -1,0 +1,167 @@
+// Loads the YAML config, applies REGISTRY_* environment overrides the way
+// distribution does (REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY sets
+// storage.filesystem.rootdirectory), validates it against the schema and turns
+// every problem into one message that names the key.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { configSchema, type RegistryConfig } from './schema.ts';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: RegistryConfig;
+  /** Environment variables that looked like overrides but name no config key. */
+  ignoredEnv: string[];
+}
+
+const ENV_PREFIX = 'REGISTRY_';
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  return loadConfigText(text, env, file);
+}
+
+export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config'): LoadedConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new ConfigError(`${source} is not valid YAML: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${source}: the top level must be a mapping of keys`);
+  }
+  return loadConfigObject(raw as Record<string, unknown>, env, source);
+}
+
+export function loadConfigObject(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+  source = 'config',
+): LoadedConfig {
+  const doc = structuredClone(raw);
+  const fromEnv = new Map<string, string>();
+  const ignoredEnv: string[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
+    const keyPath = name.slice(ENV_PREFIX.length).toLowerCase().split('_');
+    if (!knownPath(keyPath)) {
+      ignoredEnv.push(name);
+      continue;
+    }
+    setPath(doc, keyPath, envValue(value));
+    fromEnv.set(keyPath.join('.'), name);
+  }
+  const result = configSchema.safeParse(doc);
+  if (!result.success) throw new ConfigError(formatIssues(result.error.issues, doc, fromEnv, source));
+  return { config: result.data, ignoredEnv };
+}
+
+/** Structured values (maps, lists) may be given as YAML/JSON in an environment variable. */
+function envValue(value: string): unknown {
+  const t = value.trim();
+  if (t.startsWith('{') || t.startsWith('[')) {
+    try {
+      return parseYaml(t);
+    } catch {
+      return value;
+    }
+  }
+  return value;
+}
+
+/** Does the schema have this key path? (Records accept any key below them.) */
+function knownPath(keyPath: string[]): boolean {
+  let schema: z.ZodType = configSchema;
+  for (const key of keyPath) {
+    const shape = objectShape(schema);
+    if (shape === 'any') return true;
+    if (!shape || !(key in shape)) return false;
+    schema = shape[key];
+  }
+  return true;
+}
+
+function objectShape(schema: z.ZodType): Record<string, z.ZodType> | 'any' | undefined {
+  let s = schema as z.ZodType & { def?: Record<string, unknown> };
+  for (let i = 0; i < 10 && s; i++) {
+    const def = (s as unknown as { def: Record<string, unknown> }).def;
+    switch (def.type) {
+      case 'object':
+        return def.shape as Record<string, z.ZodType>;
+      case 'record':
+        return 'any';
+      case 'optional':
+      case 'default':
+      case 'nullable':
+      case 'readonly':
+      case 'prefault':
+        s = def.innerType as typeof s;
+        break;
+      case 'pipe':
+        s = def.in as typeof s;
+        break;
+      default:
+        return undefined;
+    }
+  }
+  return undefined;
+}
+
+function setPath(doc: Record<string, unknown>, keyPath: string[], value: unknown): void {
+  let node: Record<string, unknown> = doc;
+  for (const key of keyPath.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keyPath[keyPath.length - 1]] = value;
+}
+
+function formatIssues(
+  issues: z.core.$ZodIssue[],
+  doc: Record<string, unknown>,
+  fromEnv: Map<string, string>,
+  source: string,
+): string {
+  const lines = issues.map((issue) => {
+    const base = issue.path.map(String);
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((k) => `unknown key "${[...base, k].join('.')}"`).join('\n  ');
+    }
+    const key = base.join('.') || '(top level)';
+    const env = fromEnv.get(key);
+    const origin = env ? ` (from ${env})` : '';
+    return `${key}${origin}: ${describe(issue, getPath(doc, issue.path))}`;
+  });
+  return `invalid configuration in ${source}:\n  ${lines.join('\n  ')}`;
+}
+
+function getPath(doc: unknown, keyPath: PropertyKey[]): unknown {
+  let node = doc;
+  for (const key of keyPath) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+function describe(issue: z.core.$ZodIssue, value: unknown): string {
+  if (issue.code === 'invalid_type') {
+    if (value === undefined) return `required key is missing (expected ${issue.expected})`;
+    return `expected ${issue.expected}, got ${JSON.stringify(value)}`;
+  }
+  if (issue.code === 'invalid_value') return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+  return issue.message;
+}

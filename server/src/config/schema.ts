@@ -1,0 +1,173 @@
+// The configuration file's schema: distribution's config.yml (so existing
+// registry:2 configs load unchanged) plus our own keys. Every object is
+// strict, so a misspelt key is refused with its full path. Keys stay
+// lowercase without underscores, which is what lets REGISTRY_A_B_C map onto
+// them as in distribution.
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.ts';
+
+// Environment overrides arrive as strings; accept "true"/"5" where a boolean or number is due.
+const bool = z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
+const int = z.preprocess(
+  (v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v),
+  z.number().int(),
+);
+const str = z.preprocess((v) => (typeof v === 'number' ? String(v) : v), z.string());
+
+/** A Go duration string ("168h", "30s"), parsed to milliseconds. */
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? (v === 0 ? 0 : undefined) : parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration (use e.g. 30s, 10m, 168h)` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** A byte size ("10GB", "512MiB", 1048576), parsed to bytes. */
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 512MB, 10GB, 1GiB)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const logLevel = z.enum(['error', 'warn', 'info', 'debug', 'trace', 'fatal', 'panic']);
+
+const log = z.strictObject({
+  level: logLevel.default('info'),
+  formatter: z.enum(['text', 'json', 'logstash']).optional(),
+  fields: z.record(z.string(), z.unknown()).optional(),
+  hooks: z.array(z.unknown()).optional(),
+  reportcaller: bool.optional(),
+  accesslog: z.strictObject({ disabled: bool.default(false) }).default({ disabled: false }),
+});
+
+const filesystem = z.strictObject({
+  rootdirectory: str.default('/var/lib/registry'),
+  maxthreads: int.optional(),
+});
+
+const storage = z
+  .strictObject({
+    filesystem: filesystem.optional(),
+    delete: z.strictObject({ enabled: bool.default(false) }).default({ enabled: false }),
+    cache: z
+      .strictObject({
+        blobdescriptor: z.enum(['inmemory', 'redis']).optional(),
+        blobdescriptorsize: int.optional(),
+      })
+      .optional(),
+    maintenance: z
+      .strictObject({
+        uploadpurging: z
+          .strictObject({
+            enabled: bool.default(true),
+            age: duration.default(168 * 3_600_000),
+            interval: duration.default(24 * 3_600_000),
+            dryrun: bool.default(false),
+          })
+          .optional(),
+        readonly: z.strictObject({ enabled: bool.default(false) }).optional(),
+      })
+      .optional(),
+    redirect: z.strictObject({ disable: bool.default(false) }).optional(),
+    tag: z.strictObject({ concurrencylimit: int.optional() }).optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (!s.filesystem) {
+      ctx.addIssue({ code: 'custom', path: ['filesystem'], message: 'a storage driver is required (storage.filesystem)' });
+    }
+  });
+
+const http = z.strictObject({
+  addr: str.default(':5000'),
+  net: z.enum(['tcp', 'unix']).default('tcp'),
+  prefix: str.optional(),
+  host: str.optional(),
+  secret: str.optional(),
+  relativeurls: bool.optional(),
+  draintimeout: duration.optional(),
+  tls: z
+    .strictObject({
+      certificate: str.optional(),
+      key: str.optional(),
+      clientcas: z.array(z.string()).optional(),
+      minimumtls: str.optional(),
+      ciphersuites: z.array(z.string()).optional(),
+      letsencrypt: z.record(z.string(), z.unknown()).optional(),
+    })
+    .optional(),
+  debug: z
+    .strictObject({
+      addr: str.optional(),
+      prometheus: z.strictObject({ enabled: bool.default(false), path: str.default('/metrics') }).optional(),
+    })
+    .optional(),
+  headers: z.record(z.string(), z.union([z.array(z.string()), z.string()])).optional(),
+  http2: z.strictObject({ disabled: bool.default(false) }).optional(),
+  h2c: z.strictObject({ enabled: bool.default(false) }).optional(),
+  timeout: z
+    .strictObject({
+      read: duration.optional(),
+      write: duration.optional(),
+      idle: duration.optional(),
+    })
+    .optional(),
+});
+
+const htpasswd = z.strictObject({
+  realm: str.default('Registry Realm'),
+  path: str,
+});
+
+const auth = z
+  .strictObject({
+    htpasswd: htpasswd.optional(),
+    token: z.record(z.string(), z.unknown()).optional(),
+    silly: z.record(z.string(), z.unknown()).optional(),
+    /** Ours: let anonymous clients pull while pushes need a login. */
+    anonymouspull: bool.default(false),
+  })
+  .superRefine((a, ctx) => {
+    if (a.token) ctx.addIssue({ code: 'custom', path: ['token'], message: 'token auth is not supported yet; use auth.htpasswd' });
+    if (a.silly) ctx.addIssue({ code: 'custom', path: ['silly'], message: 'silly auth is not supported; use auth.htpasswd' });
+  });
+
+const health = z.strictObject({
+  storagedriver: z
+    .strictObject({ enabled: bool.default(false), interval: duration.optional(), threshold: int.optional() })
+    .optional(),
+  file: z.array(z.unknown()).optional(),
+  http: z.array(z.unknown()).optional(),
+  tcp: z.array(z.unknown()).optional(),
+});
+
+const proxy = z.strictObject({
+  remoteurl: str.optional(),
+  username: str.optional(),
+  password: str.optional(),
+  ttl: duration.optional(),
+});
+
+export const configSchema = z.strictObject({
+  version: z.union([z.string(), z.number()]).transform(String).default('0.1'),
+  log: log.default({ level: 'info', accesslog: { disabled: false } }),
+  loglevel: logLevel.optional(),
+  storage,
+  http: http.default({ addr: ':5000', net: 'tcp' }),
+  auth: auth.optional(),
+  health: health.optional(),
+  proxy: proxy.optional(),
+  notifications: z.record(z.string(), z.unknown()).optional(),
+  redis: z.record(z.string(), z.unknown()).optional(),
+  validation: z.record(z.string(), z.unknown()).optional(),
+  compatibility: z.record(z.string(), z.unknown()).optional(),
+  reporting: z.record(z.string(), z.unknown()).optional(),
+  middleware: z.record(z.string(), z.unknown()).optional(),
+});
+
+export type RegistryConfig = z.output<typeof configSchema>;
+export { size as sizeSchema };

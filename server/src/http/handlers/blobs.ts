@@ -1,0 +1,48 @@
+// GET/HEAD/DELETE /v2/<name>/blobs/<digest>
+import { pipeline } from 'node:stream/promises';
+import { parseDigest } from '../../registry/digest.ts';
+import { type RequestContext, parseRangeHeader } from '../context.ts';
+
+export async function getBlob(ctx: RequestContext, name: string, reference: string): Promise<void> {
+  const { req, res, service } = ctx;
+  const digest = parseDigest(reference);
+  const info = await service.statBlob(name, digest);
+  const etag = `"${digest.value}"`;
+  const headers: Record<string, string | number> = {
+    'Docker-Content-Digest': digest.value,
+    'Accept-Ranges': 'bytes',
+    'Content-Type': 'application/octet-stream',
+    ETag: etag,
+    'Cache-Control': 'max-age=31536000',
+  };
+  if (req.headers['if-none-match'] === etag) {
+    res.writeHead(304, headers).end();
+    return;
+  }
+  const wanted = parseRangeHeader(req.headers.range, info.size);
+  if (wanted.kind === 'unsatisfiable') {
+    res.writeHead(416, { ...headers, 'Content-Range': `bytes */${info.size}`, 'Content-Length': 0 }).end();
+    return;
+  }
+  const range = wanted.kind === 'partial' ? wanted.range : undefined;
+  const length = range ? range.end - range.start + 1 : info.size;
+  if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${info.size}`;
+  headers['Content-Length'] = length;
+  if (req.method === 'HEAD') {
+    res.writeHead(range ? 206 : 200, headers).end();
+    return;
+  }
+  const stream = await service.openBlob(name, digest, range);
+  res.writeHead(range ? 206 : 200, headers);
+  ctx.access.bytesOut = length;
+  try {
+    await pipeline(stream, res);
+  } catch {
+    // The client went away mid-download; nothing to answer.
+  }
+}
+
+export async function deleteBlob(ctx: RequestContext, name: string, reference: string): Promise<void> {
+  await ctx.service.deleteBlob(name, parseDigest(reference));
+  ctx.res.writeHead(202, { 'Content-Length': 0 }).end();
+}

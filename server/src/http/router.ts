@@ -1,0 +1,56 @@
+// Maps a request path to one of the API's routes. Repository names contain
+// slashes, so routes are recognised by their suffix (/manifests/<ref>,
+// /blobs/<digest>, …) and everything before it is the name, which is then
+// validated against the spec's grammar. The path is never decoded as a whole:
+// only the final segment is, so "%2e%2e" can't become a path component.
+import { RegistryError } from '../registry/errors.ts';
+import { validateName } from '../registry/names.ts';
+
+export type Route =
+  | { kind: 'base' }
+  | { kind: 'catalog' }
+  | { kind: 'tags'; name: string }
+  | { kind: 'manifest'; name: string; reference: string }
+  | { kind: 'blob'; name: string; reference: string }
+  | { kind: 'uploads'; name: string }
+  | { kind: 'upload'; name: string; id: string }
+  | { kind: 'referrers'; name: string; reference: string };
+
+export type RouteKind = Route['kind'];
+
+const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Route]> = [
+  [/^\/v2\/?$/, () => ({ kind: 'base' })],
+  [/^\/v2\/_catalog\/?$/, () => ({ kind: 'catalog' })],
+  [/^\/v2\/(.+)\/tags\/list\/?$/, (m) => ({ kind: 'tags', name: m[1] })],
+  [/^\/v2\/(.+)\/blobs\/uploads\/?$/, (m) => ({ kind: 'uploads', name: m[1] })],
+  [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (m) => ({ kind: 'upload', name: m[1], id: decode(m[2]) })],
+  [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (m) => ({ kind: 'manifest', name: m[1], reference: decode(m[2]) })],
+  [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: 'blob', name: m[1], reference: decode(m[2]) })],
+  [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: 'referrers', name: m[1], reference: decode(m[2]) })],
+];
+
+/** The route for a path (without query string), or undefined when it is not an API path. */
+export function matchRoute(pathname: string): Route | undefined {
+  for (const [re, build] of PATTERNS) {
+    const m = re.exec(pathname);
+    if (!m) continue;
+    const route = build(m);
+    if ('name' in route) validateName(route.name);
+    return route;
+  }
+  return undefined;
+}
+
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new RegistryError('NAME_INVALID', 'malformed percent-encoding in path');
+  }
+}
+
+export function splitUrl(url: string): { pathname: string; query: URLSearchParams } {
+  const q = url.indexOf('?');
+  if (q < 0) return { pathname: url, query: new URLSearchParams() };
+  return { pathname: url.slice(0, q), query: new URLSearchParams(url.slice(q + 1)) };
+}

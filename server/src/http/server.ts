@@ -1,0 +1,133 @@
+// Builds the whole server from a validated config: storage, registry
+// service, auth, HTTP listener. Also used by the tests to run a real server
+// on a random loopback port.
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { Authenticator } from '../auth/authenticator.ts';
+import { Htpasswd } from '../auth/htpasswd.ts';
+import type { RegistryConfig } from '../config/schema.ts';
+import { LocalRegistry } from '../registry/local-registry.ts';
+import type { RegistryService } from '../registry/types.ts';
+import { createLogger, type Logger } from '../ops/logger.ts';
+import { startUploadPurger } from '../ops/upload-purger.ts';
+import { FilesystemDriver } from '../storage/filesystem.ts';
+import { createApp } from './app.ts';
+
+export interface RunningServer {
+  readonly server: http.Server;
+  readonly url: string;
+  readonly port: number;
+  readonly registry: LocalRegistry;
+  readonly service: RegistryService;
+  readonly logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Overrides http.addr (tests pass "127.0.0.1:0"). */
+  addr?: string;
+}
+
+export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = options.logger ?? createLogger(config.loglevel ?? config.log.level, config.log.fields);
+  if (config.proxy) {
+    throw new Error('this config has a proxy section (mirror mode), which this build does not support yet');
+  }
+  const rootdirectory = config.storage.filesystem?.rootdirectory;
+  if (!rootdirectory) throw new Error('storage.filesystem.rootdirectory is required');
+  const driver = new FilesystemDriver(rootdirectory);
+  const registry = new LocalRegistry(driver, {
+    deleteEnabled: config.storage.delete.enabled,
+    readOnly: config.storage.maintenance?.readonly?.enabled ?? false,
+    blobDescriptorCacheSize: config.storage.cache?.blobdescriptorsize,
+  });
+  const service: RegistryService = registry;
+
+  const htpasswdConfig = config.auth?.htpasswd;
+  const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path }) : undefined;
+  const authenticator = new Authenticator({
+    htpasswd,
+    realm: htpasswdConfig?.realm ?? 'Registry Realm',
+    anonymousPull: config.auth?.anonymouspull ?? false,
+  });
+
+  const app = createApp({
+    service,
+    authenticator,
+    logger,
+    accessLog: !config.log.accesslog.disabled,
+    prefix: config.http.prefix,
+    headers: config.http.headers,
+  });
+
+  const tls = config.http.tls;
+  const server: http.Server =
+    tls?.certificate && tls.key
+      ? https.createServer({ cert: readFileSync(tls.certificate), key: readFileSync(tls.key) }, app)
+      : http.createServer(app);
+  // Pushes of large layers take as long as they take: no overall request deadline
+  // unless the config asks for one.
+  server.requestTimeout = config.http.timeout?.read ?? 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = config.http.timeout?.idle ?? 75_000;
+  if (config.http.timeout?.write) server.timeout = config.http.timeout.write;
+
+  const addr = options.addr ?? config.http.addr;
+  await listen(server, config.http.net, addr);
+  const address = server.address() as AddressInfo | string;
+  const port = typeof address === 'string' ? 0 : address.port;
+  const host = typeof address === 'string' ? address : hostForUrl(address.address);
+  const url = typeof address === 'string' ? `unix:${address}` : `${server instanceof https.Server ? 'https' : 'http'}://${host}:${port}`;
+
+  const purger = startUploadPurger(registry, config, logger);
+  let closed = false;
+  return {
+    server,
+    url,
+    port,
+    registry,
+    service,
+    logger,
+    close: () => {
+      if (closed) return Promise.resolve();
+      closed = true;
+      purger.stop();
+      return new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+function listen(server: http.Server, net: 'tcp' | 'unix', addr: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (net === 'unix') {
+      server.listen(addr, done);
+      return;
+    }
+    const { host, port } = parseAddr(addr);
+    server.listen({ host, port }, done);
+  });
+}
+
+/** "host:port", ":port" or "[::1]:port" → listen arguments (empty host = all interfaces). */
+export function parseAddr(addr: string): { host?: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr.trim());
+  if (!m) throw new Error(`http.addr must look like host:port or :port, got "${addr}"`);
+  const host = m[1] ?? m[2];
+  return { host: host === '' ? undefined : host, port: Number(m[3]) };
+}
+
+function hostForUrl(address: string): string {
+  if (address === '::' || address === '0.0.0.0') return '127.0.0.1';
+  return address.includes(':') ? `[${address}]` : address;
+}

@@ -1,0 +1,114 @@
+// Content-addressed blobs shared by all repositories, and the link files that
+// make a blob (or manifest) visible in one repository. Blob data is immutable
+// once committed, so sizes are cached by digest (distribution's "blob
+// descriptor cache"); links are always read from storage, because another
+// process (GC, a registry:2 on the same directory) may remove them.
+import type { Readable } from 'node:stream';
+import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
+import { paths } from '../storage/paths.ts';
+import { type Digest, tryParseDigest } from './digest.ts';
+import { RegistryError } from './errors.ts';
+import { LruCache } from './lru.ts';
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+export class BlobStore {
+  private readonly sizes: LruCache<string, number>;
+
+  constructor(
+    readonly driver: StorageDriver,
+    descriptorCacheSize = 10_000,
+  ) {
+    this.sizes = new LruCache(descriptorCacheSize, () => 1);
+  }
+
+  /** Global stat, ignoring repositories. Undefined when the blob is not stored. */
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    const cached = this.sizes.get(digest.value);
+    if (cached !== undefined) return { digest, size: cached };
+    try {
+      const info = await this.driver.stat(paths.blobData(digest));
+      this.sizes.set(digest.value, info.size);
+      return { digest, size: info.size };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async open(digest: Digest, range?: ByteRange): Promise<Readable> {
+    try {
+      return await this.driver.reader(paths.blobData(digest), range);
+    } catch (err) {
+      if (isNotFound(err)) {
+        this.sizes.delete(digest.value);
+        throw new RegistryError('BLOB_UNKNOWN', `blob unknown: ${digest.value}`);
+      }
+      throw err;
+    }
+  }
+
+  async readAll(digest: Digest): Promise<Buffer | undefined> {
+    try {
+      return await this.driver.getContent(paths.blobData(digest));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Stores small, already verified content (manifests) under its digest. */
+  async putVerified(digest: Digest, data: Uint8Array): Promise<void> {
+    if ((await this.stat(digest)) === undefined) {
+      await this.driver.putContent(paths.blobData(digest), data);
+    }
+    this.sizes.set(digest.value, data.length);
+  }
+
+  /** Moves verified upload data into place under its digest. */
+  async commitFrom(uploadKey: string, digest: Digest, size: number): Promise<void> {
+    if ((await this.stat(digest)) === undefined) {
+      await this.driver.move(uploadKey, paths.blobData(digest));
+    }
+    this.sizes.set(digest.value, size);
+  }
+
+  /** Removes the blob data itself (garbage collection only). */
+  async deleteData(digest: Digest): Promise<void> {
+    this.sizes.delete(digest.value);
+    await this.driver.delete(paths.blobDir(digest));
+  }
+
+  forget(digest: Digest): void {
+    this.sizes.delete(digest.value);
+  }
+
+  // ---- links ----
+
+  async readLink(key: string): Promise<Digest | undefined> {
+    try {
+      const text = (await this.driver.getContent(key)).toString('utf8').trim();
+      return tryParseDigest(text);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async hasLink(key: string): Promise<boolean> {
+    try {
+      await this.driver.stat(key);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async writeLink(key: string, digest: Digest): Promise<void> {
+    await this.driver.putContent(key, Buffer.from(digest.value));
+  }
+}

@@ -1,0 +1,176 @@
+// The registry over local storage (private mode, and the cache under the
+// mirror). Composes the blob, upload and manifest stores behind the one
+// RegistryService interface that handlers use.
+import type { Readable } from 'node:stream';
+import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
+import { paths } from '../storage/paths.ts';
+import { type BlobInfo, BlobStore } from './blob-store.ts';
+import type { Digest } from './digest.ts';
+import { RegistryError } from './errors.ts';
+import { ManifestStore } from './manifest-store.ts';
+import { validateName } from './names.ts';
+import type {
+  AppendOptions,
+  Capabilities,
+  ManifestResult,
+  Page,
+  PageRequest,
+  PutManifestResult,
+  ReferrersResult,
+  RegistryService,
+  UploadStatus,
+} from './types.ts';
+import { UploadStore } from './uploads.ts';
+
+export interface LocalRegistryOptions {
+  deleteEnabled: boolean;
+  readOnly: boolean;
+  blobDescriptorCacheSize?: number;
+}
+
+export class LocalRegistry implements RegistryService {
+  readonly capabilities: Capabilities;
+  readonly blobs: BlobStore;
+  readonly manifests: ManifestStore;
+  readonly uploads: UploadStore;
+
+  constructor(
+    readonly driver: StorageDriver,
+    options: LocalRegistryOptions,
+  ) {
+    this.capabilities = { write: !options.readOnly, delete: options.deleteEnabled && !options.readOnly };
+    this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize);
+    this.manifests = new ManifestStore(driver, this.blobs);
+    this.uploads = new UploadStore(driver, this.blobs);
+  }
+
+  // ---- blobs ----
+
+  async statBlob(name: string, digest: Digest): Promise<BlobInfo> {
+    const linked = await this.blobs.hasLink(paths.layerLink(name, digest));
+    const info = linked ? await this.blobs.stat(digest) : undefined;
+    if (!info) throw blobUnknown(digest);
+    return info;
+  }
+
+  openBlob(_name: string, digest: Digest, range?: ByteRange): Promise<Readable> {
+    return this.blobs.open(digest, range);
+  }
+
+  async deleteBlob(name: string, digest: Digest): Promise<void> {
+    this.requireDelete();
+    if (!(await this.blobs.hasLink(paths.layerLink(name, digest)))) throw blobUnknown(digest);
+    // Only the repository's link goes; the data is shared and is garbage collection's to remove.
+    await this.driver.delete(paths.layerLinkDir(name, digest));
+  }
+
+  // ---- uploads ----
+
+  startUpload(name: string): Promise<UploadStatus> {
+    this.requireWrite();
+    return this.uploads.start(name);
+  }
+
+  async mountBlob(name: string, from: string, digest: Digest): Promise<BlobInfo | undefined> {
+    this.requireWrite();
+    validateName(from);
+    if (!(await this.blobs.hasLink(paths.layerLink(from, digest)))) return undefined;
+    const info = await this.blobs.stat(digest);
+    if (!info) return undefined;
+    await this.blobs.writeLink(paths.layerLink(name, digest), digest);
+    return info;
+  }
+
+  uploadStatus(name: string, id: string): Promise<UploadStatus> {
+    return this.uploads.status(name, id);
+  }
+
+  appendUpload(name: string, id: string, body: Readable, options: AppendOptions): Promise<UploadStatus> {
+    this.requireWrite();
+    return this.uploads.append(name, id, body, options);
+  }
+
+  finishUpload(name: string, id: string, digest: Digest, body: Readable | undefined, options: AppendOptions): Promise<BlobInfo> {
+    this.requireWrite();
+    return this.uploads.finish(name, id, digest, body, options);
+  }
+
+  cancelUpload(name: string, id: string): Promise<void> {
+    this.requireWrite();
+    return this.uploads.cancel(name, id);
+  }
+
+  // ---- manifests ----
+
+  getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    return this.manifests.get(name, reference, accept);
+  }
+
+  putManifest(name: string, reference: string, contentType: string | undefined, body: Buffer): Promise<PutManifestResult> {
+    this.requireWrite();
+    return this.manifests.put(name, reference, contentType, body);
+  }
+
+  deleteManifest(name: string, reference: string): Promise<void> {
+    this.requireDelete();
+    return this.manifests.delete(name, reference);
+  }
+
+  // ---- listings ----
+
+  async listTags(name: string, page: PageRequest): Promise<Page> {
+    return paginate(await this.manifests.tags(name), page);
+  }
+
+  referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+    return this.manifests.referrers(name, subject, artifactType);
+  }
+
+  async catalog(page: PageRequest): Promise<Page> {
+    return paginate(await this.repositories(), page);
+  }
+
+  /** Every repository name, sorted: directories holding a _manifests directory (as distribution's catalog). */
+  repositories(): Promise<string[]> {
+    return this.repositoriesWith('_manifests');
+  }
+
+  /** Names of the repository directories that hold `marker` (e.g. "_uploads"), sorted. */
+  async repositoriesWith(marker: string): Promise<string[]> {
+    const found: string[] = [];
+    const visit = async (prefix: string): Promise<void> => {
+      let children: string[];
+      try {
+        children = await this.driver.list(prefix ? `${paths.repositories}/${prefix}` : paths.repositories);
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw err;
+      }
+      for (const child of children.sort()) {
+        if (child === marker) found.push(prefix);
+        else if (!child.startsWith('_') && !child.startsWith('.')) await visit(prefix ? `${prefix}/${child}` : child);
+      }
+    };
+    await visit('');
+    return found.sort();
+  }
+
+  private requireWrite(): void {
+    if (!this.capabilities.write) throw new RegistryError('UNSUPPORTED', 'this registry is read-only');
+  }
+
+  private requireDelete(): void {
+    if (!this.capabilities.delete) throw new RegistryError('UNSUPPORTED', 'deletes are disabled on this registry (storage.delete.enabled)');
+  }
+}
+
+function blobUnknown(digest: Digest): RegistryError {
+  return new RegistryError('BLOB_UNKNOWN', `blob unknown to registry: ${digest.value}`, { digest: digest.value });
+}
+
+export function paginate(all: string[], { n, last }: PageRequest): Page {
+  let items = last !== undefined ? all.filter((x) => x > last) : all;
+  if (n === undefined || items.length <= n) return { items };
+  items = items.slice(0, n);
+  return { items, next: items[items.length - 1] };
+}

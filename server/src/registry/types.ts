@@ -1,0 +1,89 @@
+// The service interface every handler talks to. The local registry
+// implements it over storage; the mirror (proxy/) decorates it with an
+// upstream. Nothing here knows about HTTP.
+import type { Readable } from 'node:stream';
+import type { ByteRange } from '../storage/driver.ts';
+import type { BlobInfo } from './blob-store.ts';
+import type { Digest } from './digest.ts';
+import type { Descriptor } from './manifest.ts';
+
+export type { BlobInfo } from './blob-store.ts';
+
+export interface Capabilities {
+  /** Pushes (uploads, manifest PUT) are possible. */
+  readonly write: boolean;
+  /** Deletes of manifests, tags and blobs are enabled (storage.delete.enabled). */
+  readonly delete: boolean;
+}
+
+export interface UploadStatus {
+  readonly name: string;
+  readonly id: string;
+  /** Bytes received so far. */
+  readonly offset: number;
+}
+
+export interface AppendOptions {
+  /** From Content-Range: where the client thinks this chunk starts and ends (inclusive). */
+  readonly range?: ByteRange;
+  /** From Content-Length, when the client sent one. */
+  readonly contentLength?: number;
+}
+
+export interface ManifestResult {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly body: Buffer;
+  readonly subject?: Digest;
+}
+
+export interface PutManifestResult {
+  readonly digest: Digest;
+  readonly subject?: Digest;
+}
+
+export interface PageRequest {
+  readonly n?: number;
+  readonly last?: string;
+}
+
+export interface Page {
+  readonly items: string[];
+  /** Set when there may be more: the `last` value for the next page. */
+  readonly next?: string;
+}
+
+export interface ReferrersResult {
+  readonly manifests: Descriptor[];
+  readonly filtersApplied: string[];
+}
+
+export interface RegistryService {
+  readonly capabilities: Capabilities;
+
+  statBlob(name: string, digest: Digest): Promise<BlobInfo>;
+  openBlob(name: string, digest: Digest, range?: ByteRange): Promise<Readable>;
+  deleteBlob(name: string, digest: Digest): Promise<void>;
+
+  startUpload(name: string): Promise<UploadStatus>;
+  /** Links a blob from another repository; undefined when it cannot (then an upload is started instead). */
+  mountBlob(name: string, from: string, digest: Digest): Promise<BlobInfo | undefined>;
+  uploadStatus(name: string, id: string): Promise<UploadStatus>;
+  appendUpload(name: string, id: string, body: Readable, options: AppendOptions): Promise<UploadStatus>;
+  finishUpload(
+    name: string,
+    id: string,
+    digest: Digest,
+    body: Readable | undefined,
+    options: AppendOptions,
+  ): Promise<BlobInfo>;
+  cancelUpload(name: string, id: string): Promise<void>;
+
+  getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult>;
+  putManifest(name: string, reference: string, contentType: string | undefined, body: Buffer): Promise<PutManifestResult>;
+  deleteManifest(name: string, reference: string): Promise<void>;
+
+  listTags(name: string, page: PageRequest): Promise<Page>;
+  referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult>;
+  catalog(page: PageRequest): Promise<Page>;
+}

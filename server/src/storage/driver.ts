@@ -1,0 +1,56 @@
+// The storage driver contract: a key/value tree of byte objects, nothing
+// more. It knows nothing of manifests, tags or digests (see paths.ts for the
+// only place that builds keys). Keys are absolute, '/'-separated paths such as
+// "/docker/registry/v2/blobs/sha256/ab/ab12…/data", as in distribution.
+import type { Readable } from 'node:stream';
+
+export interface FileInfo {
+  readonly key: string;
+  readonly size: number;
+  readonly modTime: Date;
+  readonly isDir: boolean;
+}
+
+export class PathNotFoundError extends Error {
+  constructor(readonly key: string) {
+    super(`path not found: ${key}`);
+    this.name = 'PathNotFoundError';
+  }
+}
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  readonly start: number;
+  /** Last byte, inclusive. */
+  readonly end: number;
+}
+
+export interface StorageDriver {
+  readonly name: string;
+  /** Whole small object (links, manifests). Throws PathNotFoundError. */
+  getContent(key: string): Promise<Buffer>;
+  /** Atomically replaces the object: readers see the old or the new bytes, never a mix. */
+  putContent(key: string, data: Uint8Array): Promise<void>;
+  /** Throws PathNotFoundError. */
+  stat(key: string): Promise<FileInfo>;
+  /** Names (not keys) of the direct children of a directory. Throws PathNotFoundError. */
+  list(key: string): Promise<string[]>;
+  /** A stream of the object's bytes, opened before it resolves (so a missing object throws here). */
+  reader(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Appends a stream to an object (created if missing), calling `tap` with every chunk
+   * actually written, and resolves with the number of bytes appended. If the source fails
+   * half way, the bytes written so far stay (the upload's offset says how many).
+   */
+  append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number>;
+  /** Durably and atomically moves an object to a new key, replacing what is there. */
+  move(from: string, to: string): Promise<void>;
+  /** Deletes an object or a whole directory tree. Missing keys are not an error. */
+  delete(key: string): Promise<void>;
+  /** Records that the object was used now (for cache pruning by last access). */
+  touch(key: string, when?: Date): Promise<void>;
+}
+
+export function isNotFound(err: unknown): err is PathNotFoundError {
+  return err instanceof PathNotFoundError;
+}

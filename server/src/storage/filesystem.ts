@@ -1,0 +1,163 @@
+// Filesystem driver: keys map to files under a root directory, in the same
+// layout as distribution's filesystem driver, so a registry:2 data directory
+// can be served as-is. Every whole-object write is temp file + fsync + rename.
+import { randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { type ByteRange, type FileInfo, PathNotFoundError, type StorageDriver } from './driver.ts';
+
+const READ_CHUNK = 1024 * 1024;
+
+export class FilesystemDriver implements StorageDriver {
+  readonly name = 'filesystem';
+  readonly root: string;
+
+  constructor(rootDirectory: string) {
+    this.root = path.resolve(rootDirectory);
+  }
+
+  private full(key: string): string {
+    // Keys come from paths.ts, built from validated names and digests; this
+    // check is the last line of defence against a key escaping the root.
+    const p = path.join(this.root, key);
+    if (p !== this.root && !p.startsWith(this.root + path.sep)) {
+      throw new Error(`storage key escapes the root: ${key}`);
+    }
+    return p;
+  }
+
+  async getContent(key: string): Promise<Buffer> {
+    try {
+      return await fs.readFile(this.full(key));
+    } catch (err) {
+      throw mapError(err, key);
+    }
+  }
+
+  async putContent(key: string, data: Uint8Array): Promise<void> {
+    const file = this.full(key);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    const tmp = tempName(file);
+    const fh = await fs.open(tmp, 'w', 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.datasync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    try {
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async stat(key: string): Promise<FileInfo> {
+    try {
+      const st = await fs.stat(this.full(key));
+      return { key, size: st.size, modTime: st.mtime, isDir: st.isDirectory() };
+    } catch (err) {
+      throw mapError(err, key);
+    }
+  }
+
+  async list(key: string): Promise<string[]> {
+    try {
+      const names = await fs.readdir(this.full(key));
+      return names.filter((n) => !n.startsWith('.tmp-'));
+    } catch (err) {
+      throw mapError(err, key);
+    }
+  }
+
+  async reader(key: string, range?: ByteRange): Promise<Readable> {
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(this.full(key), fsc.O_RDONLY);
+    } catch (err) {
+      throw mapError(err, key);
+    }
+    return fh.createReadStream({
+      start: range?.start,
+      end: range?.end,
+      highWaterMark: READ_CHUNK,
+      autoClose: true,
+    });
+  }
+
+  async append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number> {
+    const file = this.full(key);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    const fh = await fs.open(file, 'a', 0o644);
+    let written = 0;
+    const out = fh.createWriteStream({ highWaterMark: READ_CHUNK });
+    try {
+      await pipeline(
+        source,
+        async function* (chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            tap?.(chunk);
+            written += chunk.length;
+            yield chunk;
+          }
+        },
+        out,
+      );
+    } finally {
+      await fh.close().catch(() => {});
+    }
+    return written;
+  }
+
+  async move(from: string, to: string): Promise<void> {
+    const src = this.full(from);
+    const dst = this.full(to);
+    // Flush the data before the rename makes it visible: after a crash the
+    // destination holds either nothing or all of the bytes.
+    try {
+      const fh = await fs.open(src, 'r+');
+      try {
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw mapError(err, from);
+    }
+    await fs.mkdir(path.dirname(dst), { recursive: true });
+    await fs.rename(src, dst);
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.full(key);
+    if (file === this.root) throw new Error('refusing to delete the storage root');
+    await fs.rm(file, { recursive: true, force: true });
+  }
+
+  async touch(key: string, when = new Date()): Promise<void> {
+    try {
+      const file = this.full(key);
+      const st = await fs.stat(file);
+      await fs.utimes(file, when, st.mtime);
+    } catch (err) {
+      throw mapError(err, key);
+    }
+  }
+}
+
+function tempName(file: string): string {
+  return path.join(path.dirname(file), `.tmp-${path.basename(file)}-${randomBytes(6).toString('hex')}`);
+}
+
+function mapError(err: unknown, key: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new PathNotFoundError(key);
+  return err;
+}
