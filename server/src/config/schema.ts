@@ -145,11 +145,74 @@ const health = z.strictObject({
   tcp: z.array(z.unknown()).optional(),
 });
 
+/** One upstream registry of the mirror (ours; distribution's remoteurl gives just one). */
+const upstream = z.strictObject({
+  /** The registry host clients name: containerd's ?ns= value, or the leading component of a repository name. */
+  host: z.string().regex(/^[a-z0-9.-]+(:\d+)?$/, 'must be a registry host such as ghcr.io or registry.example.com:5000'),
+  /** Where to reach it, e.g. https://registry-1.docker.io for docker.io. */
+  url: z.string().regex(/^https?:\/\/[^/]+\/?$/, 'must be an http(s) URL with no path, e.g. https://ghcr.io'),
+  username: str.optional(),
+  password: str.optional(),
+});
+
 const proxy = z.strictObject({
+  // distribution's keys: one upstream
   remoteurl: str.optional(),
   username: str.optional(),
   password: str.optional(),
+  /** Cached content unused for this long is evicted (distribution's meaning; the pruning job enforces it). */
   ttl: duration.optional(),
+  // ours
+  upstreams: z.array(upstream).optional(),
+  /** Which upstream serves names with no registry host (default: docker.io, or the only upstream). */
+  defaulthost: str.optional(),
+  /** How long a cached tag is trusted without asking the upstream (0: revalidate every pull by tag). */
+  tagfreshness: duration.default(0),
+  /** Cache-Control max-age for manifests fetched by tag (for a CDN in front). */
+  tagmaxage: duration.default(60_000),
+});
+
+/** Ours: the admin listener (metrics, health, GC and prune endpoints), loopback by default. */
+const admin = z.strictObject({
+  addr: str.default('127.0.0.1:5001'),
+  /** Bearer token the admin endpoints that change things (gc, prune) require; none = loopback trust. */
+  token: str.optional(),
+});
+
+const bucket = z.strictObject({
+  /** Sustained requests per second. */
+  rate: z.number().positive(),
+  /** Requests allowed in a burst above the rate. */
+  burst: int.pipe(z.number().int().positive()),
+});
+
+/** Ours: built-in rate limits. */
+const ratelimit = z.strictObject({
+  enabled: bool.default(false),
+  perip: bucket.optional(),
+  peruser: bucket.optional(),
+  failedlogins: z.strictObject({ limit: int, window: duration }).optional(),
+  /** Addresses/CIDRs of proxies (Caddy) whose X-Forwarded-For is believed. */
+  trustedproxies: z.array(z.string()).default([]),
+});
+
+/** Ours: online garbage collection. */
+const gc = z.strictObject({
+  /** Run GC this often inside the server (0: only on demand). */
+  interval: duration.default(0),
+  /** Blobs younger than this are never collected (pushes in flight reference them). */
+  graceperiod: duration.default(3_600_000),
+  deleteuntagged: bool.default(false),
+});
+
+/** Ours: the mirror's cache pruning policy. */
+const cache = z.strictObject({
+  /** Evict content unused for this long (default: proxy.ttl, 168h). */
+  maxage: duration.optional(),
+  /** Keep the cache under this size, least recently used first. */
+  maxsize: size.optional(),
+  /** Prune this often inside the server (0: only on demand / from cron). */
+  interval: duration.default(0),
 });
 
 export const configSchema = z.strictObject({
@@ -167,7 +230,10 @@ export const configSchema = z.strictObject({
   compatibility: z.record(z.string(), z.unknown()).optional(),
   reporting: z.record(z.string(), z.unknown()).optional(),
   middleware: z.record(z.string(), z.unknown()).optional(),
+  admin: admin.optional(),
+  ratelimit: ratelimit.optional(),
+  gc: gc.optional(),
+  cache: cache.optional(),
 });
 
 export type RegistryConfig = z.output<typeof configSchema>;
-export { size as sizeSchema };
