@@ -5,7 +5,7 @@ import type { Authenticator, Identity } from '../auth/authenticator.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
 import type { Logger } from '../ops/logger.ts';
-import type { AccessRecord, RequestContext } from './context.ts';
+import type { AccessRecord, CacheControl, RequestContext } from './context.ts';
 import { endpointFor, isWriteMethod } from './dispatch.ts';
 import { writeError } from './errors.ts';
 import { matchRoute, splitUrl } from './router.ts';
@@ -19,6 +19,7 @@ export interface AppOptions {
   prefix?: string;
   /** http.headers: added to every response. */
   headers?: Record<string, string | string[]>;
+  cacheControl?: CacheControl;
 }
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -73,8 +74,11 @@ export function createApp(options: AppOptions): RequestListener {
         if (!pathname.startsWith(`${prefix}/`)) throw new RegistryError('NAME_UNKNOWN', 'not found');
         pathname = pathname.slice(prefix.length);
       }
-      const route = matchRoute(pathname);
+      let route = matchRoute(pathname);
       if (!route) throw new RegistryError('NAME_UNKNOWN', `no such API endpoint: ${pathname.slice(0, 200)}`);
+      if ('name' in route && options.service.canonicalName) {
+        route = { ...route, name: options.service.canonicalName(route.name, query.get('ns') ?? undefined) };
+      }
       const endpoint = endpointFor(route, req.method);
       if (!endpoint) {
         throw new RegistryError('UNSUPPORTED', `${req.method} is not supported on ${route.kind}`);
@@ -85,7 +89,17 @@ export function createApp(options: AppOptions): RequestListener {
       identity = await options.authenticator.authenticate(req.headers.authorization, endpoint.access);
       if ('name' in route) access.repo = route.name;
       if ('reference' in route) access.reference = route.reference;
-      const ctx: RequestContext = { req, res, route, query, service: options.service, identity, url, access };
+      const ctx: RequestContext = {
+        req,
+        res,
+        route,
+        query,
+        service: options.service,
+        identity,
+        url,
+        access,
+        cacheControl: options.cacheControl ?? {},
+      };
       await endpoint.handle(ctx);
       finish(res.statusCode);
     };

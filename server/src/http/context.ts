@@ -26,6 +26,15 @@ export interface RequestContext {
   readonly url: (path: string) => string;
   /** Fields for the access log, filled in by handlers. */
   readonly access: AccessRecord;
+  readonly cacheControl: CacheControl;
+}
+
+/** Cache-Control values for responses a CDN or client may cache. */
+export interface CacheControl {
+  /** Content addressed by digest (blobs, manifests by digest). */
+  readonly immutable?: string;
+  /** Manifests by tag. */
+  readonly tag?: string;
 }
 
 export function queryInt(query: URLSearchParams, key: string): number | undefined {

@@ -14,9 +14,13 @@ import { createLogger, type Logger } from '../ops/logger.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
 import { FilesystemDriver } from '../storage/filesystem.ts';
 import { createApp } from './app.ts';
+import type { CacheControl } from './context.ts';
+import { MirrorRegistry } from '../proxy/mirror-registry.ts';
+import { Upstreams } from '../proxy/upstreams.ts';
 
 export interface RunningServer {
   readonly server: http.Server;
+  readonly mirror?: MirrorRegistry;
   readonly url: string;
   readonly port: number;
   readonly registry: LocalRegistry;
@@ -33,18 +37,22 @@ export interface StartOptions {
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.loglevel ?? config.log.level, config.log.fields);
-  if (config.proxy) {
-    throw new Error('this config has a proxy section (mirror mode), which this build does not support yet');
-  }
   const rootdirectory = config.storage.filesystem?.rootdirectory;
   if (!rootdirectory) throw new Error('storage.filesystem.rootdirectory is required');
   const driver = new FilesystemDriver(rootdirectory);
+  const mirrorMode = config.proxy !== undefined;
   const registry = new LocalRegistry(driver, {
-    deleteEnabled: config.storage.delete.enabled,
-    readOnly: config.storage.maintenance?.readonly?.enabled ?? false,
+    deleteEnabled: config.storage.delete.enabled && !mirrorMode,
+    readOnly: mirrorMode || (config.storage.maintenance?.readonly?.enabled ?? false),
     blobDescriptorCacheSize: config.storage.cache?.blobdescriptorsize,
   });
-  const service: RegistryService = registry;
+  const mirror = config.proxy
+    ? new MirrorRegistry(registry, Upstreams.fromConfig(config.proxy), {
+        tagFreshnessMs: config.proxy.tagfreshness,
+        logger,
+      })
+    : undefined;
+  const service: RegistryService = mirror ?? registry;
 
   const htpasswdConfig = config.auth?.htpasswd;
   const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path }) : undefined;
@@ -61,6 +69,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     accessLog: !config.log.accesslog.disabled,
     prefix: config.http.prefix,
     headers: config.http.headers,
+    cacheControl: cacheControlFor(config),
   });
 
   const tls = config.http.tls;
@@ -90,16 +99,33 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     port,
     registry,
     service,
+    mirror,
     logger,
-    close: () => {
-      if (closed) return Promise.resolve();
+    close: async () => {
+      if (closed) return;
       closed = true;
       purger.stop();
-      return new Promise<void>((resolve) => {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      await mirror?.close();
     },
+  };
+}
+
+/**
+ * Content addressed by digest never changes, so a CDN may keep it for a year;
+ * in mirror mode manifests by tag get a short max-age. With auth on, only
+ * private caches (the client's own) may keep anything.
+ */
+function cacheControlFor(config: RegistryConfig): CacheControl {
+  const scope = config.auth?.htpasswd ? 'private' : 'public';
+  if (!config.proxy) return { immutable: `${scope}, max-age=31536000` };
+  const tagSeconds = Math.floor(config.proxy.tagmaxage / 1000);
+  return {
+    immutable: `${scope}, max-age=31536000, immutable`,
+    tag: tagSeconds > 0 ? `${scope}, max-age=${tagSeconds}` : 'no-cache',
   };
 }
 

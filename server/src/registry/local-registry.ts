@@ -11,6 +11,7 @@ import { ManifestStore } from './manifest-store.ts';
 import { validateName } from './names.ts';
 import type {
   AppendOptions,
+  BlobHandle,
   Capabilities,
   ManifestResult,
   Page,
@@ -53,8 +54,9 @@ export class LocalRegistry implements RegistryService {
     return info;
   }
 
-  openBlob(_name: string, digest: Digest, range?: ByteRange): Promise<Readable> {
-    return this.blobs.open(digest, range);
+  async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
+    const info = await this.statBlob(name, digest);
+    return { info, open: (range?: ByteRange) => this.blobs.open(digest, range) };
   }
 
   async deleteBlob(name: string, digest: Digest): Promise<void> {

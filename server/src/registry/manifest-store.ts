@@ -60,7 +60,17 @@ export class ManifestStore {
     return { digest, mediaType: info.mediaType, body, subject: info.subject };
   }
 
-  async put(name: string, reference: string, contentType: string | undefined, body: Buffer): Promise<PutManifestResult> {
+  /**
+   * Stores a manifest under a tag or its digest. `verifyReferences: false` is for
+   * the mirror's cache, which fetches a manifest's blobs and children lazily.
+   */
+  async put(
+    name: string,
+    reference: string,
+    contentType: string | undefined,
+    body: Buffer,
+    options: { verifyReferences?: boolean } = {},
+  ): Promise<PutManifestResult> {
     if (body.length > MAX_MANIFEST_BYTES) {
       throw new RegistryError('MANIFEST_TOO_LARGE', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`);
     }
@@ -72,7 +82,7 @@ export class ManifestStore {
     if (claimed && claimed.hex !== digest.hex) {
       throw new RegistryError('DIGEST_INVALID', `manifest digest ${digest.value} does not match reference ${claimed.value}`);
     }
-    await this.checkReferences(name, info);
+    if (options.verifyReferences !== false) await this.checkReferences(name, info);
 
     await this.blobs.putVerified(digest, body);
     this.parsed.set(digest.value, { body, info });

@@ -58,11 +58,27 @@ export interface ReferrersResult {
   readonly filtersApplied: string[];
 }
 
+export interface BlobHandle {
+  readonly info: BlobInfo;
+  /** Served from local storage ('hit') or fetched from an upstream ('miss'); mirror only. */
+  readonly cache?: 'hit' | 'miss';
+  /** Opens the bytes (or one range of them). */
+  open(range?: ByteRange): Promise<Readable>;
+}
+
 export interface RegistryService {
   readonly capabilities: Capabilities;
 
+  /**
+   * The name under which the service stores a repository. The mirror maps
+   * containerd's ?ns=<host> and a leading registry host onto its cache names;
+   * the local registry uses names as they are.
+   */
+  canonicalName?(name: string, ns: string | undefined): string;
+
   statBlob(name: string, digest: Digest): Promise<BlobInfo>;
-  openBlob(name: string, digest: Digest, range?: ByteRange): Promise<Readable>;
+  /** For GET: the blob's size and a way to read it (a mirror may start filling its cache here). */
+  getBlob(name: string, digest: Digest): Promise<BlobHandle>;
   deleteBlob(name: string, digest: Digest): Promise<void>;
 
   startUpload(name: string): Promise<UploadStatus>;

@@ -47,8 +47,11 @@ export interface StorageDriver {
   move(from: string, to: string): Promise<void>;
   /** Deletes an object or a whole directory tree. Missing keys are not an error. */
   delete(key: string): Promise<void>;
-  /** Records that the object was used now (for cache pruning by last access). */
-  touch(key: string, when?: Date): Promise<void>;
+  /**
+   * Sets an object's access time (last use, for cache pruning) and/or its
+   * modification time (the mirror's "last revalidated" for tags).
+   */
+  touch(key: string, times: { accessed?: Date; modified?: Date }): Promise<void>;
 }
 
 export function isNotFound(err: unknown): err is PathNotFoundError {

@@ -141,11 +141,11 @@ export class FilesystemDriver implements StorageDriver {
     await fs.rm(file, { recursive: true, force: true });
   }
 
-  async touch(key: string, when = new Date()): Promise<void> {
+  async touch(key: string, times: { accessed?: Date; modified?: Date }): Promise<void> {
     try {
       const file = this.full(key);
       const st = await fs.stat(file);
-      await fs.utimes(file, when, st.mtime);
+      await fs.utimes(file, times.accessed ?? st.atime, times.modified ?? st.mtime);
     } catch (err) {
       throw mapError(err, key);
     }

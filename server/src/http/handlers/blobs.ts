@@ -6,15 +6,17 @@ import { type RequestContext, parseRangeHeader } from '../context.ts';
 export async function getBlob(ctx: RequestContext, name: string, reference: string): Promise<void> {
   const { req, res, service } = ctx;
   const digest = parseDigest(reference);
-  const info = await service.statBlob(name, digest);
+  const handle = req.method === 'HEAD' ? undefined : await service.getBlob(name, digest);
+  const info = handle?.info ?? (await service.statBlob(name, digest));
+  if (handle?.cache) ctx.access.cache = handle.cache;
   const etag = `"${digest.value}"`;
   const headers: Record<string, string | number> = {
     'Docker-Content-Digest': digest.value,
     'Accept-Ranges': 'bytes',
     'Content-Type': 'application/octet-stream',
     ETag: etag,
-    'Cache-Control': 'max-age=31536000',
   };
+  if (ctx.cacheControl.immutable) headers['Cache-Control'] = ctx.cacheControl.immutable;
   if (req.headers['if-none-match'] === etag) {
     res.writeHead(304, headers).end();
     return;
@@ -28,11 +30,11 @@ export async function getBlob(ctx: RequestContext, name: string, reference: stri
   const length = range ? range.end - range.start + 1 : info.size;
   if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${info.size}`;
   headers['Content-Length'] = length;
-  if (req.method === 'HEAD') {
+  if (!handle) {
     res.writeHead(range ? 206 : 200, headers).end();
     return;
   }
-  const stream = await service.openBlob(name, digest, range);
+  const stream = await handle.open(range);
   res.writeHead(range ? 206 : 200, headers);
   ctx.access.bytesOut = length;
   try {

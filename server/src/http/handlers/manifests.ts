@@ -1,4 +1,5 @@
 // GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>
+import { looksLikeDigest } from '../../registry/digest.ts';
 import { RegistryError } from '../../registry/errors.ts';
 import { MAX_MANIFEST_BYTES } from '../../registry/manifest.ts';
 import { type RequestContext, readBody } from '../context.ts';
@@ -7,12 +8,14 @@ export async function getManifest(ctx: RequestContext, name: string, reference: 
   const { req, res, service } = ctx;
   const manifest = await service.getManifest(name, reference, req.headers.accept);
   const etag = `"${manifest.digest.value}"`;
-  const headers = {
+  const headers: Record<string, string | number> = {
     'Content-Type': manifest.mediaType,
     'Docker-Content-Digest': manifest.digest.value,
     'Content-Length': manifest.body.length,
     ETag: etag,
   };
+  const cacheControl = looksLikeDigest(reference) ? ctx.cacheControl.immutable : ctx.cacheControl.tag;
+  if (cacheControl) headers['Cache-Control'] = cacheControl;
   if (req.headers['if-none-match'] === etag) {
     res.writeHead(304, headers).end();
     return;

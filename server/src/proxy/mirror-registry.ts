@@ -1,0 +1,276 @@
+// Mirror mode: the registry service as a read-only pull-through cache. It
+// decorates the local registry (the cache) and falls back to the upstream
+// inside each read, as distribution's registry/proxy does, so handlers have
+// one code path for both modes.
+//
+// - Blobs: a cache hit is the local registry's own path. A miss starts (or
+//   joins) one BlobFill per digest: one upstream GET however many clients ask.
+// - Manifests by digest are immutable: served from the cache with no upstream
+//   request. By tag: revalidated with a HEAD once the tag's freshness window
+//   has passed, re-fetched only when the digest moved, and served stale when
+//   the upstream fails.
+import type { Readable } from 'node:stream';
+import { isNotFound } from '../storage/driver.ts';
+import { paths } from '../storage/paths.ts';
+import { type Digest, digestOf, looksLikeDigest, parseDigest } from '../registry/digest.ts';
+import { isRegistryError, RegistryError } from '../registry/errors.ts';
+import type { LocalRegistry } from '../registry/local-registry.ts';
+import { MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.ts';
+import type {
+  BlobHandle,
+  BlobInfo,
+  Capabilities,
+  ManifestResult,
+  Page,
+  PageRequest,
+  PutManifestResult,
+  ReferrersResult,
+  RegistryService,
+  UploadStatus,
+} from '../registry/types.ts';
+import type { Logger } from '../ops/logger.ts';
+import { BlobFill } from './blob-fill.ts';
+import { SingleFlight } from './single-flight.ts';
+import { UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
+import type { Upstreams } from './upstreams.ts';
+
+export interface MirrorOptions {
+  /** How long a cached tag is trusted without asking the upstream. */
+  tagFreshnessMs: number;
+  logger: Logger;
+}
+
+export class MirrorRegistry implements RegistryService {
+  readonly capabilities: Capabilities = { write: false, delete: false };
+  readonly clients: Map<string, UpstreamClient>;
+  private readonly fills = new Map<string, BlobFill>();
+  private readonly manifestFetches = new SingleFlight<Digest>();
+
+  constructor(
+    readonly local: LocalRegistry,
+    readonly upstreams: Upstreams,
+    private readonly options: MirrorOptions,
+  ) {
+    this.clients = new Map(upstreams.all().map((u) => [u.host, new UpstreamClient(u, { logger: options.logger })]));
+  }
+
+  canonicalName(name: string, ns: string | undefined): string {
+    return this.upstreams.canonicalName(name, ns);
+  }
+
+  // ---- blobs ----
+
+  async statBlob(name: string, digest: Digest): Promise<BlobInfo> {
+    const local = await this.localBlob(name, digest);
+    if (local) return local;
+    const fill = this.fills.get(digest.value);
+    if (fill?.size !== undefined) return { digest, size: fill.size };
+    const { client, remoteName } = this.upstreamFor(name);
+    const size = await this.upstreamCall(() => client.headBlob(remoteName, digest.value));
+    return { digest, size };
+  }
+
+  async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
+    const local = await this.localBlob(name, digest);
+    if (local) return { info: local, cache: 'hit', open: (range) => this.local.blobs.open(digest, range) };
+
+    let fill = this.fills.get(digest.value);
+    if (!fill) {
+      const { client, remoteName } = this.upstreamFor(name);
+      const started = new BlobFill(digest, name, remoteName, {
+        driver: this.local.driver,
+        blobs: this.local.blobs,
+        client,
+        logger: this.options.logger,
+      });
+      this.fills.set(digest.value, started);
+      started.done.finally(() => {
+        if (this.fills.get(digest.value) === started) this.fills.delete(digest.value);
+      }).catch(() => {});
+      fill = started;
+    }
+    const size = await this.upstreamCall(() => fill.ready);
+    if (size === undefined) {
+      // No Content-Length upstream: wait for the whole blob, then serve it from the cache.
+      await this.upstreamCall(() => fill.done);
+      const info = await this.local.statBlob(name, digest);
+      return { info, cache: 'miss', open: (range) => this.local.blobs.open(digest, range) };
+    }
+    const filling = fill;
+    return { info: { digest, size }, cache: 'miss', open: async (range) => filling.stream(range) as Readable };
+  }
+
+  /** A blob already in the cache: linked in this repository, or stored for another one (blobs are shared by digest). */
+  private async localBlob(name: string, digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      return await this.local.statBlob(name, digest);
+    } catch (err) {
+      if (!isRegistryError(err, 'BLOB_UNKNOWN')) throw err;
+    }
+    const shared = await this.local.blobs.stat(digest);
+    if (!shared) return undefined;
+    await this.local.blobs.writeLink(paths.layerLink(name, digest), digest);
+    return shared;
+  }
+
+  // ---- manifests ----
+
+  async getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    const cached = await this.cachedDigest(name, reference);
+    if (looksLikeDigest(reference)) {
+      if (!cached) await this.upstreamCall(() => this.fetchManifest(name, reference));
+      return this.local.getManifest(name, reference, accept);
+    }
+    if (cached && (await this.isFresh(name, reference))) return this.local.getManifest(name, reference, accept);
+    try {
+      await this.revalidateTag(name, reference, cached);
+    } catch (err) {
+      if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
+      this.options.logger.warn(
+        { repo: name, tag: reference, digest: cached.value, err: err.message },
+        'upstream unavailable; serving the cached manifest (stale-if-error)',
+      );
+    }
+    return this.local.getManifest(name, reference, accept);
+  }
+
+  private async revalidateTag(name: string, tag: string, cached: Digest | undefined): Promise<void> {
+    const { client, remoteName } = this.upstreamFor(name);
+    if (cached) {
+      // HEAD does not count against Docker Hub's pull limit; GET only when the tag moved.
+      const head = await client.headManifest(remoteName, tag);
+      if (head.digest === cached.value) {
+        await this.markValidated(name, tag);
+        return;
+      }
+    }
+    await this.fetchManifest(name, tag);
+  }
+
+  /** Fetches a manifest from the upstream, verifies it, and stores it (and the tag) in the cache. */
+  private fetchManifest(name: string, reference: string): Promise<Digest> {
+    return this.manifestFetches.run(`${name}@${reference}`, async () => {
+      const { client, remoteName } = this.upstreamFor(name);
+      const fetched = await client.getManifest(remoteName, reference, MAX_MANIFEST_BYTES);
+      const byDigest = looksLikeDigest(reference);
+      const claimed = byDigest ? parseDigest(reference) : fetched.digest ? parseDigest(fetched.digest) : undefined;
+      const actual = digestOf(fetched.body, claimed?.algorithm ?? 'sha256');
+      if (claimed && claimed.hex !== actual.hex) {
+        throw new UpstreamUnavailable(
+          this.upstreamFor(name).upstream.host,
+          `manifest ${remoteName}@${reference} does not match its digest ${claimed.value}; not cached`,
+        );
+      }
+      let info;
+      try {
+        info = parseManifest(fetched.body, fetched.mediaType);
+      } catch (err) {
+        throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${remoteName}@${reference}: ${(err as Error).message}`);
+      }
+      await this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false });
+      return actual;
+    });
+  }
+
+  private async cachedDigest(name: string, reference: string): Promise<Digest | undefined> {
+    try {
+      return await this.local.manifests.resolve(name, reference);
+    } catch (err) {
+      if (isRegistryError(err, 'MANIFEST_UNKNOWN')) return undefined;
+      throw err;
+    }
+  }
+
+  private async isFresh(name: string, tag: string): Promise<boolean> {
+    if (this.options.tagFreshnessMs <= 0) return false;
+    try {
+      const info = await this.local.driver.stat(paths.tagCurrentLink(name, tag));
+      return Date.now() - info.modTime.getTime() < this.options.tagFreshnessMs;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** The tag link's mtime records when the upstream last confirmed it. */
+  private async markValidated(name: string, tag: string): Promise<void> {
+    await this.local.driver.touch(paths.tagCurrentLink(name, tag), { modified: new Date() }).catch(() => {});
+  }
+
+  // ---- listings: answered from the cache ----
+
+  listTags(name: string, page: PageRequest): Promise<Page> {
+    return this.local.listTags(name, page);
+  }
+
+  referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+    return this.local.referrers(name, subject, artifactType);
+  }
+
+  catalog(page: PageRequest): Promise<Page> {
+    return this.local.catalog(page);
+  }
+
+  // ---- writes: a mirror takes none ----
+
+  deleteBlob(): Promise<void> {
+    return readOnly();
+  }
+  startUpload(): Promise<UploadStatus> {
+    return readOnly();
+  }
+  mountBlob(): Promise<BlobInfo | undefined> {
+    return readOnly();
+  }
+  uploadStatus(): Promise<UploadStatus> {
+    return readOnly();
+  }
+  appendUpload(): Promise<UploadStatus> {
+    return readOnly();
+  }
+  finishUpload(): Promise<BlobInfo> {
+    return readOnly();
+  }
+  cancelUpload(): Promise<void> {
+    return readOnly();
+  }
+  putManifest(): Promise<PutManifestResult> {
+    return readOnly();
+  }
+  deleteManifest(): Promise<void> {
+    return readOnly();
+  }
+
+  // ---- helpers ----
+
+  private upstreamFor(name: string) {
+    const { upstream, remoteName } = this.upstreams.resolve(name);
+    const client = this.clients.get(upstream.host);
+    if (!client) throw new Error(`no client for upstream ${upstream.host}`);
+    return { upstream, client, remoteName };
+  }
+
+  /** Runs an upstream call, turning "the upstream is down" into the API's 503. */
+  private async upstreamCall<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw this.mapUpstreamError(err);
+    }
+  }
+
+  private mapUpstreamError(err: unknown): unknown {
+    if (err instanceof UpstreamUnavailable) return new RegistryError('UNAVAILABLE', err.message);
+    if (err instanceof RegistryError) return err;
+    if (err instanceof Error) return new RegistryError('UNAVAILABLE', `upstream fetch failed: ${err.message}`);
+    return err;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.clients.values()].map((c) => c.close()));
+  }
+}
+
+function readOnly(): Promise<never> {
+  return Promise.reject(new RegistryError('UNSUPPORTED', 'this registry is a read-only mirror'));
+}

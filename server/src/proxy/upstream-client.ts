@@ -1,0 +1,359 @@
+// HTTP client for one upstream registry (undici): Docker token auth and
+// Basic auth from the upstream's challenge, tokens cached per scope until they
+// expire, redirects to blob storage followed (without our credentials when
+// they leave the registry's origin), retries with backoff on 5xx and
+// connection errors, 429 with Retry-After honoured, and Docker Hub's
+// ratelimit-remaining recorded.
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher, request } from 'undici';
+import { RegistryError } from '../registry/errors.ts';
+import { MediaTypes } from '../registry/manifest.ts';
+import type { Logger } from '../ops/logger.ts';
+import { parseChallenges } from './challenge.ts';
+import type { Upstream } from './upstreams.ts';
+
+/** The upstream could not answer (down, erroring, rate limited, refusing our credentials). */
+export class UpstreamUnavailable extends Error {
+  constructor(
+    readonly host: string,
+    message: string,
+  ) {
+    super(`upstream ${host}: ${message}`);
+    this.name = 'UpstreamUnavailable';
+  }
+}
+
+export interface UpstreamStats {
+  requests: number;
+  errors: number;
+  /** Docker Hub's ratelimit-remaining, when the upstream sends it. */
+  rateLimitRemaining?: number;
+}
+
+export interface ManifestHead {
+  digest?: string;
+  mediaType?: string;
+  size?: number;
+}
+
+export interface FetchedManifest {
+  body: Buffer;
+  mediaType?: string;
+  digest?: string;
+}
+
+export interface FetchedBlob {
+  size?: number;
+  body: Readable;
+}
+
+export interface UpstreamClientOptions {
+  logger: Logger;
+  retries?: number;
+  /** Base backoff; doubled per attempt, with jitter. */
+  backoffMs?: number;
+  /** Longest Retry-After we wait for before giving up (then stale-if-error takes over). */
+  maxRetryAfterMs?: number;
+  dispatcher?: Dispatcher;
+}
+
+const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
+const MAX_REDIRECTS = 5;
+const RETRYABLE = new Set([500, 502, 503, 504]);
+
+interface Token {
+  value: string;
+  expires: number;
+}
+
+type Scheme = { kind: 'none' } | { kind: 'basic' } | { kind: 'bearer'; realm: string; service?: string };
+
+export class UpstreamClient {
+  readonly stats: UpstreamStats = { requests: 0, errors: 0 };
+  private scheme: Scheme = { kind: 'none' };
+  private readonly tokens = new Map<string, Token>();
+  private readonly dispatcher: Dispatcher;
+  private readonly retries: number;
+  private readonly backoffMs: number;
+  private readonly maxRetryAfterMs: number;
+
+  constructor(
+    readonly upstream: Upstream,
+    private readonly options: UpstreamClientOptions,
+  ) {
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({ connections: 64, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 120_000, connect: { timeout: 10_000 } });
+    this.retries = options.retries ?? 3;
+    this.backoffMs = options.backoffMs ?? 200;
+    this.maxRetryAfterMs = options.maxRetryAfterMs ?? 10_000;
+  }
+
+  async headManifest(remote: string, reference: string): Promise<ManifestHead> {
+    const res = await this.send('HEAD', `/v2/${remote}/manifests/${reference}`, remote, { accept: MANIFEST_ACCEPT });
+    await res.body.dump();
+    this.notFound(res.statusCode, 'MANIFEST_UNKNOWN', remote, reference);
+    this.expectOk(res.statusCode);
+    const length = header(res.headers, 'content-length');
+    return {
+      digest: header(res.headers, 'docker-content-digest'),
+      mediaType: header(res.headers, 'content-type')?.split(';')[0].trim(),
+      size: length !== undefined ? Number(length) : undefined,
+    };
+  }
+
+  async getManifest(remote: string, reference: string, maxBytes: number): Promise<FetchedManifest> {
+    const res = await this.send('GET', `/v2/${remote}/manifests/${reference}`, remote, { accept: MANIFEST_ACCEPT });
+    if (this.isNotFound(res.statusCode)) {
+      await res.body.dump();
+      this.notFound(res.statusCode, 'MANIFEST_UNKNOWN', remote, reference);
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      this.expectOk(res.statusCode);
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of res.body) {
+      total += (chunk as Buffer).length;
+      if (total > maxBytes) {
+        res.body.destroy();
+        throw new UpstreamUnavailable(this.upstream.host, `manifest ${remote}:${reference} is larger than ${maxBytes} bytes`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return {
+      body: Buffer.concat(chunks),
+      mediaType: header(res.headers, 'content-type')?.split(';')[0].trim(),
+      digest: header(res.headers, 'docker-content-digest'),
+    };
+  }
+
+  async headBlob(remote: string, digest: string): Promise<number> {
+    const res = await this.send('HEAD', `/v2/${remote}/blobs/${digest}`, remote, {});
+    await res.body.dump();
+    this.notFound(res.statusCode, 'BLOB_UNKNOWN', remote, digest);
+    this.expectOk(res.statusCode);
+    const length = header(res.headers, 'content-length');
+    if (length === undefined) throw new UpstreamUnavailable(this.upstream.host, `no Content-Length for blob ${digest}`);
+    return Number(length);
+  }
+
+  async getBlob(remote: string, digest: string): Promise<FetchedBlob> {
+    const res = await this.send('GET', `/v2/${remote}/blobs/${digest}`, remote, {});
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      this.notFound(res.statusCode, 'BLOB_UNKNOWN', remote, digest);
+      this.expectOk(res.statusCode);
+    }
+    const length = header(res.headers, 'content-length');
+    return { size: length !== undefined ? Number(length) : undefined, body: res.body };
+  }
+
+  /** Cheap reachability check for readiness probes. */
+  async ping(): Promise<boolean> {
+    try {
+      const res = await request(`${this.upstream.url}/v2/`, { method: 'GET', dispatcher: this.dispatcher });
+      await res.body.dump();
+      return res.statusCode === 200 || res.statusCode === 401;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- transport ----
+
+  private isNotFound(status: number): boolean {
+    // Docker Hub answers 401/403 (after a valid token) for repositories that do not exist.
+    return status === 404 || status === 401 || status === 403;
+  }
+
+  private notFound(status: number, code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', remote: string, ref: string): void {
+    if (this.isNotFound(status)) {
+      throw new RegistryError(code, `${code === 'BLOB_UNKNOWN' ? 'blob' : 'manifest'} unknown upstream: ${this.upstream.host}/${remote}@${ref.slice(0, 80)}`);
+    }
+  }
+
+  private expectOk(status: number): void {
+    if (status < 200 || status >= 300) {
+      this.stats.errors++;
+      throw new UpstreamUnavailable(this.upstream.host, `unexpected status ${status}`);
+    }
+  }
+
+  /** One logical request: auth, redirects, retries. Resolves with the final response (body unread). */
+  private async send(method: 'GET' | 'HEAD', path: string, remote: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const scope = `repository:${remote}:pull`;
+    let authRetried = false;
+    for (let attempt = 0; ; attempt++) {
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await this.follow(method, `${this.upstream.url}${path}`, { ...headers, ...(await this.authHeader(scope)) });
+      } catch (err) {
+        if (err instanceof UpstreamUnavailable) throw err;
+        this.stats.errors++;
+        if (attempt < this.retries) {
+          await sleep(this.backoff(attempt));
+          continue;
+        }
+        throw new UpstreamUnavailable(this.upstream.host, (err as Error).message);
+      }
+      this.recordRateLimit(res.headers);
+      if (res.statusCode === 401 && !authRetried && (await this.learnChallenge(res.headers, scope))) {
+        await res.body.dump();
+        authRetried = true;
+        attempt--;
+        continue;
+      }
+      if (res.statusCode === 401 && this.scheme.kind !== 'bearer') {
+        // With Bearer auth a 401 after a valid token means "no such repository"
+        // (Docker Hub's way); with Basic or no auth it means our credentials are wrong or missing.
+        await res.body.dump();
+        this.stats.errors++;
+        throw new UpstreamUnavailable(
+          this.upstream.host,
+          this.upstream.username ? 'the upstream refused our credentials' : 'the upstream requires credentials (proxy.username/password)',
+        );
+      }
+      if (RETRYABLE.has(res.statusCode) && attempt < this.retries) {
+        await res.body.dump();
+        this.stats.errors++;
+        await sleep(this.backoff(attempt));
+        continue;
+      }
+      if (res.statusCode === 429) {
+        await res.body.dump();
+        this.stats.errors++;
+        const wait = retryAfterMs(header(res.headers, 'retry-after')) ?? this.backoff(attempt);
+        if (attempt < this.retries && wait <= this.maxRetryAfterMs) {
+          this.options.logger.warn({ upstream: this.upstream.host, waitMs: wait }, 'upstream rate limited us; waiting');
+          await sleep(wait);
+          continue;
+        }
+        throw new UpstreamUnavailable(this.upstream.host, 'rate limited (429)');
+      }
+      return res;
+    }
+  }
+
+  private async follow(method: 'GET' | 'HEAD', url: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const origin = new URL(url).origin;
+    let current = url;
+    for (let i = 0; i <= MAX_REDIRECTS; i++) {
+      this.stats.requests++;
+      const sameOrigin = new URL(current).origin === origin;
+      const sent = sameOrigin ? headers : withoutAuth(headers);
+      const res = await request(current, { method, headers: sent, dispatcher: this.dispatcher });
+      const location = header(res.headers, 'location');
+      if (res.statusCode >= 300 && res.statusCode < 400 && location) {
+        await res.body.dump();
+        current = new URL(location, current).toString();
+        continue;
+      }
+      return res;
+    }
+    throw new UpstreamUnavailable(this.upstream.host, 'too many redirects');
+  }
+
+  private async authHeader(scope: string): Promise<Record<string, string>> {
+    const { username, password } = this.upstream;
+    switch (this.scheme.kind) {
+      case 'basic':
+        return username ? { authorization: `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}` } : {};
+      case 'bearer': {
+        const token = await this.token(this.scheme, scope);
+        return token ? { authorization: `Bearer ${token}` } : {};
+      }
+      default:
+        return {};
+    }
+  }
+
+  /** Reads the upstream's 401 challenge; true when we now know how to authenticate. */
+  private async learnChallenge(headers: Dispatcher.ResponseData['headers'], scope: string): Promise<boolean> {
+    const challenges = parseChallenges(headers['www-authenticate']);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
+    if (bearer) {
+      this.scheme = { kind: 'bearer', realm: bearer.params.realm, service: bearer.params.service };
+      this.tokens.delete(scope);
+      return true;
+    }
+    if (challenges.some((c) => c.scheme === 'basic') && this.upstream.username) {
+      const wasBasic = this.scheme.kind === 'basic';
+      this.scheme = { kind: 'basic' };
+      return !wasBasic;
+    }
+    return false;
+  }
+
+  private async token(scheme: Extract<Scheme, { kind: 'bearer' }>, scope: string): Promise<string | undefined> {
+    const cached = this.tokens.get(scope);
+    if (cached && cached.expires > Date.now()) return cached.value;
+    const url = new URL(scheme.realm);
+    if (scheme.service) url.searchParams.set('service', scheme.service);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = {};
+    const { username, password } = this.upstream;
+    if (username) headers.authorization = `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      this.stats.requests++;
+      res = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher });
+    } catch (err) {
+      this.stats.errors++;
+      throw new UpstreamUnavailable(this.upstream.host, `token endpoint unreachable: ${(err as Error).message}`);
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      this.stats.errors++;
+      throw new UpstreamUnavailable(this.upstream.host, `token endpoint answered ${res.statusCode}${username ? ' (check the upstream credentials)' : ''}`);
+    }
+    const doc = (await res.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const value = doc.token ?? doc.access_token;
+    if (!value) throw new UpstreamUnavailable(this.upstream.host, 'token endpoint returned no token');
+    // Docker's token spec: expires_in defaults to 60 s. Renew 10 s early.
+    const lifetime = Math.max((doc.expires_in ?? 60) - 10, 5) * 1000;
+    this.tokens.set(scope, { value, expires: Date.now() + lifetime });
+    return value;
+  }
+
+  private recordRateLimit(headers: Dispatcher.ResponseData['headers']): void {
+    const remaining = header(headers, 'ratelimit-remaining');
+    if (remaining === undefined) return;
+    const n = Number.parseInt(remaining, 10);
+    if (Number.isFinite(n)) {
+      this.stats.rateLimitRemaining = n;
+      if (n < 10) this.options.logger.warn({ upstream: this.upstream.host, remaining: n }, 'upstream pull limit nearly used up');
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const base = this.backoffMs * 2 ** attempt;
+    return base / 2 + Math.random() * base;
+  }
+
+  async close(): Promise<void> {
+    if (!this.options.dispatcher) await (this.dispatcher as Agent).close();
+  }
+}
+
+function header(headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function withoutAuth(headers: Record<string, string>): Record<string, string> {
+  const { authorization: _drop, ...rest } = headers;
+  return rest;
+}
+
+function retryAfterMs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

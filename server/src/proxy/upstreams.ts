@@ -1,0 +1,111 @@
+// The mirror's upstream registries and how a requested repository name maps
+// onto one of them. Cached content is stored under "<cache prefix>/<remote
+// name>" (e.g. docker.io/library/alpine), so the same repository name on two
+// upstreams never collides, while blobs stay shared by digest.
+import type { RegistryConfig } from '../config/schema.ts';
+import { RegistryError } from '../registry/errors.ts';
+import { isValidName } from '../registry/names.ts';
+
+export interface Upstream {
+  /** The registry host clients name (docker.io, ghcr.io, registry.example.com:5000). */
+  readonly host: string;
+  /** Base URL requests go to (https://registry-1.docker.io for docker.io). */
+  readonly url: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** The first component of cache names for this upstream: the host, with ':' made '_' so it is a valid name component. */
+  readonly prefix: string;
+}
+
+export interface Resolved {
+  readonly upstream: Upstream;
+  /** The repository name at the upstream. */
+  readonly remoteName: string;
+}
+
+export const DOCKER_HUB = 'docker.io';
+const DOCKER_HUB_URL = 'https://registry-1.docker.io';
+
+export class Upstreams {
+  private readonly byHost = new Map<string, Upstream>();
+  private readonly byPrefix = new Map<string, Upstream>();
+  readonly defaultUpstream: Upstream;
+
+  constructor(list: Array<Omit<Upstream, 'prefix'>>, defaultHost?: string) {
+    if (list.length === 0) throw new Error('the mirror needs at least one upstream');
+    for (const u of list) {
+      const host = u.host.toLowerCase();
+      const upstream: Upstream = { ...u, host, url: u.url.replace(/\/+$/, ''), prefix: host.replace(/:/g, '_') };
+      if (this.byHost.has(host)) throw new Error(`proxy.upstreams: host ${host} is listed twice`);
+      this.byHost.set(host, upstream);
+      this.byPrefix.set(upstream.prefix, upstream);
+    }
+    const wanted = defaultHost?.toLowerCase() ?? (this.byHost.has(DOCKER_HUB) ? DOCKER_HUB : list[0].host.toLowerCase());
+    const found = this.byHost.get(wanted);
+    if (!found) throw new Error(`proxy.defaulthost: ${wanted} is not one of the upstreams`);
+    this.defaultUpstream = found;
+  }
+
+  static fromConfig(proxy: NonNullable<RegistryConfig['proxy']>, env: NodeJS.ProcessEnv = process.env): Upstreams {
+    const list: Array<Omit<Upstream, 'prefix'>> = [];
+    if (proxy.remoteurl) {
+      // distribution's single upstream: named by its host, or docker.io for Docker Hub.
+      const url = new URL(proxy.remoteurl);
+      const host = /(^|\.)docker\.io$/.test(url.hostname) ? DOCKER_HUB : url.host;
+      list.push({ host, url: url.origin, username: proxy.username, password: proxy.password });
+    }
+    for (const u of proxy.upstreams ?? []) {
+      list.push({ host: u.host, url: u.url, username: u.username ?? envCredential(env, u.host, 'USERNAME'), password: u.password ?? envCredential(env, u.host, 'PASSWORD') });
+    }
+    if (list.length === 0) list.push({ host: DOCKER_HUB, url: DOCKER_HUB_URL, username: proxy.username, password: proxy.password });
+    return new Upstreams(list, proxy.defaulthost);
+  }
+
+  all(): Upstream[] {
+    return [...this.byHost.values()];
+  }
+
+  /**
+   * The cache name for a requested repository: from containerd's ?ns=<host>,
+   * else a leading registry host in the name, else the default upstream.
+   */
+  canonicalName(name: string, ns?: string): string {
+    let upstream: Upstream | undefined;
+    let remote = name;
+    if (ns) {
+      upstream = this.byHost.get(ns.toLowerCase());
+      if (!upstream) throw new RegistryError('NAME_UNKNOWN', `this mirror has no upstream for ns=${ns.slice(0, 100)}`);
+      // containerd sends the name without the host; tolerate clients that repeat it.
+      const first = name.split('/')[0];
+      if (this.byPrefix.get(first) === upstream && name.includes('/')) remote = name.slice(first.length + 1);
+    } else {
+      const slash = name.indexOf('/');
+      const first = slash > 0 ? name.slice(0, slash) : undefined;
+      const named = first !== undefined ? this.byPrefix.get(first) : undefined;
+      if (named) {
+        upstream = named;
+        remote = name.slice(slash + 1);
+      } else {
+        upstream = this.defaultUpstream;
+      }
+    }
+    if (upstream.host === DOCKER_HUB && !remote.includes('/')) remote = `library/${remote}`;
+    const cacheName = `${upstream.prefix}/${remote}`;
+    if (!isValidName(cacheName)) throw new RegistryError('NAME_INVALID', `invalid repository name: ${name.slice(0, 100)}`);
+    return cacheName;
+  }
+
+  /** The upstream and remote name behind a cache name made by canonicalName. */
+  resolve(cacheName: string): Resolved {
+    const slash = cacheName.indexOf('/');
+    const upstream = slash > 0 ? this.byPrefix.get(cacheName.slice(0, slash)) : undefined;
+    if (!upstream) throw new RegistryError('NAME_UNKNOWN', `repository name not known to this mirror: ${cacheName.slice(0, 100)}`);
+    return { upstream, remoteName: cacheName.slice(slash + 1) };
+  }
+}
+
+/** REGISTRY_PROXY_<HOST>_USERNAME, e.g. REGISTRY_PROXY_GHCR_IO_PASSWORD, keeps secrets out of the config file. */
+function envCredential(env: NodeJS.ProcessEnv, host: string, which: 'USERNAME' | 'PASSWORD'): string | undefined {
+  const key = `REGISTRY_PROXY_${host.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_${which}`;
+  return env[key] || undefined;
+}
