@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { serveCommand } from './serve.ts';
 import { htpasswdCommand } from './htpasswd.ts';
+import { mirrorPullCommand } from './mirror-pull.ts';
 
 const program = new Command()
   .name('registry')
@@ -22,5 +23,16 @@ program
   .option('-p, --password <password>', 'the password (default: read one line from stdin)')
   .option('-c, --cost <cost>', 'bcrypt cost', '10')
   .action(htpasswdCommand);
+
+const mirror = program.command('mirror').description('mirror-mode tools');
+mirror
+  .command('pull')
+  .description('pre-warm a running mirror: pull images through it so later pulls are cache hits')
+  .argument('<image...>', 'images as clients name them through the mirror: alpine:3.20, library/nginx:alpine, ghcr.io/org/app:1.0')
+  .option('--url <url>', 'the mirror to warm', 'http://127.0.0.1:5000')
+  .option('-u, --user <user:password>', 'credentials, when the mirror needs a login')
+  .option('--platform <os/arch>', 'only this platform of multi-arch images (default: all)')
+  .option('--concurrency <n>', 'blobs fetched at once', '4')
+  .action(mirrorPullCommand);
 
 await program.parseAsync(process.argv);

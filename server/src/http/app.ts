@@ -74,11 +74,10 @@ export function createApp(options: AppOptions): RequestListener {
         if (!pathname.startsWith(`${prefix}/`)) throw new RegistryError('NAME_UNKNOWN', 'not found');
         pathname = pathname.slice(prefix.length);
       }
-      let route = matchRoute(pathname);
+      const { canonicalName } = options.service;
+      const ns = query.get('ns') ?? undefined;
+      const route = matchRoute(pathname, canonicalName && ((name) => canonicalName.call(options.service, name, ns)));
       if (!route) throw new RegistryError('NAME_UNKNOWN', `no such API endpoint: ${pathname.slice(0, 200)}`);
-      if ('name' in route && options.service.canonicalName) {
-        route = { ...route, name: options.service.canonicalName(route.name, query.get('ns') ?? undefined) };
-      }
       const endpoint = endpointFor(route, req.method);
       if (!endpoint) {
         throw new RegistryError('UNSUPPORTED', `${req.method} is not supported on ${route.kind}`);

@@ -29,14 +29,20 @@ const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Route]> = [
   [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: 'referrers', name: m[1], reference: decode(m[2]) })],
 ];
 
-/** The route for a path (without query string), or undefined when it is not an API path. */
-export function matchRoute(pathname: string): Route | undefined {
+/**
+ * The route for a path (without query string), or undefined when it is not an
+ * API path. `canonicalName` maps the requested name first (the mirror accepts
+ * a leading "host:port/" that the name grammar alone would refuse); the
+ * resulting name is always validated before anything uses it.
+ */
+export function matchRoute(pathname: string, canonicalName?: (name: string) => string): Route | undefined {
   for (const [re, build] of PATTERNS) {
     const m = re.exec(pathname);
     if (!m) continue;
     const route = build(m);
-    if ('name' in route) validateName(route.name);
-    return route;
+    if (!('name' in route)) return route;
+    const name = canonicalName ? canonicalName(route.name) : route.name;
+    return { ...route, name: validateName(name) };
   }
   return undefined;
 }

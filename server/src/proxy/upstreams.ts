@@ -81,7 +81,7 @@ export class Upstreams {
     } else {
       const slash = name.indexOf('/');
       const first = slash > 0 ? name.slice(0, slash) : undefined;
-      const named = first !== undefined ? this.byPrefix.get(first) : undefined;
+      const named = first !== undefined ? (this.byPrefix.get(first) ?? this.byHost.get(first.toLowerCase())) : undefined;
       if (named) {
         upstream = named;
         remote = name.slice(slash + 1);
@@ -90,9 +90,8 @@ export class Upstreams {
       }
     }
     if (upstream.host === DOCKER_HUB && !remote.includes('/')) remote = `library/${remote}`;
-    const cacheName = `${upstream.prefix}/${remote}`;
-    if (!isValidName(cacheName)) throw new RegistryError('NAME_INVALID', `invalid repository name: ${name.slice(0, 100)}`);
-    return cacheName;
+    if (!isValidName(remote)) throw new RegistryError('NAME_INVALID', `invalid repository name: ${name.slice(0, 100)}`);
+    return `${upstream.prefix}/${remote}`;
   }
 
   /** The upstream and remote name behind a cache name made by canonicalName. */
