@@ -12,6 +12,13 @@ export interface Identity {
   readonly user?: string;
 }
 
+/** Wrong user or password (as opposed to none given): what the failed-login limit counts. */
+export class InvalidCredentials extends RegistryError {
+  constructor() {
+    super('UNAUTHORIZED', 'authentication required: invalid credentials');
+  }
+}
+
 export interface AuthPolicy {
   htpasswd?: Htpasswd;
   realm: string;
@@ -44,7 +51,7 @@ export class Authenticator {
     const anonymous = !authorization || (creds?.user === '' && creds.password === '');
     if (!anonymous) {
       const user = creds ? await htpasswd.verify(creds.user, creds.password) : undefined;
-      if (!user) throw new RegistryError('UNAUTHORIZED', 'authentication required: invalid credentials');
+      if (!user) throw new InvalidCredentials();
       return { user };
     }
     // The base endpoint (/v2/) always challenges when there are users, even with

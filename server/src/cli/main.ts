@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { serveCommand } from './serve.ts';
 import { htpasswdCommand } from './htpasswd.ts';
+import { garbageCollectCommand, pruneCommand } from './maintenance.ts';
 import { mirrorPullCommand } from './mirror-pull.ts';
 
 const program = new Command()
@@ -14,6 +15,22 @@ program
   .description('run the registry; with no config file, a private registry on 127.0.0.1:5000 storing under ./data')
   .argument('[config]', 'configuration file (distribution config.yml format)')
   .action(serveCommand);
+
+program
+  .command('garbage-collect')
+  .description('delete blobs (and with --delete-untagged, manifests) that nothing references; offline form of POST /admin/gc')
+  .argument('<config>', 'configuration file')
+  .option('-d, --dry-run', 'only report what would be deleted')
+  .option('-m, --delete-untagged', 'also delete manifests that no tag reaches')
+  .option('--grace <seconds>', 'keep blobs younger than this (default: gc.graceperiod, or 0 offline)')
+  .action(garbageCollectCommand);
+
+program
+  .command('prune')
+  .description("evict a mirror cache's least recently used content by its cache policy (cache.maxage, cache.maxsize)")
+  .argument('<config>', 'configuration file of the mirror')
+  .option('-d, --dry-run', 'only report what would be deleted, and how many bytes')
+  .action(pruneCommand);
 
 program
   .command('htpasswd')

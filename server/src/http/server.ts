@@ -11,10 +11,15 @@ import type { RegistryConfig } from '../config/schema.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import type { RegistryService } from '../registry/types.ts';
 import { createLogger, type Logger } from '../ops/logger.ts';
+import { createAdminServer } from '../ops/admin.ts';
+import { Health } from '../ops/health.ts';
+import { Maintenance } from '../ops/maintenance.ts';
+import { Metrics } from '../ops/metrics.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
 import { FilesystemDriver } from '../storage/filesystem.ts';
 import { createApp } from './app.ts';
 import type { CacheControl } from './context.ts';
+import { RateLimits } from './rate-limit.ts';
 import { MirrorRegistry } from '../proxy/mirror-registry.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
 
@@ -26,6 +31,10 @@ export interface RunningServer {
   readonly registry: LocalRegistry;
   readonly service: RegistryService;
   readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly maintenance: Maintenance;
+  /** The admin listener (metrics, health, gc, prune), when admin is configured. */
+  readonly adminUrl?: string;
   close(): Promise<void>;
 }
 
@@ -33,6 +42,8 @@ export interface StartOptions {
   logger?: Logger;
   /** Overrides http.addr (tests pass "127.0.0.1:0"). */
   addr?: string;
+  /** Overrides admin.addr. */
+  adminAddr?: string;
 }
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -62,6 +73,11 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     anonymousPull: config.auth?.anonymouspull ?? false,
   });
 
+  const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
+  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }));
+  const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write);
+  const maintenance = new Maintenance(registry, config, metrics, logger);
+
   const app = createApp({
     service,
     authenticator,
@@ -70,6 +86,9 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     prefix: config.http.prefix,
     headers: config.http.headers,
     cacheControl: cacheControlFor(config),
+    metrics,
+    rateLimits: rateLimits.enabled || (config.ratelimit?.trustedproxies.length ?? 0) > 0 ? rateLimits : undefined,
+    health,
   });
 
   const tls = config.http.tls;
@@ -92,6 +111,15 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const url = typeof address === 'string' ? `unix:${address}` : `${server instanceof https.Server ? 'https' : 'http'}://${host}:${port}`;
 
   const purger = startUploadPurger(registry, config, logger);
+  maintenance.schedule();
+  let admin: http.Server | undefined;
+  let adminUrl: string | undefined;
+  if (config.admin) {
+    admin = createAdminServer({ metrics, health, maintenance, logger, token: config.admin.token });
+    await listen(admin, 'tcp', options.adminAddr ?? config.admin.addr);
+    const a = admin.address() as AddressInfo;
+    adminUrl = `http://${hostForUrl(a.address)}:${a.port}`;
+  }
   let closed = false;
   return {
     server,
@@ -101,10 +129,21 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     service,
     mirror,
     logger,
+    metrics,
+    maintenance,
+    adminUrl,
     close: async () => {
       if (closed) return;
       closed = true;
       purger.stop();
+      maintenance.stop();
+      if (admin) {
+        const a = admin;
+        await new Promise<void>((resolve) => {
+          a.close(() => resolve());
+          a.closeAllConnections();
+        });
+      }
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

@@ -29,6 +29,7 @@ import type {
   UploadStatus,
 } from '../registry/types.ts';
 import type { Logger } from '../ops/logger.ts';
+import { AccessTracker } from './access-tracker.ts';
 import { BlobFill } from './blob-fill.ts';
 import { SingleFlight } from './single-flight.ts';
 import { UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
@@ -44,6 +45,7 @@ export class MirrorRegistry implements RegistryService {
   readonly capabilities: Capabilities = { write: false, delete: false };
   readonly clients: Map<string, UpstreamClient>;
   private readonly fills = new Map<string, BlobFill>();
+  private readonly access: AccessTracker;
   private readonly manifestFetches = new SingleFlight<Digest>();
 
   constructor(
@@ -52,6 +54,7 @@ export class MirrorRegistry implements RegistryService {
     private readonly options: MirrorOptions,
   ) {
     this.clients = new Map(upstreams.all().map((u) => [u.host, new UpstreamClient(u, { logger: options.logger })]));
+    this.access = new AccessTracker(local.driver);
   }
 
   canonicalName(name: string, ns: string | undefined): string {
@@ -72,7 +75,10 @@ export class MirrorRegistry implements RegistryService {
 
   async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
     const local = await this.localBlob(name, digest);
-    if (local) return { info: local, cache: 'hit', open: (range) => this.local.blobs.open(digest, range) };
+    if (local) {
+      this.access.touch(paths.blobData(digest));
+      return { info: local, cache: 'hit', open: (range) => this.local.blobs.open(digest, range) };
+    }
 
     let fill = this.fills.get(digest.value);
     if (!fill) {
@@ -116,6 +122,14 @@ export class MirrorRegistry implements RegistryService {
   // ---- manifests ----
 
   async getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    const result = await this.manifest(name, reference, accept);
+    // Last use, for pruning: the manifest in this repository, and the tag that named it.
+    this.access.touch(paths.revisionLink(name, result.digest));
+    if (!looksLikeDigest(reference)) this.access.touch(paths.tagCurrentLink(name, reference));
+    return result;
+  }
+
+  private async manifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
     const cached = await this.cachedDigest(name, reference);
     if (looksLikeDigest(reference)) {
       if (!cached) await this.upstreamCall(() => this.fetchManifest(name, reference));

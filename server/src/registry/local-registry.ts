@@ -7,6 +7,8 @@ import { paths } from '../storage/paths.ts';
 import { type BlobInfo, BlobStore } from './blob-store.ts';
 import type { Digest } from './digest.ts';
 import { RegistryError } from './errors.ts';
+import { GcGuard } from './gc-guard.ts';
+import { KeyedLock } from './keyed-lock.ts';
 import { ManifestStore } from './manifest-store.ts';
 import { validateName } from './names.ts';
 import type {
@@ -34,6 +36,8 @@ export class LocalRegistry implements RegistryService {
   readonly blobs: BlobStore;
   readonly manifests: ManifestStore;
   readonly uploads: UploadStore;
+  readonly guard = new GcGuard();
+  private readonly maintenance = new KeyedLock();
 
   constructor(
     readonly driver: StorageDriver,
@@ -41,8 +45,8 @@ export class LocalRegistry implements RegistryService {
   ) {
     this.capabilities = { write: !options.readOnly, delete: options.deleteEnabled && !options.readOnly };
     this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize);
-    this.manifests = new ManifestStore(driver, this.blobs);
-    this.uploads = new UploadStore(driver, this.blobs);
+    this.manifests = new ManifestStore(driver, this.blobs, this.guard);
+    this.uploads = new UploadStore(driver, this.blobs, this.guard);
   }
 
   // ---- blobs ----
@@ -51,6 +55,8 @@ export class LocalRegistry implements RegistryService {
     const linked = await this.blobs.hasLink(paths.layerLink(name, digest));
     const info = linked ? await this.blobs.stat(digest) : undefined;
     if (!info) throw blobUnknown(digest);
+    // A client that finds the blob may skip uploading it and refer to it in a manifest soon.
+    this.guard.noteUse(digest);
     return info;
   }
 
@@ -77,8 +83,10 @@ export class LocalRegistry implements RegistryService {
     this.requireWrite();
     validateName(from);
     if (!(await this.blobs.hasLink(paths.layerLink(from, digest)))) return undefined;
+    await this.guard.protect([digest]);
     const info = await this.blobs.stat(digest);
     if (!info) return undefined;
+    this.guard.noteUse(digest);
     await this.blobs.writeLink(paths.layerLink(name, digest), digest);
     return info;
   }
@@ -155,6 +163,11 @@ export class LocalRegistry implements RegistryService {
     };
     await visit('');
     return found.sort();
+  }
+
+  /** Runs maintenance work (GC, prune) one at a time per kind. */
+  exclusive<T>(kind: string, work: () => Promise<T>): Promise<T> {
+    return this.maintenance.run(kind, work);
   }
 
   private requireWrite(): void {

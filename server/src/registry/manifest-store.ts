@@ -5,6 +5,7 @@ import { paths } from '../storage/paths.ts';
 import type { BlobStore } from './blob-store.ts';
 import { type Digest, digestOf, looksLikeDigest, parseDigest, tryParseDigest } from './digest.ts';
 import { RegistryError } from './errors.ts';
+import type { GcGuard } from './gc-guard.ts';
 import { LruCache } from './lru.ts';
 import {
   accepts,
@@ -30,6 +31,7 @@ export class ManifestStore {
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
+    private readonly guard: GcGuard,
   ) {}
 
   /** Resolves a tag or digest reference to a digest this repository holds. */
@@ -82,6 +84,8 @@ export class ManifestStore {
     if (claimed && claimed.hex !== digest.hex) {
       throw new RegistryError('DIGEST_INVALID', `manifest digest ${digest.value} does not match reference ${claimed.value}`);
     }
+    // Pin what this manifest relies on before checking it, so a concurrent GC cannot delete it in between.
+    await this.guard.protect([digest, ...info.blobs.map((b) => b.digest), ...info.children.map((c) => c.digest)]);
     if (options.verifyReferences !== false) await this.checkReferences(name, info);
 
     await this.blobs.putVerified(digest, body);

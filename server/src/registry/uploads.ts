@@ -10,6 +10,7 @@ import { paths } from '../storage/paths.ts';
 import type { BlobInfo, BlobStore } from './blob-store.ts';
 import { type Algorithm, type Digest, newHash } from './digest.ts';
 import { RegistryError } from './errors.ts';
+import type { GcGuard } from './gc-guard.ts';
 import { KeyedLock } from './keyed-lock.ts';
 import type { AppendOptions, UploadStatus } from './types.ts';
 
@@ -28,6 +29,7 @@ export class UploadStore {
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
+    private readonly guard: GcGuard,
   ) {}
 
   async start(name: string): Promise<UploadStatus> {
@@ -78,6 +80,9 @@ export class UploadStore {
         });
       }
       if (size === 0) await this.driver.putContent(paths.uploadData(name, id), Buffer.alloc(0)).catch(() => {});
+      // The same bytes may already be stored (and unreferenced): keep GC off them from here on.
+      await this.guard.protect([digest]);
+      this.guard.noteUse(digest);
       await this.blobs.commitFrom(paths.uploadData(name, id), digest, size);
       await this.blobs.writeLink(paths.layerLink(name, digest), digest);
       await this.remove(name, id);

@@ -8,6 +8,8 @@ export interface FileInfo {
   readonly key: string;
   readonly size: number;
   readonly modTime: Date;
+  /** Last access as recorded by touch() (drivers without access times report modTime). */
+  readonly accessTime: Date;
   readonly isDir: boolean;
 }
 

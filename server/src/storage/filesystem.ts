@@ -62,7 +62,7 @@ export class FilesystemDriver implements StorageDriver {
   async stat(key: string): Promise<FileInfo> {
     try {
       const st = await fs.stat(this.full(key));
-      return { key, size: st.size, modTime: st.mtime, isDir: st.isDirectory() };
+      return { key, size: st.size, modTime: st.mtime, accessTime: st.atime, isDir: st.isDirectory() };
     } catch (err) {
       throw mapError(err, key);
     }

@@ -1,0 +1,101 @@
+// `registry garbage-collect` and `registry prune`: the offline forms, run
+// against a data directory (as distribution's garbage-collect is). While a
+// server is running, prefer its admin endpoints (/admin/gc, /admin/prune):
+// only the server itself knows which pushes are in flight.
+import { SingleBar } from 'cli-progress';
+import { ConfigError, loadConfigFile } from '../config/load.ts';
+import type { RegistryConfig } from '../config/schema.ts';
+import { collectGarbage } from '../registry/gc.ts';
+import { LocalRegistry } from '../registry/local-registry.ts';
+import { pruneCache } from '../proxy/prune.ts';
+import { FilesystemDriver } from '../storage/filesystem.ts';
+
+interface GcFlags {
+  dryRun?: boolean;
+  deleteUntagged?: boolean;
+  grace?: string;
+}
+
+export async function garbageCollectCommand(configFile: string, flags: GcFlags): Promise<void> {
+  const config = load(configFile);
+  const registry = open(config);
+  const bar = progressBar();
+  const result = await collectGarbage(registry, {
+    dryRun: flags.dryRun ?? false,
+    deleteUntagged: flags.deleteUntagged ?? config.gc?.deleteuntagged ?? false,
+    graceMs: flags.grace !== undefined ? Number(flags.grace) * 1000 : (config.gc?.graceperiod ?? 0),
+    onProgress: bar?.update,
+    onDelete: (kind, what, bytes) => {
+      if (!bar) report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes });
+    },
+  });
+  bar?.stop();
+  summary(result, flags.dryRun ?? false);
+}
+
+export async function pruneCommand(configFile: string, flags: { dryRun?: boolean }): Promise<void> {
+  const config = load(configFile);
+  if (!config.proxy) fail('prune is for mirror caches (the config has no proxy section); use garbage-collect');
+  const registry = open(config);
+  const result = await pruneCache(registry, {
+    dryRun: flags.dryRun ?? false,
+    maxAgeMs: config.cache?.maxage ?? config.proxy?.ttl ?? 168 * 3_600_000,
+    maxSizeBytes: config.cache?.maxsize,
+    graceMs: config.gc?.graceperiod ?? 3_600_000,
+    onDelete: (kind, what, bytes) => report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes }),
+  });
+  summary(result, flags.dryRun ?? false);
+}
+
+function load(file: string): RegistryConfig {
+  try {
+    return loadConfigFile(file).config;
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+}
+
+function open(config: RegistryConfig): LocalRegistry {
+  const root = config.storage.filesystem?.rootdirectory;
+  if (!root) fail('storage.filesystem.rootdirectory is required');
+  return new LocalRegistry(new FilesystemDriver(root), { deleteEnabled: true, readOnly: false });
+}
+
+function progressBar(): { update: (phase: string, done: number, total: number) => void; stop: () => void } | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  const bar = new SingleBar({ format: '{phase} {bar} {value}/{total}', stream: process.stderr });
+  let phase = '';
+  return {
+    update: (p, done, total) => {
+      if (p !== phase) {
+        if (phase) bar.stop();
+        phase = p;
+        bar.start(total, done, { phase: p.padEnd(5) });
+      } else {
+        bar.update(done);
+      }
+    },
+    stop: () => {
+      if (phase) bar.stop();
+    },
+  };
+}
+
+function report(fields: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(fields)}\n`);
+}
+
+function summary(result: object, dryRun: boolean): void {
+  const r = result as Record<string, number>;
+  process.stdout.write(`${JSON.stringify({ event: 'summary', ...result })}\n`);
+  if (process.stderr.isTTY) {
+    const verb = dryRun ? 'would free' : 'freed';
+    process.stderr.write(`${verb} ${(r.bytesFreed / 1e6).toFixed(1)} MB: ${r.manifestsDeleted} manifest(s), ${r.blobsDeleted} blob(s)\n`);
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`registry: ${message}\n`);
+  process.exit(2);
+}

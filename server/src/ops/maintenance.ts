@@ -1,0 +1,89 @@
+// Runs GC and cache pruning for a serving registry: on demand (admin
+// endpoints) and on the schedules from the config (gc.interval,
+// cache.interval), recording every run in metrics and logs.
+import type { RegistryConfig } from '../config/schema.ts';
+import { collectGarbage, type GcResult } from '../registry/gc.ts';
+import type { LocalRegistry } from '../registry/local-registry.ts';
+import { pruneCache, type PruneResult } from '../proxy/prune.ts';
+import type { Logger } from './logger.ts';
+import type { Metrics } from './metrics.ts';
+
+const WEEK_MS = 168 * 3_600_000;
+
+export class Maintenance {
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    private readonly registry: LocalRegistry,
+    private readonly config: RegistryConfig,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {}
+
+  get isMirror(): boolean {
+    return this.config.proxy !== undefined;
+  }
+
+  async gc(options: { dryRun: boolean; deleteUntagged?: boolean }): Promise<GcResult> {
+    const gc = this.config.gc;
+    try {
+      const result = await collectGarbage(this.registry, {
+        dryRun: options.dryRun,
+        deleteUntagged: options.deleteUntagged ?? gc?.deleteuntagged ?? false,
+        graceMs: gc?.graceperiod ?? 3_600_000,
+      });
+      this.metrics.gcRuns.inc({ kind: 'gc', result: 'ok' });
+      if (!result.dryRun) {
+        this.metrics.bytesFreed.inc({ kind: 'gc' }, result.bytesFreed);
+        this.metrics.storageBytes.set(result.storedBytes);
+      }
+      this.logger.info({ gc: result }, 'garbage collection finished');
+      return result;
+    } catch (err) {
+      this.metrics.gcRuns.inc({ kind: 'gc', result: 'error' });
+      this.logger.error({ err }, 'garbage collection failed');
+      throw err;
+    }
+  }
+
+  async prune(options: { dryRun: boolean }): Promise<PruneResult> {
+    const policy = this.config.cache;
+    try {
+      const result = await pruneCache(this.registry, {
+        dryRun: options.dryRun,
+        maxAgeMs: policy?.maxage ?? this.config.proxy?.ttl ?? WEEK_MS,
+        maxSizeBytes: policy?.maxsize,
+        graceMs: this.config.gc?.graceperiod ?? 3_600_000,
+      });
+      this.metrics.gcRuns.inc({ kind: 'prune', result: 'ok' });
+      if (!result.dryRun) {
+        this.metrics.bytesFreed.inc({ kind: 'prune' }, result.bytesFreed);
+        this.metrics.storageBytes.set(result.cacheBytes);
+      }
+      this.logger.info({ prune: result }, 'cache prune finished');
+      return result;
+    } catch (err) {
+      this.metrics.gcRuns.inc({ kind: 'prune', result: 'error' });
+      this.logger.error({ err }, 'cache prune failed');
+      throw err;
+    }
+  }
+
+  /** Starts the in-server schedules the config asks for. */
+  schedule(): void {
+    const gcEvery = this.config.gc?.interval ?? 0;
+    if (gcEvery > 0 && !this.isMirror) this.every(gcEvery, () => this.gc({ dryRun: false }));
+    const pruneEvery = this.config.cache?.interval ?? 0;
+    if (pruneEvery > 0 && this.isMirror) this.every(pruneEvery, () => this.prune({ dryRun: false }));
+  }
+
+  private every(ms: number, run: () => Promise<unknown>): void {
+    const timer = setInterval(() => run().catch(() => {}), ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+  }
+}

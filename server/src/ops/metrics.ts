@@ -1,0 +1,71 @@
+// Prometheus metrics (prom-client), one registry per server instance so that
+// several servers in one process (tests) do not share counters.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { UpstreamClient } from '../proxy/upstream-client.ts';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly duration: Histogram<'route' | 'method'>;
+  readonly bytesIn: Counter<'route'>;
+  readonly bytesOut: Counter<'route'>;
+  readonly cache: Counter<'kind' | 'result'>;
+  readonly storageBytes: Gauge;
+  readonly gcRuns: Counter<'kind' | 'result'>;
+  readonly bytesFreed: Counter<'kind'>;
+  readonly rateLimited: Counter<'limit'>;
+
+  constructor(upstreams: () => UpstreamClient[] = () => []) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'registry_' });
+    this.requests = new Counter({
+      name: 'registry_http_requests_total',
+      help: 'API requests by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'registry_http_request_duration_seconds',
+      help: 'API request latency (until the response is complete)',
+      labelNames: ['route', 'method'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    this.bytesIn = new Counter({ name: 'registry_http_received_bytes_total', help: 'Request body bytes', labelNames: ['route'], registers });
+    this.bytesOut = new Counter({ name: 'registry_http_sent_bytes_total', help: 'Response body bytes', labelNames: ['route'], registers });
+    this.cache = new Counter({
+      name: 'registry_cache_requests_total',
+      help: 'Mirror cache lookups by kind (blob, manifest) and result (hit, miss)',
+      labelNames: ['kind', 'result'],
+      registers,
+    });
+    this.storageBytes = new Gauge({ name: 'registry_storage_bytes', help: 'Bytes of blob data stored (as of the last GC or prune)', registers });
+    this.gcRuns = new Counter({
+      name: 'registry_maintenance_runs_total',
+      help: 'GC and prune runs by result',
+      labelNames: ['kind', 'result'],
+      registers,
+    });
+    this.bytesFreed = new Counter({ name: 'registry_maintenance_freed_bytes_total', help: 'Bytes freed by GC and prune', labelNames: ['kind'], registers });
+    this.rateLimited = new Counter({ name: 'registry_rate_limited_total', help: 'Requests refused by a rate limit', labelNames: ['limit'], registers });
+
+    // Upstream figures live in the clients; read them at scrape time.
+    const upstreamGauge = (name: string, help: string, read: (c: UpstreamClient) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['upstream'],
+        registers,
+        collect() {
+          this.reset();
+          for (const c of upstreams()) {
+            const v = read(c);
+            if (v !== undefined) this.set({ upstream: c.upstream.host }, v);
+          }
+        },
+      });
+    upstreamGauge('registry_upstream_requests', 'Requests sent to each upstream', (c) => c.stats.requests);
+    upstreamGauge('registry_upstream_errors', 'Failed upstream requests', (c) => c.stats.errors);
+    upstreamGauge('registry_upstream_ratelimit_remaining', "Upstream's ratelimit-remaining (Docker Hub pulls left)", (c) => c.stats.rateLimitRemaining);
+  }
+}
