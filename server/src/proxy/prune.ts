@@ -7,6 +7,7 @@ import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, tryParseDigest } from '../registry/digest.ts';
 import { sweepBlobs } from '../registry/gc.ts';
+import { listDigests } from '../registry/listing.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
 
 export interface PrunePolicy {
@@ -137,23 +138,19 @@ async function inventory(registry: LocalRegistry): Promise<Revision[]> {
         tagsByDigest.set(digest.value, list);
       }
     }
-    for (const algorithm of await listOrEmpty(registry, paths.revisionsDir(repo))) {
-      for (const hex of await listOrEmpty(registry, `${paths.revisionsDir(repo)}/${algorithm}`)) {
-        const digest = tryParseDigest(`${algorithm}:${hex}`);
-        if (!digest) continue;
-        const own = await accessTime(registry, paths.revisionLink(repo, digest));
-        if (own === undefined) continue;
-        const tags = tagsByDigest.get(digest.value) ?? [];
-        const loaded = await registry.manifests.tryLoad(digest).catch(() => undefined);
-        out.push({
-          repo,
-          digest,
-          lastUsed: Math.max(own, ...tags.map((t) => t.used)),
-          tags: tags.map((t) => t.tag),
-          blobs: loaded?.info.blobs.map((b) => b.digest) ?? [],
-          children: loaded?.info.children.map((c) => c.digest) ?? [],
-        });
-      }
+    for (const digest of await listDigests(registry.driver, paths.revisionsDir(repo))) {
+      const own = await accessTime(registry, paths.revisionLink(repo, digest));
+      if (own === undefined) continue;
+      const tags = tagsByDigest.get(digest.value) ?? [];
+      const loaded = await registry.manifests.tryLoad(digest).catch(() => undefined);
+      out.push({
+        repo,
+        digest,
+        lastUsed: Math.max(own, ...tags.map((t) => t.used)),
+        tags: tags.map((t) => t.tag),
+        blobs: loaded?.info.blobs.map((b) => b.digest) ?? [],
+        children: loaded?.info.children.map((c) => c.digest) ?? [],
+      });
     }
   }
   return out;
@@ -193,15 +190,6 @@ async function accessTime(registry: LocalRegistry, key: string): Promise<number 
     return (await registry.driver.stat(key)).accessTime.getTime();
   } catch (err) {
     if (isNotFound(err)) return undefined;
-    throw err;
-  }
-}
-
-async function listOrEmpty(registry: LocalRegistry, key: string): Promise<string[]> {
-  try {
-    return await registry.driver.list(key);
-  } catch (err) {
-    if (isNotFound(err)) return [];
     throw err;
   }
 }

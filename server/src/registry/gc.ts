@@ -9,6 +9,7 @@
 import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
+import { listDigests, listOrEmpty } from './listing.ts';
 import type { LocalRegistry } from './local-registry.ts';
 
 export interface GcOptions {
@@ -49,7 +50,7 @@ async function run(registry: LocalRegistry, options: GcOptions): Promise<GcResul
     let manifestsDeleted = 0;
 
     for (const [i, repo] of repositories.entries()) {
-      const revisions = await listDigests(registry, paths.revisionsDir(repo));
+      const revisions = await listDigests(registry.driver, paths.revisionsDir(repo));
       const keep = options.deleteUntagged ? await reachable(registry, repo, revisions) : new Set(revisions.map((d) => d.value));
       for (const digest of revisions) {
         if (keep.has(digest.value)) continue;
@@ -168,42 +169,21 @@ async function reachable(registry: LocalRegistry, repo: string, revisions: Diges
     if (!digest) continue;
     const loaded = await registry.manifests.tryLoad(digest).catch(() => undefined);
     for (const c of loaded?.info.children ?? []) add(c.digest);
-    for (const r of await listDigests(registry, paths.referrersDir(repo, digest))) add(r.value);
+    for (const r of await listDigests(registry.driver, paths.referrersDir(repo, digest))) add(r.value);
   }
   return keep;
-}
-
-/** Digests stored as <dir>/<algorithm>/<hex>/… */
-async function listDigests(registry: LocalRegistry, dir: string): Promise<Digest[]> {
-  const out: Digest[] = [];
-  for (const algorithm of await listOrEmpty(registry, dir)) {
-    for (const hex of await listOrEmpty(registry, `${dir}/${algorithm}`)) {
-      const d = tryParseDigest(`${algorithm}:${hex}`);
-      if (d) out.push(d);
-    }
-  }
-  return out;
 }
 
 /** Every blob in blobs/<algorithm>/<2 hex>/<hex>. */
 export async function listBlobs(registry: LocalRegistry): Promise<Digest[]> {
   const out: Digest[] = [];
-  for (const algorithm of await listOrEmpty(registry, paths.blobs)) {
-    for (const prefix of await listOrEmpty(registry, paths.blobAlgorithmDir(algorithm))) {
-      for (const hex of await listOrEmpty(registry, `${paths.blobAlgorithmDir(algorithm)}/${prefix}`)) {
+  for (const algorithm of await listOrEmpty(registry.driver, paths.blobs)) {
+    for (const prefix of await listOrEmpty(registry.driver, paths.blobAlgorithmDir(algorithm))) {
+      for (const hex of await listOrEmpty(registry.driver, `${paths.blobAlgorithmDir(algorithm)}/${prefix}`)) {
         const d = tryParseDigest(`${algorithm}:${hex}`);
         if (d && d.hex.startsWith(prefix)) out.push(d);
       }
     }
   }
   return out;
-}
-
-async function listOrEmpty(registry: LocalRegistry, key: string): Promise<string[]> {
-  try {
-    return await registry.driver.list(key);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
 }

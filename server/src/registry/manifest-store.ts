@@ -3,9 +3,10 @@
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobStore } from './blob-store.ts';
-import { type Digest, digestOf, looksLikeDigest, parseDigest, tryParseDigest } from './digest.ts';
+import { type Digest, digestOf, looksLikeDigest, parseDigest } from './digest.ts';
 import { RegistryError } from './errors.ts';
 import type { GcGuard } from './gc-guard.ts';
+import { listDigests } from './listing.ts';
 import { LruCache } from './lru.ts';
 import {
   accepts,
@@ -141,19 +142,16 @@ export class ManifestStore {
   async referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
     const dir = paths.referrersDir(name, subject);
     const manifests: Descriptor[] = [];
-    for (const algorithm of await listOrEmpty(this.driver, dir)) {
-      for (const hex of await listOrEmpty(this.driver, `${dir}/${algorithm}`)) {
-        const digest = tryParseDigest(`${algorithm}:${hex}`);
-        if (!digest || !(await this.blobs.hasLink(paths.revisionLink(name, digest)))) continue;
-        const loaded = await this.tryLoad(digest);
-        if (!loaded) continue;
-        const { body, info } = loaded;
-        if (artifactType && info.artifactType !== artifactType) continue;
-        const d: Descriptor = { mediaType: info.mediaType, digest: digest.value, size: body.length };
-        if (info.artifactType) d.artifactType = info.artifactType;
-        if (info.annotations) d.annotations = info.annotations;
-        manifests.push(d);
-      }
+    for (const digest of await listDigests(this.driver, dir)) {
+      if (!(await this.blobs.hasLink(paths.revisionLink(name, digest)))) continue;
+      const loaded = await this.tryLoad(digest);
+      if (!loaded) continue;
+      const { body, info } = loaded;
+      if (artifactType && info.artifactType !== artifactType) continue;
+      const d: Descriptor = { mediaType: info.mediaType, digest: digest.value, size: body.length };
+      if (info.artifactType) d.artifactType = info.artifactType;
+      if (info.annotations) d.annotations = info.annotations;
+      manifests.push(d);
     }
     manifests.sort((a, b) => (a.digest < b.digest ? -1 : 1));
     return { manifests, filtersApplied: artifactType ? ['artifactType'] : [] };
@@ -232,13 +230,4 @@ function manifestUnknown(name: string, reference: string): RegistryError {
 
 function blobUnknown(digest: string): RegistryError {
   return new RegistryError('MANIFEST_BLOB_UNKNOWN', `blob unknown to registry: ${digest}`, { digest });
-}
-
-async function listOrEmpty(driver: StorageDriver, key: string): Promise<string[]> {
-  try {
-    return await driver.list(key);
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
 }

@@ -17,7 +17,10 @@ export async function getManifest(ctx: RequestContext, name: string, reference: 
   const cacheControl = looksLikeDigest(reference) ? ctx.cacheControl.immutable : ctx.cacheControl.tag;
   if (cacheControl) headers['Cache-Control'] = cacheControl;
   if (req.headers['if-none-match'] === etag) {
-    res.writeHead(304, headers).end();
+    // No body follows a 304, so no Content-Length either (as for blobs): strict
+    // clients such as undici otherwise wait for, then fail on, the missing bytes.
+    const { 'Content-Length': _omitted, ...notModified } = headers;
+    res.writeHead(304, notModified).end();
     return;
   }
   res.writeHead(200, headers);
