@@ -1,5 +1,6 @@
 // A thin registry client over undici for API tests: raw requests plus the
 // push/pull steps a real client performs.
+import * as net from 'node:net';
 import { request } from 'undici';
 import type { Blob, Image, IndexImage } from './oci.ts';
 
@@ -86,5 +87,78 @@ export class RegistryClient {
   async pushIndex(name: string, tag: string, index: IndexImage): Promise<void> {
     for (const img of index.images) await this.pushImage(name, img.manifest.digest, img);
     await this.pushManifest(name, tag, index.index, index.mediaType);
+  }
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface RawRequest {
+  method: string;
+  /** Sent as-is in the request line: no normalisation or encoding. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: Buffer | string;
+}
+
+/**
+ * One request over a raw TCP socket, for what HTTP clients refuse to send:
+ * un-normalised paths ("/v2/../x"), a Content-Length larger than the body.
+ * After the body the socket is half-closed (the server sees a truncated body
+ * if Content-Length promised more). Resolves with the response, or undefined
+ * when the server closed the connection without answering.
+ */
+export function rawHttp(baseUrl: string, request: RawRequest): Promise<RawResponse | undefined> {
+  const url = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: url.hostname, port: Number(url.port) });
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A reset after (or instead of) the answer: report what arrived.
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') finish();
+      else reject(err);
+    });
+    socket.on('close', () => finish());
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      const raw = Buffer.concat(chunks).toString('latin1');
+      if (raw === '') return resolve(undefined);
+      const split = raw.indexOf('\r\n\r\n');
+      const head = split < 0 ? raw : raw.slice(0, split);
+      const [statusLine, ...lines] = head.split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of lines) {
+        const colon = line.indexOf(':');
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: split < 0 ? '' : raw.slice(split + 4) });
+    };
+    socket.on('connect', () => {
+      const headers = { host: url.host, connection: 'close', ...request.headers };
+      const head = `${request.method} ${request.path} HTTP/1.1\r\n${Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('')}\r\n`;
+      socket.write(head);
+      if (request.body !== undefined) socket.write(request.body);
+      socket.end();
+    });
+  });
+}
+
+/** The codes of a spec error body ({"errors":[{"code":…}]}); [] when the body is not one. */
+export function errorCodes(res: { text?: string; body: Buffer | string }): string[] {
+  const text = typeof res.body === 'string' ? res.body : res.body.toString('utf8');
+  try {
+    const doc = JSON.parse(text);
+    return Array.isArray(doc?.errors) ? doc.errors.map((e: { code?: unknown }) => String(e?.code)) : [];
+  } catch {
+    return [];
   }
 }

@@ -163,3 +163,48 @@ export function writeOciLayout(dir: string, tag: string, image: Image | IndexIma
     }),
   );
 }
+
+/** The descriptor of an image's (or artifact's) manifest, for an index entry or a subject. */
+export function manifestDescriptor(image: Image | IndexImage): Descriptor {
+  const blob = 'index' in image ? image.index : image.manifest;
+  return { mediaType: image.mediaType, digest: blob.digest, size: blob.size };
+}
+
+export interface ArtifactOptions {
+  /** Top-level artifactType (omitted when undefined). */
+  artifactType?: string;
+  subject?: Descriptor;
+  annotations?: Record<string, string>;
+  /** Layer contents (default: one small random JSON file). */
+  contents?: (Buffer | string)[];
+  layerMediaType?: string;
+  /** Config blob and media type (default: the OCI empty descriptor's `{}`). */
+  config?: { mediaType: string; data: Buffer | string };
+}
+
+/**
+ * An OCI 1.1 artifact: an image manifest with artifactType, the empty config
+ * (or a given one), plain layers, and optionally a subject. Push it with
+ * RegistryClient.pushImage (it has the Image shape).
+ */
+export function buildArtifact(options: ArtifactOptions = {}): Image {
+  const config = blobOf(options.config?.data ?? '{}');
+  const configType = options.config?.mediaType ?? MT.ociEmpty;
+  const layers = (options.contents ?? [JSON.stringify({ random: randomBytes(8).toString('hex') })]).map((c) => blobOf(c));
+  const doc: Record<string, unknown> = {
+    schemaVersion: 2,
+    mediaType: MT.ociManifest,
+    ...(options.artifactType !== undefined ? { artifactType: options.artifactType } : {}),
+    config: { mediaType: configType, digest: config.digest, size: config.size },
+    layers: layers.map((l) => ({ mediaType: options.layerMediaType ?? 'application/json', digest: l.digest, size: l.size })),
+    ...(options.subject ? { subject: options.subject } : {}),
+    ...(options.annotations ? { annotations: options.annotations } : {}),
+  };
+  return {
+    config,
+    layers,
+    manifest: blobOf(JSON.stringify(doc)),
+    mediaType: MT.ociManifest,
+    platform: { architecture: 'unknown', os: 'unknown' },
+  };
+}

@@ -1,6 +1,7 @@
 // Starts a real registry server (in this process) on a random loopback port,
 // storing in a fresh temp directory, for API tests.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { type Dirent, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -75,4 +76,43 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       if (ownsRoot) rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Every file and directory under `dir` (recursively, nothing ignored), as
+ * relative path → "dir", "file <size> <sha256>" or "symlink <target>". Two
+ * snapshots are equal exactly when the tree's names and file contents are.
+ * A missing `dir` is an empty tree.
+ */
+export function snapshotTree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (rel: string) => {
+    const full = rel ? path.join(dir, rel) : dir;
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(full, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && rel === '') return;
+      throw err;
+    }
+    for (const e of entries) {
+      const childRel = rel ? `${rel}/${e.name}` : e.name;
+      const childFull = path.join(dir, childRel);
+      if (e.isSymbolicLink()) out[childRel] = `symlink ${readlinkSync(childFull)}`;
+      else if (e.isDirectory()) {
+        out[childRel] = 'dir';
+        walk(childRel);
+      } else {
+        const data = readFileSync(childFull);
+        out[childRel] = `file ${data.length} ${createHash('sha256').update(data).digest('hex')}`;
+      }
+    }
+  };
+  walk('');
+  return out;
+}
+
+/** The data directory of a test server (storage.filesystem.rootdirectory). */
+export function dataDir(server: { root: string }): string {
+  return path.join(server.root, 'data');
 }

@@ -12,6 +12,10 @@ const int = z.preprocess(
   (v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v) : v),
   z.number().int(),
 );
+const num = z.preprocess(
+  (v) => (typeof v === 'string' && /^\s*\d+(?:\.\d+)?\s*$/.test(v) ? Number(v) : v),
+  z.number(),
+);
 const str = z.preprocess((v) => (typeof v === 'number' ? String(v) : v), z.string());
 
 /** A Go duration string ("168h", "30s"), parsed to milliseconds. */
@@ -181,7 +185,7 @@ const admin = z.strictObject({
 
 const bucket = z.strictObject({
   /** Sustained requests per second. */
-  rate: z.number().positive(),
+  rate: num.pipe(z.number().positive()),
   /** Requests allowed in a burst above the rate. */
   burst: int.pipe(z.number().int().positive()),
 });

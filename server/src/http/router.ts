@@ -36,6 +36,11 @@ const PATTERNS: Array<[RegExp, (m: RegExpExecArray) => Route]> = [
  * resulting name is always validated before anything uses it.
  */
 export function matchRoute(pathname: string, canonicalName?: (name: string) => string): Route | undefined {
+  // A raw "." or ".." segment ("/v2/../../etc/passwd", "/v2/a/blobs/sha256:../../x")
+  // is never part of an API path: refuse it as a bad name rather than as "not found".
+  if (pathname.startsWith('/v2/') && pathname.split('/').some((s) => s === '.' || s === '..')) {
+    throw new RegistryError('NAME_INVALID', 'invalid repository name: the path has "." or ".." segments');
+  }
   for (const [re, build] of PATTERNS) {
     const m = re.exec(pathname);
     if (!m) continue;
