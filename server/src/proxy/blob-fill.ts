@@ -114,7 +114,10 @@ export class BlobFill {
           }
         } catch (err) {
           // The file moved from the upload area into blobs/ between our checks: read on from there.
-          if (!(isNotFound(err) && key !== this.key)) throw err;
+          // If it is moving right now (commit renamed it, this.key not updated yet), wait for the
+          // commit to finish first; a failed fill is reported at the top of the loop.
+          if (!isNotFound(err)) throw err;
+          if (key === this.key) await this.done.catch(() => {});
         }
         continue;
       }

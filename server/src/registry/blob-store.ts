@@ -17,6 +17,8 @@ export interface BlobInfo {
 
 export class BlobStore {
   private readonly sizes: LruCache<string, number>;
+  /** Bumped before and after every deletion: a stat that overlapped one must not fill the cache. */
+  private deletions = 0;
 
   constructor(
     readonly driver: StorageDriver,
@@ -29,9 +31,10 @@ export class BlobStore {
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
     const cached = this.sizes.get(digest.value);
     if (cached !== undefined) return { digest, size: cached };
+    const epoch = this.deletions;
     try {
       const info = await this.driver.stat(paths.blobData(digest));
-      this.sizes.set(digest.value, info.size);
+      if (epoch === this.deletions) this.sizes.set(digest.value, info.size);
       return { digest, size: info.size };
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -78,8 +81,15 @@ export class BlobStore {
 
   /** Removes the blob data itself (garbage collection only). */
   async deleteData(digest: Digest): Promise<void> {
+    this.deletions++;
     this.sizes.delete(digest.value);
-    await this.driver.delete(paths.blobDir(digest));
+    try {
+      await this.driver.delete(paths.blobDir(digest));
+    } finally {
+      // A stat that saw the file before it went may have cached it meanwhile.
+      this.deletions++;
+      this.sizes.delete(digest.value);
+    }
   }
 
   forget(digest: Digest): void {

@@ -9,27 +9,49 @@
 // - the sweep skips pinned digests, and registers each deletion before it
 //   starts it.
 // Both steps run inside one event-loop tick each, so one of the two always
-// sees the other. Pins of a run are dropped when the next run starts.
+// sees the other. Pins of a run are dropped when the next run starts, except
+// those of pushes still in flight.
 // Blobs that clients looked at recently (HEAD before deciding not to upload)
 // are remembered too, and the sweep keeps them for the grace period.
 import type { Digest } from './digest.ts';
 
 export class GcGuard {
   private pins = new Set<string>();
+  /** Digests pushes in flight rely on (how many hold each): they stay pinned into the next run. */
+  private readonly held = new Map<string, number>();
   private readonly deleting = new Map<string, Promise<void>>();
   private readonly recentUse = new Map<string, number>();
   private running = false;
 
-  /** Called by pushes before they check and link `digests`. */
-  async protect(digests: Iterable<Digest | string>): Promise<void> {
+  /**
+   * Called by pushes before they check and link `digests`. Call the returned
+   * release once the links are written: until then the pins survive the
+   * start of new runs (a run that starts half way through a push must not
+   * sweep what the push already checked).
+   */
+  async protect(digests: Iterable<Digest | string>): Promise<() => void> {
     const waits: Promise<void>[] = [];
+    const keys: string[] = [];
     for (const d of digests) {
       const key = typeof d === 'string' ? d : d.value;
+      keys.push(key);
       this.pins.add(key);
+      this.held.set(key, (this.held.get(key) ?? 0) + 1);
       const pending = this.deleting.get(key);
       if (pending) waits.push(pending);
     }
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      for (const key of keys) {
+        const n = (this.held.get(key) ?? 1) - 1;
+        if (n <= 0) this.held.delete(key);
+        else this.held.set(key, n);
+      }
+    };
     if (waits.length > 0) await Promise.allSettled(waits);
+    return release;
   }
 
   /** A client saw this blob (e.g. HEAD): keep it for a grace period even if nothing references it yet. */
@@ -43,7 +65,7 @@ export class GcGuard {
   }
 
   beginRun(): void {
-    this.pins = new Set();
+    this.pins = new Set(this.held.keys());
     this.running = true;
   }
 

@@ -9,6 +9,7 @@
 import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
+import { isRegistryError } from './errors.ts';
 import { listDigests, listOrEmpty } from './listing.ts';
 import type { LocalRegistry } from './local-registry.ts';
 
@@ -57,7 +58,12 @@ async function run(registry: LocalRegistry, options: GcOptions): Promise<GcResul
         const bytes = (await registry.manifests.tryLoad(digest))?.body.length ?? 0;
         const deleted = options.dryRun
           ? !guard.isPinned(digest.value)
-          : await guard.deleteUnlessPinned(digest.value, () => registry.manifests.delete(repo, digest.value));
+          : await guard.deleteUnlessPinned(digest.value, () =>
+              // A client may have deleted it meanwhile: gone either way.
+              registry.manifests.delete(repo, digest.value).catch((err) => {
+                if (!isRegistryError(err, 'MANIFEST_UNKNOWN')) throw err;
+              }),
+            );
         if (deleted) {
           manifestsDeleted++;
           options.onDelete?.('manifest', `${repo}@${digest.value}`, bytes);

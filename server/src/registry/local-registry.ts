@@ -83,12 +83,16 @@ export class LocalRegistry implements RegistryService {
     this.requireWrite();
     validateName(from);
     if (!(await this.blobs.hasLink(paths.layerLink(from, digest)))) return undefined;
-    await this.guard.protect([digest]);
-    const info = await this.blobs.stat(digest);
-    if (!info) return undefined;
-    this.guard.noteUse(digest);
-    await this.blobs.writeLink(paths.layerLink(name, digest), digest);
-    return info;
+    const release = await this.guard.protect([digest]);
+    try {
+      const info = await this.blobs.stat(digest);
+      if (!info) return undefined;
+      this.guard.noteUse(digest);
+      await this.blobs.writeLink(paths.layerLink(name, digest), digest);
+      return info;
+    } finally {
+      release();
+    }
   }
 
   uploadStatus(name: string, id: string): Promise<UploadStatus> {

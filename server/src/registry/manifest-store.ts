@@ -85,18 +85,23 @@ export class ManifestStore {
     if (claimed && claimed.hex !== digest.hex) {
       throw new RegistryError('DIGEST_INVALID', `manifest digest ${digest.value} does not match reference ${claimed.value}`);
     }
-    // Pin what this manifest relies on before checking it, so a concurrent GC cannot delete it in between.
-    await this.guard.protect([digest, ...info.blobs.map((b) => b.digest), ...info.children.map((c) => c.digest)]);
-    if (options.verifyReferences !== false) await this.checkReferences(name, info);
+    // Pin what this manifest relies on before checking it, so a concurrent GC cannot delete it in between
+    // (held until the links are written, even across the start of a new GC run).
+    const release = await this.guard.protect([digest, ...info.blobs.map((b) => b.digest), ...info.children.map((c) => c.digest)]);
+    try {
+      if (options.verifyReferences !== false) await this.checkReferences(name, info);
 
-    await this.blobs.putVerified(digest, body);
-    this.parsed.set(digest.value, { body, info });
-    await this.blobs.writeLink(paths.revisionLink(name, digest), digest);
-    if (info.subject) await this.blobs.writeLink(paths.referrerLink(name, info.subject, digest), digest);
-    if (!byDigest) {
-      await this.blobs.writeLink(paths.tagIndexLink(name, reference, digest), digest);
-      // The current link is written last: it is what makes the tag move.
-      await this.blobs.writeLink(paths.tagCurrentLink(name, reference), digest);
+      await this.blobs.putVerified(digest, body);
+      this.parsed.set(digest.value, { body, info });
+      await this.blobs.writeLink(paths.revisionLink(name, digest), digest);
+      if (info.subject) await this.blobs.writeLink(paths.referrerLink(name, info.subject, digest), digest);
+      if (!byDigest) {
+        await this.blobs.writeLink(paths.tagIndexLink(name, reference, digest), digest);
+        // The current link is written last: it is what makes the tag move.
+        await this.blobs.writeLink(paths.tagCurrentLink(name, reference), digest);
+      }
+    } finally {
+      release();
     }
     return { digest, subject: info.subject };
   }
@@ -130,8 +135,10 @@ export class ManifestStore {
       if (!isNotFound(err)) throw err;
     }
     // No tags directory: an unknown repository, or one whose tags were all deleted.
+    // A repository is known once it has manifests (as for the catalog): a blob or an
+    // upload session alone (even a failed one) does not make it one.
     try {
-      await this.driver.stat(paths.repository(name));
+      await this.driver.stat(paths.manifestsDir(name));
       return [];
     } catch (err) {
       if (isNotFound(err)) throw new RegistryError('NAME_UNKNOWN', `repository name not known to registry: ${name}`);

@@ -81,10 +81,14 @@ export class UploadStore {
       }
       if (size === 0) await this.driver.putContent(paths.uploadData(name, id), Buffer.alloc(0)).catch(() => {});
       // The same bytes may already be stored (and unreferenced): keep GC off them from here on.
-      await this.guard.protect([digest]);
-      this.guard.noteUse(digest);
-      await this.blobs.commitFrom(paths.uploadData(name, id), digest, size);
-      await this.blobs.writeLink(paths.layerLink(name, digest), digest);
+      const release = await this.guard.protect([digest]);
+      try {
+        this.guard.noteUse(digest);
+        await this.blobs.commitFrom(paths.uploadData(name, id), digest, size);
+        await this.blobs.writeLink(paths.layerLink(name, digest), digest);
+      } finally {
+        release();
+      }
       await this.remove(name, id);
       return { digest, size };
     });
