@@ -98,6 +98,13 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       : http.createServer(app);
   // Pushes of large layers take as long as they take: no overall request deadline
   // unless the config asks for one.
+  // Requests Node's parser refuses (malformed headers, broken chunked bodies)
+  // still get the spec's JSON error body rather than a bare 400.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') return socket.destroy();
+    const body = JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_INVALID', message: `malformed request: ${err.code ?? err.message}` }] });
+    socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
   server.requestTimeout = config.http.timeout?.read ?? 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = config.http.timeout?.idle ?? 75_000;

@@ -216,4 +216,11 @@ function checkLength(written: number, options: AppendOptions): void {
   if (options.contentLength !== undefined && written !== options.contentLength) {
     throw new RegistryError('SIZE_INVALID', `received ${written} bytes, Content-Length said ${options.contentLength}`);
   }
+  // A streamed chunk (no Content-Length) must still be as long as its Content-Range said.
+  const { range } = options;
+  if (range && written !== range.end - range.start + 1) {
+    throw new RegistryError('RANGE_INVALID', `received ${written} bytes, Content-Range said ${range.end - range.start + 1}`, {
+      offset: range.start + written,
+    });
+  }
 }

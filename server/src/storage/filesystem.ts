@@ -57,6 +57,7 @@ export class FilesystemDriver implements StorageDriver {
       await fs.rm(tmp, { force: true });
       throw err;
     }
+    await syncDir(path.dirname(file));
   }
 
   async stat(key: string): Promise<FileInfo> {
@@ -133,6 +134,7 @@ export class FilesystemDriver implements StorageDriver {
     }
     await fs.mkdir(path.dirname(dst), { recursive: true });
     await fs.rename(src, dst);
+    await syncDir(path.dirname(dst));
   }
 
   async delete(key: string): Promise<void> {
@@ -149,6 +151,16 @@ export class FilesystemDriver implements StorageDriver {
     } catch (err) {
       throw mapError(err, key);
     }
+  }
+}
+
+/** Makes a rename durable: without it, a power cut may forget the new directory entry. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 
