@@ -29,7 +29,7 @@ const TABLE: Record<RouteKind, Partial<Record<Method, Endpoint>>> = {
     HEAD: { access: 'base', writes: false, handle: base },
   },
   catalog: { GET: read(catalog) },
-  tags: { GET: read((ctx) => tags(ctx, r<'tags'>(ctx).name)) },
+  tags: { GET: read((ctx) => tags(ctx, r<'tags'>(ctx).name, r<'tags'>(ctx).requestedName)) },
   manifest: {
     GET: read((ctx) => getManifest(ctx, r<'manifest'>(ctx).name, r<'manifest'>(ctx).reference)),
     HEAD: read((ctx) => getManifest(ctx, r<'manifest'>(ctx).name, r<'manifest'>(ctx).reference)),

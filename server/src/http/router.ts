@@ -6,15 +6,18 @@
 import { RegistryError } from '../registry/errors.ts';
 import { validateName } from '../registry/names.ts';
 
+/** `requestedName` is the name as the client wrote it, when the service stores it under another. */
+type Named = { name: string; requestedName?: string };
+
 export type Route =
   | { kind: 'base' }
   | { kind: 'catalog' }
-  | { kind: 'tags'; name: string }
-  | { kind: 'manifest'; name: string; reference: string }
-  | { kind: 'blob'; name: string; reference: string }
-  | { kind: 'uploads'; name: string }
-  | { kind: 'upload'; name: string; id: string }
-  | { kind: 'referrers'; name: string; reference: string };
+  | ({ kind: 'tags' } & Named)
+  | ({ kind: 'manifest'; reference: string } & Named)
+  | ({ kind: 'blob'; reference: string } & Named)
+  | ({ kind: 'uploads' } & Named)
+  | ({ kind: 'upload'; id: string } & Named)
+  | ({ kind: 'referrers'; reference: string } & Named);
 
 export type RouteKind = Route['kind'];
 
@@ -46,8 +49,8 @@ export function matchRoute(pathname: string, canonicalName?: (name: string) => s
     if (!m) continue;
     const route = build(m);
     if (!('name' in route)) return route;
-    const name = canonicalName ? canonicalName(route.name) : route.name;
-    return { ...route, name: validateName(name) };
+    if (!canonicalName) return { ...route, name: validateName(route.name) };
+    return { ...route, name: validateName(canonicalName(route.name)), requestedName: route.name };
   }
   return undefined;
 }

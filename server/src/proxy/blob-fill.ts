@@ -14,6 +14,9 @@ import type { Logger } from '../ops/logger.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
 const READ_STEP = 1024 * 1024;
+const SLOW_UPSTREAM_MS = 50;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 type State = 'starting' | 'running' | 'done' | 'failed';
 
@@ -121,7 +124,8 @@ export class BlobFill {
         }
         continue;
       }
-      await this.waitFor(pos + READ_STEP);
+      // Read in steps of about READ_STEP, but never sit on bytes for long when the upstream is slow.
+      await Promise.race([this.waitFor(pos + READ_STEP), this.waitFor(pos + 1).then(() => sleep(SLOW_UPSTREAM_MS))]);
     }
   }
 

@@ -35,6 +35,9 @@ import { SingleFlight } from './single-flight.ts';
 import { UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 import type { Upstreams } from './upstreams.ts';
 
+/** After an upstream failure, cached tags are served stale without asking it for this long. */
+const UPSTREAM_DOWN_MS = 10_000;
+
 export interface MirrorOptions {
   /** How long a cached tag is trusted without asking the upstream. */
   tagFreshnessMs: number;
@@ -47,6 +50,8 @@ export class MirrorRegistry implements RegistryService {
   private readonly fills = new Map<string, BlobFill>();
   private readonly access: AccessTracker;
   private readonly manifestFetches = new SingleFlight<Digest>();
+  /** When each upstream last failed: for a short while after, cached tags are served without asking it. */
+  private readonly downSince = new Map<string, number>();
 
   constructor(
     readonly local: LocalRegistry,
@@ -136,9 +141,12 @@ export class MirrorRegistry implements RegistryService {
       return this.local.getManifest(name, reference, accept);
     }
     if (cached && (await this.isFresh(name, reference))) return this.local.getManifest(name, reference, accept);
+    const { upstream } = this.upstreamFor(name);
+    if (cached && this.recentlyDown(upstream.host)) return this.local.getManifest(name, reference, accept);
     try {
       await this.revalidateTag(name, reference, cached);
     } catch (err) {
+      if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
       this.options.logger.warn(
         { repo: name, tag: reference, digest: cached.value, err: err.message },
@@ -152,7 +160,8 @@ export class MirrorRegistry implements RegistryService {
     const { client, remoteName } = this.upstreamFor(name);
     if (cached) {
       // HEAD does not count against Docker Hub's pull limit; GET only when the tag moved.
-      const head = await client.headManifest(remoteName, tag);
+      // No retries: if the upstream is struggling, the cached copy is served at once.
+      const head = await client.headManifest(remoteName, tag, 0);
       if (head.digest === cached.value) {
         await this.markValidated(name, tag);
         return;
@@ -184,6 +193,14 @@ export class MirrorRegistry implements RegistryService {
       await this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false });
       return actual;
     });
+  }
+
+  private recentlyDown(host: string): boolean {
+    const since = this.downSince.get(host);
+    if (since === undefined) return false;
+    if (Date.now() - since < UPSTREAM_DOWN_MS) return true;
+    this.downSince.delete(host);
+    return false;
   }
 
   private async cachedDigest(name: string, reference: string): Promise<Digest | undefined> {

@@ -130,8 +130,11 @@ async function inventory(registry: LocalRegistry): Promise<Revision[]> {
     const tagsByDigest = new Map<string, Array<{ tag: string; used: number }>>();
     for (const tag of await registry.manifests.tags(repo).catch(() => [] as string[])) {
       const key = paths.tagCurrentLink(repo, tag);
-      const digest = await registry.blobs.readLink(key);
+      // Stat before reading, and put the access time back after: on relatime/strictatime
+      // mounts the read itself would count as a use, and no tag would ever grow old.
       const used = await accessTime(registry, key);
+      const digest = await registry.blobs.readLink(key);
+      if (used !== undefined) await registry.driver.touch(key, { accessed: new Date(used) }).catch(() => {});
       if (digest && used !== undefined) {
         const list = tagsByDigest.get(digest.value) ?? [];
         list.push({ tag, used });

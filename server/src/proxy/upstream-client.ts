@@ -89,8 +89,9 @@ export class UpstreamClient {
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 10_000;
   }
 
-  async headManifest(remote: string, reference: string): Promise<ManifestHead> {
-    const res = await this.send('HEAD', `/v2/${remote}/manifests/${reference}`, remote, { accept: MANIFEST_ACCEPT });
+  /** `retries` overrides the client's default (revalidating a cached tag needs no retries: stale is served instead). */
+  async headManifest(remote: string, reference: string, retries = this.retries): Promise<ManifestHead> {
+    const res = await this.send('HEAD', `/v2/${remote}/manifests/${reference}`, remote, { accept: MANIFEST_ACCEPT }, retries);
     await res.body.dump();
     this.notFound(res.statusCode, 'MANIFEST_UNKNOWN', remote, reference);
     this.expectOk(res.statusCode);
@@ -182,7 +183,13 @@ export class UpstreamClient {
   }
 
   /** One logical request: auth, redirects, retries. Resolves with the final response (body unread). */
-  private async send(method: 'GET' | 'HEAD', path: string, remote: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  private async send(
+    method: 'GET' | 'HEAD',
+    path: string,
+    remote: string,
+    headers: Record<string, string>,
+    retries = this.retries,
+  ): Promise<Dispatcher.ResponseData> {
     const scope = `repository:${remote}:pull`;
     let authRetried = false;
     for (let attempt = 0; ; attempt++) {
@@ -192,7 +199,7 @@ export class UpstreamClient {
       } catch (err) {
         if (err instanceof UpstreamUnavailable) throw err;
         this.stats.errors++;
-        if (attempt < this.retries) {
+        if (attempt < retries) {
           await sleep(this.backoff(attempt));
           continue;
         }
@@ -215,7 +222,7 @@ export class UpstreamClient {
           this.upstream.username ? 'the upstream refused our credentials' : 'the upstream requires credentials (proxy.username/password)',
         );
       }
-      if (RETRYABLE.has(res.statusCode) && attempt < this.retries) {
+      if (RETRYABLE.has(res.statusCode) && attempt < retries) {
         await res.body.dump();
         this.stats.errors++;
         await sleep(this.backoff(attempt));
@@ -225,7 +232,7 @@ export class UpstreamClient {
         await res.body.dump();
         this.stats.errors++;
         const wait = retryAfterMs(header(res.headers, 'retry-after')) ?? this.backoff(attempt);
-        if (attempt < this.retries && wait <= this.maxRetryAfterMs) {
+        if (attempt < retries && wait <= this.maxRetryAfterMs) {
           this.options.logger.warn({ upstream: this.upstream.host, waitMs: wait }, 'upstream rate limited us; waiting');
           await sleep(wait);
           continue;

@@ -17,14 +17,15 @@ export async function catalog(ctx: RequestContext): Promise<void> {
   json(ctx, 200, { repositories: page.items }, headers);
 }
 
-export async function tags(ctx: RequestContext, name: string): Promise<void> {
+/** `requestedName` is the name as the client wrote it (a mirror stores it under another). */
+export async function tags(ctx: RequestContext, name: string, requestedName = name): Promise<void> {
   const n = queryInt(ctx.query, 'n');
   const page = await ctx.service.listTags(name, { n, last: ctx.query.get('last') ?? undefined });
   const headers: Record<string, string> = {};
   if (page.next !== undefined && n !== undefined) {
-    headers.Link = linkHeader(ctx.url(`/v2/${name}/tags/list`), { last: page.next, n });
+    headers.Link = linkHeader(ctx.url(`/v2/${requestedName}/tags/list`), { last: page.next, n });
   }
-  json(ctx, 200, { name, tags: page.items }, headers);
+  json(ctx, 200, { name: requestedName, tags: page.items }, headers);
 }
 
 export async function referrers(ctx: RequestContext, name: string, reference: string): Promise<void> {
