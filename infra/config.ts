@@ -1,0 +1,421 @@
+// The stack configuration: every `registry-stack:*` key of Pulumi.<stack>.yaml,
+// with defaults and validation. A minimal stack needs only `domain`, `vps.host`
+// and one entry in `users`; everything else has a default.
+//
+// The same schema serves `pulumi up` (values read from the Pulumi config) and
+// `npm run render` (values read from a YAML file), so what the render command
+// writes is exactly what the program deploys.
+import { z } from 'zod';
+import { parseDuration, parseSize } from '../server/src/config/units.ts';
+
+/** The Pulumi project name, which namespaces every config key (`registry-stack:domain`). */
+export const PROJECT = 'registry-stack';
+
+/** Top-level config keys whose values are secrets (set with `pulumi config set --secret`). */
+export const SECRET_KEYS = ['users', 'sshPrivateKey', 'upstreamCredentials', 'alertWebhook', 'originSecret', 'adminToken'] as const;
+
+const hostname = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/, 'must be a DNS name such as example.com');
+
+const label = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a single DNS label such as dcr');
+
+const ipv4 = z.string().regex(/^((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)$/, 'must be an IPv4 address');
+const ipv6 = z.string().regex(/^[0-9a-fA-F:]+$/, 'must be an IPv6 address').refine((v) => v.includes(':'), 'must be an IPv6 address');
+
+/** A Go-style duration ("168h", "30s", "0"); kept as the string the registry config takes. */
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v) => String(v).trim())
+  .refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 30s, 10m, 168h or 0' });
+
+/** A byte size ("512MB", "1GiB"), parsed to bytes. */
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const bytes = parseSize(v);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 512MB, 10GB, 1GiB)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const CRON_MACROS = new Set(['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly']);
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+const CRON_FIELDS: Array<{ min: number; max: number; names?: string[]; nameBase?: number }> = [
+  { min: 0, max: 59 },
+  { min: 0, max: 23 },
+  { min: 1, max: 31 },
+  { min: 1, max: 12, names: MONTHS, nameBase: 1 },
+  { min: 0, max: 7, names: DAYS, nameBase: 0 },
+];
+
+/** Checks one field of a five-field cron schedule: lists of *, n, n-m, each with an optional /step. */
+function cronFieldOk(text: string, f: (typeof CRON_FIELDS)[number]): boolean {
+  const value = (v: string): number | undefined => {
+    if (/^\d+$/.test(v)) return Number(v);
+    const i = f.names?.indexOf(v.toLowerCase()) ?? -1;
+    return i >= 0 ? i + (f.nameBase ?? 0) : undefined;
+  };
+  return text.split(',').every((item) => {
+    const m = /^(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:\/(\d+))?$/i.exec(item);
+    if (!m) return false;
+    if (m[2] !== undefined && Number(m[2]) < 1) return false;
+    if (m[1] === '*') return true;
+    const [a, b] = m[1].split('-').map(value);
+    if (a === undefined || a < f.min || a > f.max) return false;
+    if (m[1].includes('-') && (b === undefined || b < a || b > f.max)) return false;
+    return true;
+  });
+}
+
+export function isCronSchedule(v: string): boolean {
+  if (CRON_MACROS.has(v)) return true;
+  const fields = v.split(/\s+/);
+  return fields.length === 5 && fields.every((text, i) => cronFieldOk(text, CRON_FIELDS[i]));
+}
+
+/** A five-field cron schedule, a macro such as @daily, or "off" to disable the job. */
+export const cronSchedule = z
+  .string()
+  .trim()
+  .refine((v) => v === 'off' || isCronSchedule(v), {
+    message: 'must be a cron schedule with five fields (e.g. "*/5 * * * *"), a macro such as @daily, or "off"',
+  });
+
+const userName = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/, 'user names are letters, digits, ".", "_" or "-"');
+
+/** A mirror upstream: the host clients name (docker.io, ghcr.io) and where to reach it. */
+const upstream = z.strictObject({
+  host: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .regex(/^[a-z0-9.-]+(:\d+)?$/, 'must be a registry host such as ghcr.io or registry.example.com:5000'),
+  url: z
+    .string()
+    .trim()
+    .regex(/^https?:\/\/[^/]+\/?$/, 'must be an http(s) URL with no path, e.g. https://ghcr.io')
+    .transform((u) => u.replace(/\/+$/, '')),
+});
+
+export const DOCKER_HUB_UPSTREAM = { host: 'docker.io', url: 'https://registry-1.docker.io' };
+
+const anyObject = z.record(z.string(), z.unknown());
+
+// `pulumi config set` stores what it is given; accept "true"/"22" where a boolean or number is due.
+const bool = () => z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
+const int = (min: number, max: number) =>
+  z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
+
+export const stackConfigSchema = z
+  .strictObject({
+    /** The domain the two hosts live under: dcr.<domain> and mir.<domain>. */
+    domain: hostname,
+    /** The Cloudflare zone: its id (32 hex digits) or its name (default: the domain). */
+    zone: z.string().trim().min(1).optional(),
+    /** The first label of each host name. */
+    hostnames: z
+      .strictObject({ private: label.default('dcr'), mirror: label.default('mir') })
+      .default({ private: 'dcr', mirror: 'mir' }),
+    /** The VPS: a fresh machine with Docker and SSH. */
+    vps: z.strictObject({
+      /** Address to SSH to (name or IP). */
+      host: z.string().trim().min(1),
+      user: z.string().trim().min(1).default('root'),
+      port: int(1, 65535).default(22),
+      /** The public IPv4 address the DNS records point at (default: vps.host when it is an IPv4 address). */
+      publicIp: ipv4.optional(),
+      /** Also publish AAAA records to this address. */
+      publicIpv6: ipv6.optional(),
+      /** The server's SSH host key (a line of ssh-keyscan), to pin it; default: trust on first use. */
+      hostKey: z.string().optional(),
+      /** SSH port to leave open in the firewall (default: vps.port). */
+      firewallSshPort: int(1, 65535).optional(),
+    }),
+    /** Secret. PEM/OpenSSH private key for the SSH user (default: the local ssh-agent). */
+    sshPrivateKey: z.string().min(1).optional(),
+    /** Secret. Registry users: user name → password. Hashed with bcrypt at deploy; never stored in clear on the host. */
+    users: z
+      .record(userName, z.string().min(8, 'passwords need at least 8 characters'))
+      .refine((u) => Object.keys(u).length > 0, { message: 'at least one user is required' }),
+    /** E-mail for Let's Encrypt registration (optional). */
+    acmeEmail: z.string().email().optional(),
+
+    private: z
+      .strictObject({
+        /** Let anonymous clients pull from dcr (pushes always need a login). */
+        anonymousPull: bool().default(false),
+        /** Accept manifest/blob DELETEs (needed for cleanup and GC). */
+        deleteEnabled: bool().default(true),
+        /** Online GC inside the server ("0" = only from the cron job / on demand). */
+        gcInterval: duration.default('0'),
+        gcGracePeriod: duration.default('1h'),
+        gcDeleteUntagged: bool().default(false),
+        /** Abandoned uploads older than this are purged. */
+        uploadPurgeAge: duration.default('168h'),
+        memory: size.default(1024 ** 3),
+        logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+        /** Extra registry config merged over the rendered one (e.g. ratelimit buckets); validated by the server's own loader. */
+        extraConfig: anyObject.default({}),
+      })
+      .default({
+        anonymousPull: false,
+        deleteEnabled: true,
+        gcInterval: '0',
+        gcGracePeriod: '1h',
+        gcDeleteUntagged: false,
+        uploadPurgeAge: '168h',
+        memory: 1024 ** 3,
+        logLevel: 'info',
+        extraConfig: {},
+      }),
+
+    mirror: z
+      .strictObject({
+        /** Upstream registries the mirror caches (default: Docker Hub only). */
+        upstreams: z.array(upstream).min(1, 'the mirror needs at least one upstream').default([DOCKER_HUB_UPSTREAM]),
+        /** Which upstream serves names with no registry host (default: docker.io, or the first upstream). */
+        defaultHost: z.string().trim().toLowerCase().optional(),
+        /** Cached content unused this long is evicted (distribution's proxy.ttl). */
+        ttl: duration.default('168h'),
+        /** How long a cached tag is served without asking the upstream ("0": revalidate every pull by tag). */
+        tagFreshness: duration.default('0'),
+        /** Cache-Control max-age of manifests fetched by tag, and their Cloudflare edge TTL. */
+        tagMaxAge: duration.default('60s'),
+        /** Keep the cache under this size, least recently used first. */
+        maxSize: size.optional(),
+        /** Prune inside the server this often ("0": only from the cron job). */
+        pruneInterval: duration.default('0'),
+        /** Require the same logins as dcr for pulls from mir (off: a public mirror; Cloudflare then caches it). */
+        requireAuth: bool().default(false),
+        memory: size.default(1024 ** 3),
+        logLevel: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+        extraConfig: anyObject.default({}),
+      })
+      .default({
+        upstreams: [DOCKER_HUB_UPSTREAM],
+        ttl: '168h',
+        tagFreshness: '0',
+        tagMaxAge: '60s',
+        pruneInterval: '0',
+        requireAuth: false,
+        memory: 1024 ** 3,
+        logLevel: 'info',
+        extraConfig: {},
+      }),
+    /** Secret. Upstream registry logins: host → {username, password} (Docker Hub: raises the pull limit). */
+    upstreamCredentials: z.record(z.string(), z.strictObject({ username: z.string().min(1), password: z.string().min(1) })).default({}),
+
+    cloudflare: z
+      .strictObject({
+        /** Edge TTL in seconds of blobs and manifests by digest (immutable content). */
+        immutableTtl: int(60, Number.MAX_SAFE_INTEGER).default(31_536_000),
+        /** TTL in seconds of dcr's DNS record (DNS only). */
+        dnsTtl: int(60, 86_400).default(300),
+        /** Name of the origin-check header the transform rule adds and Caddy requires on mir. */
+        originHeader: z
+          .string()
+          .regex(/^[A-Za-z0-9-]+$/, 'must be an HTTP header name')
+          .refine((h) => !/^cf-/i.test(h), 'Cloudflare reserves cf-* headers')
+          .default('X-Origin-Secret'),
+        /** Create the WAF custom ruleset (method/path allow-list on mir). */
+        waf: bool().default(true),
+        /** Create the cache-settings ruleset. */
+        cacheRules: bool().default(true),
+        /** Set SSL mode Full (strict) for mir only, with a configuration rule. */
+        strictTls: bool().default(true),
+        /** Optional R2 bucket for scale-out storage (the server's S3 driver is a separate issue). */
+        r2: z.strictObject({ accountId: z.string().min(1), bucket: z.string().regex(/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/), location: z.enum(['apac', 'eeur', 'enam', 'weur', 'wnam', 'oc']).optional() }).optional(),
+      })
+      .default({ immutableTtl: 31_536_000, dnsTtl: 300, originHeader: 'X-Origin-Secret', waf: true, cacheRules: true, strictTls: true }),
+
+    /** When the ops scripts run (cron schedules in the host's time zone; "off" disables one). */
+    cron: z
+      .strictObject({
+        monitor: cronSchedule.default('*/5 * * * *'),
+        gc: cronSchedule.default('30 3 * * 0'),
+        prune: cronSchedule.default('0 4 * * *'),
+        renewCert: cronSchedule.default('15 5 * * *'),
+      })
+      .default({ monitor: '*/5 * * * *', gc: '30 3 * * 0', prune: '0 4 * * *', renewCert: '15 5 * * *' }),
+    /** Thresholds the monitor and renew-cert scripts apply. */
+    alerts: z
+      .strictObject({
+        diskPercent: int(1, 100).default(85),
+        certMinDays: int(1, 80).default(14),
+      })
+      .default({ diskPercent: 85, certMinDays: 14 }),
+    /** Secret. A webhook URL the ops scripts post alerts to. */
+    alertWebhook: z.string().url().optional(),
+    /** Secret. The origin-check header value (default: random, generated once and kept in the Pulumi state). */
+    originSecret: z.string().regex(/^[A-Za-z0-9._~-]{16,}$/, 'must be at least 16 URL-safe characters').optional(),
+    /** Secret. Bearer token of the registries' admin endpoints (default: random, kept in the Pulumi state). */
+    adminToken: z.string().min(16).optional(),
+
+    docker: z
+      .strictObject({
+        caddyImage: z.string().min(1).default('caddy:2.8.4-alpine'),
+        caddyMemory: size.default(256 * 1024 ** 2),
+        /** The bridge network the containers share. */
+        network: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/).default('proxy_net'),
+        subnet: z
+          .string()
+          .regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/, 'must be a CIDR such as 172.30.0.0/24')
+          .default('172.30.0.0/24'),
+        /** json-file log limits, for the daemon default and each container. */
+        logMaxSize: z.string().regex(/^\d+[kmg]$/, 'must be a size such as 10m').default('10m'),
+        logMaxFile: int(1, 100).default(3),
+        /** Bcrypt cost of the htpasswd hashes. */
+        bcryptCost: int(4, 14).default(10),
+      })
+      .default({
+        caddyImage: 'caddy:2.8.4-alpine',
+        caddyMemory: 256 * 1024 ** 2,
+        network: 'proxy_net',
+        subnet: '172.30.0.0/24',
+        logMaxSize: '10m',
+        logMaxFile: 3,
+        bcryptCost: 10,
+      }),
+  })
+  .superRefine((c, ctx) => {
+    if (!c.vps.publicIp && !ipv4.safeParse(c.vps.host).success) {
+      ctx.addIssue({ code: 'custom', path: ['vps', 'publicIp'], message: 'required when vps.host is not an IPv4 address' });
+    }
+    if (c.hostnames.private === c.hostnames.mirror) {
+      ctx.addIssue({ code: 'custom', path: ['hostnames', 'mirror'], message: 'must differ from hostnames.private' });
+    }
+    const hosts = c.mirror.upstreams.map((u) => u.host);
+    hosts.forEach((h, i) => {
+      if (hosts.indexOf(h) !== i) ctx.addIssue({ code: 'custom', path: ['mirror', 'upstreams', i, 'host'], message: `${h} is listed twice` });
+    });
+    if (c.mirror.defaultHost && !hosts.includes(c.mirror.defaultHost)) {
+      ctx.addIssue({ code: 'custom', path: ['mirror', 'defaultHost'], message: `${c.mirror.defaultHost} is not one of mirror.upstreams` });
+    }
+    for (const host of Object.keys(c.upstreamCredentials)) {
+      if (!hosts.includes(host)) {
+        ctx.addIssue({ code: 'custom', path: ['upstreamCredentials', host], message: `${host} is not one of mirror.upstreams` });
+      }
+    }
+  });
+
+export type StackConfigInput = z.input<typeof stackConfigSchema>;
+export type StackConfig = z.output<typeof stackConfigSchema> & {
+  /** Derived: the two host names and the address the records point at. */
+  readonly derived: {
+    dcrHost: string;
+    mirHost: string;
+    zone: string;
+    publicIp: string;
+    mirrorDefaultHost: string;
+  };
+};
+
+export class StackConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StackConfigError';
+  }
+}
+
+/**
+ * Validates raw config values (keys without the `registry-stack:` prefix) and
+ * fills in defaults. Throws a StackConfigError naming every bad key as
+ * `registry-stack:<key>.<path>`.
+ */
+export function parseStackConfig(raw: Record<string, unknown>, source = 'stack config'): StackConfig {
+  const result = stackConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys.map((k) => `${keyName([...issue.path, k])}: unknown key`).join('\n  ');
+      }
+      const value = getPath(raw, issue.path);
+      let message = issue.message;
+      if (issue.code === 'invalid_type' && value === undefined) message = `required key is missing (expected ${issue.expected})`;
+      return `${keyName(issue.path)}: ${message}`;
+    });
+    throw new StackConfigError(`invalid ${source}:\n  ${lines.join('\n  ')}`);
+  }
+  const c = result.data;
+  const hosts = c.mirror.upstreams.map((u) => u.host);
+  return {
+    ...c,
+    derived: {
+      dcrHost: `${c.hostnames.private}.${c.domain}`,
+      mirHost: `${c.hostnames.mirror}.${c.domain}`,
+      zone: c.zone ?? c.domain,
+      publicIp: c.vps.publicIp ?? c.vps.host,
+      mirrorDefaultHost: c.mirror.defaultHost ?? (hosts.includes('docker.io') ? 'docker.io' : hosts[0]),
+    },
+  };
+}
+
+function keyName(path: PropertyKey[]): string {
+  if (path.length === 0) return PROJECT;
+  const [first, ...rest] = path.map(String);
+  return `${PROJECT}:${first}${rest.map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`)).join('')}`;
+}
+
+function getPath(doc: unknown, path: PropertyKey[]): unknown {
+  let node = doc;
+  for (const key of path) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+/** Is this a Cloudflare zone id (rather than a zone name)? */
+export function isZoneId(zone: string): boolean {
+  return /^[0-9a-f]{32}$/.test(zone);
+}
+
+/**
+ * Turns the `config:` map of a Pulumi.<stack>.yaml (or a plain map of keys
+ * without the prefix) into raw values for parseStackConfig. Encrypted values
+ * (`secure: v1:...`) cannot be read outside Pulumi: they are reported in
+ * `encrypted` and left out.
+ */
+export function rawFromStackFile(doc: unknown): { raw: Record<string, unknown>; encrypted: string[] } {
+  const top = (doc && typeof doc === 'object' && 'config' in doc ? (doc as { config: unknown }).config : doc) ?? {};
+  if (typeof top !== 'object' || Array.isArray(top)) throw new StackConfigError('the stack file must be a mapping of config keys');
+  const raw: Record<string, unknown> = {};
+  const encrypted: string[] = [];
+  const strip = (v: unknown, key: string): unknown => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const o = v as Record<string, unknown>;
+      if (Object.keys(o).length === 1 && typeof o.secure === 'string') {
+        encrypted.push(key);
+        return undefined;
+      }
+      const out: Record<string, unknown> = {};
+      for (const [k, val] of Object.entries(o)) {
+        const s = strip(val, `${key}.${k}`);
+        if (s !== undefined) out[k] = s;
+      }
+      return out;
+    }
+    if (Array.isArray(v)) return v.map((x, i) => strip(x, `${key}[${i}]`));
+    return v;
+  };
+  for (const [k, v] of Object.entries(top as Record<string, unknown>)) {
+    const colon = k.indexOf(':');
+    const ns = colon >= 0 ? k.slice(0, colon) : PROJECT;
+    if (ns !== PROJECT) continue; // provider settings such as cloudflare:apiToken
+    const key = colon >= 0 ? k.slice(colon + 1) : k;
+    const value = strip(v, key);
+    if (value !== undefined) raw[key] = value;
+  }
+  return { raw, encrypted };
+}
+
+/** Every config key the schema knows, for reading them out of the Pulumi config. */
+export const CONFIG_KEYS = Object.keys(stackConfigSchema.shape);

@@ -1,0 +1,54 @@
+// The server image's build context and a content tag for it. The tag is a
+// hash of exactly the files the Dockerfile copies, so an unchanged checkout
+// gives the same image name and `pulumi up` leaves the containers alone,
+// while any change to the server, the scripts or the dependencies rebuilds.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import * as path from 'node:path';
+
+/** What the Dockerfile copies from the repository root (mirrored in .dockerignore). */
+export const IMAGE_CONTEXT = ['package.json', 'package-lock.json', 'tsconfig.json', 'server', 'scripts'];
+
+const SKIP = new Set(['node_modules', '.git', '.tmp', 'data']);
+
+function walk(root: string, rel: string, out: string[]): void {
+  const abs = path.join(root, rel);
+  if (!existsSync(abs)) return;
+  const st = statSync(abs);
+  if (st.isDirectory()) {
+    for (const name of readdirSync(abs).sort()) {
+      if (SKIP.has(name)) continue;
+      walk(root, path.posix.join(rel, name), out);
+    }
+  } else if (st.isFile()) {
+    out.push(rel);
+  }
+}
+
+/** Files of the build context, relative to the repository root, sorted. */
+export function contextFiles(root: string): string[] {
+  const out: string[] = [];
+  for (const entry of IMAGE_CONTEXT) walk(root, entry, out);
+  return out.sort();
+}
+
+/** A short hash of the build context's paths and contents. */
+export function contextHash(root: string): string {
+  const h = createHash('sha256');
+  for (const rel of contextFiles(root)) {
+    h.update(rel).update('\0').update(readFileSync(path.join(root, rel))).update('\0');
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+export const SERVER_IMAGE_REPO = 'registry-stack/server';
+
+export function serverImageName(root: string): string {
+  return `${SERVER_IMAGE_REPO}:${contextHash(root)}`;
+}
+
+/** Does the repository have any ops scripts to copy to the host yet? */
+export function hasScripts(root: string): boolean {
+  const dir = path.join(root, 'scripts');
+  return existsSync(dir) && readdirSync(dir).some((f) => f.endsWith('.ts'));
+}

@@ -1,0 +1,336 @@
+// The local twin of the VPS stack: the same renderers, run on this machine
+// with no Docker. Caddy serves the rendered Caddyfile with `tls internal` on
+// high ports under *.localhost names, in front of the private registry and
+// the mirror, both started from their rendered configs on loopback.
+//
+// Differences from the VPS, and only these: loopback addresses instead of
+// container names, temp paths instead of volumes, Caddy's own CA instead of
+// Let's Encrypt, and no Cloudflare (clients add the origin header themselves
+// to reach the mirror, as Cloudflare's transform rule does in production).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import { parseStackConfig, type StackConfig } from '../config.ts';
+import { renderCaddyfile } from '../render/caddyfile.ts';
+import { renderHtpasswd } from '../render/htpasswd.ts';
+import { registryEnv, renderMirrorConfig, renderPrivateConfig } from '../render/registry-config.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SERVER_BIN = path.join(ROOT, 'server/bin/registry.mjs');
+
+export interface LocalStackOptions {
+  /** State directory (data, configs, Caddy's CA, logs); created if missing. */
+  dir: string;
+  /** Caddy's HTTPS and HTTP ports (default: free random ports). */
+  httpsPort?: number;
+  httpPort?: number;
+  /** Stack config values (as in Pulumi.<stack>.yaml, without the prefix); domain/vps/users get local defaults. */
+  stackConfig?: Record<string, unknown>;
+  /** Registry users (default: the stack config's, else "admin" with a password kept in <dir>/admin.password). */
+  users?: Record<string, string>;
+  /** Mirror upstreams (default: the stack config's, else Docker Hub). */
+  upstreams?: Array<{ host: string; url: string }>;
+  /** The mirror's default upstream host. */
+  mirrorDefaultHost?: string;
+  /** Where the processes' output goes: log files under <dir>/logs (default) or this process's stdio. */
+  output?: 'files' | 'inherit';
+  caddyBin?: string;
+  /** How long to wait for each process to come up (ms). */
+  startTimeoutMs?: number;
+}
+
+export interface LocalStack {
+  dir: string;
+  config: StackConfig;
+  privateUrl: string;
+  mirrorUrl: string;
+  /** Caddy's local CA root (trust it to talk TLS to the stack). */
+  caRootPath: string;
+  caRoot: string;
+  /** The header Cloudflare would add; required by the mirror host. */
+  originHeader: { name: string; value: string };
+  users: Record<string, string>;
+  /** Loopback addresses of the servers behind Caddy. */
+  backends: { private: string; mirror: string };
+  files: { caddyfile: string; privateConfig: string; mirrorConfig: string; htpasswd: string };
+  /** An undici dispatcher that trusts the CA and resolves *.localhost to 127.0.0.1. */
+  dispatcher: Agent;
+  /** Resolves with a message when one of the processes exits on its own. */
+  exited: Promise<string>;
+  stop(): Promise<void>;
+}
+
+export const LOCAL_DOMAIN = 'localhost';
+
+/** Resolves every *.localhost name to 127.0.0.1 (glibc does not always), for undici's connect options. */
+export function localhostLookup(
+  hostname: string,
+  options: unknown,
+  callback: (err: NodeJS.ErrnoException | null, address: string | Array<{ address: string; family: number }>, family?: number) => void,
+): void {
+  const all = typeof options === 'object' && options !== null && (options as { all?: boolean }).all;
+  if (hostname === 'localhost' || hostname.endsWith('.localhost')) {
+    if (all) callback(null, [{ address: '127.0.0.1', family: 4 }]);
+    else callback(null, '127.0.0.1', 4);
+    return;
+  }
+  callback(Object.assign(new Error(`localhostLookup: ${hostname} is not a *.localhost name`), { code: 'ENOTFOUND' }), '', 4);
+}
+
+export function localDispatcher(caRoot: string): Agent {
+  return new Agent({ connect: { ca: caRoot, lookup: localhostLookup as never } });
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function persistentPassword(dir: string, user: string): string {
+  const file = path.join(dir, `${user}.password`);
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const pw = randomBytes(12).toString('base64url');
+  writeFileSync(file, `${pw}\n`, { mode: 0o600 });
+  return pw;
+}
+
+function persistentSecret(dir: string, name: string): string {
+  const file = path.join(dir, `${name}.secret`);
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const v = randomBytes(24).toString('hex');
+  writeFileSync(file, `${v}\n`, { mode: 0o600 });
+  return v;
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, alive: () => string | undefined): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    const dead = alive();
+    if (dead) throw new Error(`${what}: ${dead}`);
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not come up${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack> {
+  const dir = path.resolve(o.dir);
+  mkdirSync(path.join(dir, 'logs'), { recursive: true, mode: 0o700 });
+  const timeout = o.startTimeoutMs ?? 60_000;
+
+  // The stack config, as for a deploy, with local defaults for what only a VPS needs.
+  const base = { ...(o.stackConfig ?? {}) };
+  const users = o.users ?? (base.users as Record<string, string> | undefined) ?? { admin: persistentPassword(dir, 'admin') };
+  const mirror = { ...((base.mirror as Record<string, unknown>) ?? {}) };
+  if (o.upstreams) mirror.upstreams = o.upstreams;
+  if (o.mirrorDefaultHost) mirror.defaultHost = o.mirrorDefaultHost;
+  const parsed = parseStackConfig(
+    { ...base, domain: base.domain ?? 'example.com', vps: base.vps ?? { host: '127.0.0.1' }, users, mirror },
+    'local stack config',
+  );
+  const cfg: StackConfig = {
+    ...parsed,
+    derived: {
+      ...parsed.derived,
+      dcrHost: `${parsed.hostnames.private}.${LOCAL_DOMAIN}`,
+      mirHost: `${parsed.hostnames.mirror}.${LOCAL_DOMAIN}`,
+    },
+  };
+
+  const [httpsPort, httpPort, privatePort, mirrorPort, privateAdmin, mirrorAdmin] = await Promise.all([
+    o.httpsPort ?? freePort(),
+    o.httpPort ?? freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  const privateUrl = `https://${cfg.derived.dcrHost}:${httpsPort}`;
+  const mirrorUrl = `https://${cfg.derived.mirHost}:${httpsPort}`;
+  const originSecret = cfg.originSecret ?? persistentSecret(dir, 'origin');
+  const adminToken = cfg.adminToken ?? persistentSecret(dir, 'admin-token');
+  const seed = persistentSecret(dir, 'htpasswd-seed');
+
+  const files = {
+    caddyfile: path.join(dir, 'Caddyfile'),
+    privateConfig: path.join(dir, 'registry.yml'),
+    mirrorConfig: path.join(dir, 'registry-cache.yml'),
+    htpasswd: path.join(dir, 'htpasswd'),
+  };
+  writeFileSync(
+    files.htpasswd,
+    renderHtpasswd(users, {
+      seed,
+      cost: cfg.docker.bcryptCost,
+      previous: existsSync(files.htpasswd) ? readFileSync(files.htpasswd, 'utf8') : undefined,
+    }),
+    { mode: 0o600 },
+  );
+  const target = (name: string, port: number, adminPort: number, url: string) => ({
+    addr: `127.0.0.1:${port}`,
+    rootdirectory: path.join(dir, name, 'data'),
+    htpasswdPath: files.htpasswd,
+    adminAddr: `127.0.0.1:${adminPort}`,
+    publicUrl: url,
+    trustedProxies: ['127.0.0.1/32'],
+    logFormatter: 'json' as const,
+  });
+  writeFileSync(files.privateConfig, renderPrivateConfig(cfg, target('registry', privatePort, privateAdmin, privateUrl)));
+  writeFileSync(files.mirrorConfig, renderMirrorConfig(cfg, target('registry-cache', mirrorPort, mirrorAdmin, mirrorUrl)));
+  writeFileSync(
+    files.caddyfile,
+    renderCaddyfile({
+      dcrHost: cfg.derived.dcrHost,
+      mirHost: cfg.derived.mirHost,
+      privateUpstream: `127.0.0.1:${privatePort}`,
+      mirrorUpstream: `127.0.0.1:${mirrorPort}`,
+      originHeader: cfg.cloudflare.originHeader,
+      originSecret,
+      behindCloudflare: false,
+      admin: 'off',
+      local: { httpPort, httpsPort },
+      accessLog: false,
+    }),
+  );
+
+  const children: Array<{ name: string; proc: ChildProcess; exit?: string }> = [];
+  let stopping = false;
+  let reportExit: (msg: string) => void = () => {};
+  const exited = new Promise<string>((resolve) => {
+    reportExit = resolve;
+  });
+  const baseEnv: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('REGISTRY_')) baseEnv[k] = v;
+  const start = (name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv) => {
+    const inherit = o.output === 'inherit';
+    const proc = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', inherit ? 'inherit' : 'pipe', inherit ? 'inherit' : 'pipe'] });
+    if (!inherit) {
+      const log = createWriteStream(path.join(dir, 'logs', `${name}.log`), { flags: 'a' });
+      proc.stdout?.pipe(log);
+      proc.stderr?.pipe(log);
+    }
+    const entry: { name: string; proc: ChildProcess; exit?: string } = { name, proc };
+    proc.once('exit', (code, signal) => {
+      entry.exit = `exited (${signal ?? code}); see ${path.join(dir, 'logs', `${name}.log`)}`;
+      if (!stopping) reportExit(`${name} ${entry.exit}`);
+    });
+    proc.once('error', (err) => {
+      entry.exit = `could not start: ${err.message}`;
+    });
+    children.push(entry);
+    return entry;
+  };
+  const stop = async () => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exit !== undefined || c.proc.exitCode !== null || c.proc.signalCode !== null) return resolve();
+            c.proc.once('exit', () => resolve());
+            c.proc.kill('SIGTERM');
+          }),
+      ),
+    );
+    await dispatcher?.close();
+  };
+  let dispatcher: Agent | undefined;
+
+  try {
+    const plain = new Agent();
+    const up = async (url: string) => {
+      const res = await request(url, { dispatcher: plain });
+      await res.body.dump();
+      return res.statusCode < 500 ? true : undefined;
+    };
+    const priv = start('registry', process.execPath, [SERVER_BIN, 'serve', files.privateConfig], {
+      ...baseEnv,
+      ...registryEnv(cfg, { adminToken }, 'private'),
+    });
+    const mir = start('registry-cache', process.execPath, [SERVER_BIN, 'serve', files.mirrorConfig], {
+      ...baseEnv,
+      ...registryEnv(cfg, { adminToken }, 'mirror'),
+    });
+    const caddyData = path.join(dir, 'caddy');
+    const caddy = start('caddy', o.caddyBin ?? 'caddy', ['run', '--config', files.caddyfile, '--adapter', 'caddyfile'], {
+      ...baseEnv,
+      XDG_DATA_HOME: path.join(caddyData, 'data'),
+      XDG_CONFIG_HOME: path.join(caddyData, 'config'),
+      HOME: caddyData,
+    });
+    await waitFor('the private registry', timeout, () => up(`http://127.0.0.1:${privatePort}/v2/`), () => priv.exit);
+    await waitFor('the mirror', timeout, () => up(`http://127.0.0.1:${mirrorPort}/v2/`), () => mir.exit);
+
+    const caRootPath = path.join(caddyData, 'data', 'caddy', 'pki', 'authorities', 'local', 'root.crt');
+    const caRoot = await waitFor('Caddy\'s local CA', timeout, async () => (existsSync(caRootPath) ? readFileSync(caRootPath, 'utf8') : undefined), () => caddy.exit);
+    dispatcher = localDispatcher(caRoot);
+    const tlsUp = dispatcher;
+    await waitFor('Caddy (TLS)', timeout, async () => {
+      const res = await request(`${privateUrl}/v2/`, { dispatcher: tlsUp });
+      await res.body.dump();
+      return res.statusCode < 500 ? true : undefined;
+    }, () => caddy.exit);
+    await plain.close();
+
+    return {
+      dir,
+      config: cfg,
+      privateUrl,
+      mirrorUrl,
+      caRootPath,
+      caRoot,
+      originHeader: { name: cfg.cloudflare.originHeader, value: originSecret },
+      users,
+      backends: { private: `http://127.0.0.1:${privatePort}`, mirror: `http://127.0.0.1:${mirrorPort}` },
+      files,
+      dispatcher,
+      exited,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** What to tell a user about a running local stack. */
+export function localStackBanner(s: LocalStack): string {
+  const [user] = Object.keys(s.users).sort();
+  const dcr = new URL(s.privateUrl);
+  const mir = new URL(s.mirrorUrl);
+  const port = dcr.port;
+  const certDir = path.join(s.dir, 'certs.d');
+  return [
+    '',
+    'registry-stack local twin: the rendered Caddyfile and registry configs, on loopback, with no Docker',
+    `  private registry  ${s.privateUrl}   (user ${user}, password ${s.users[user]})`,
+    `  mirror            ${s.mirrorUrl}   (requires header ${s.originHeader.name}: ${s.originHeader.value}, as Cloudflare adds it)`,
+    `  Caddy's CA root   ${s.caRootPath}`,
+    `  files and data    ${s.dir}`,
+    '',
+    'Try it (names under .localhost may need --resolve if your resolver does not map them to 127.0.0.1):',
+    `  curl --cacert ${s.caRootPath} --resolve ${dcr.hostname}:${port}:127.0.0.1 -u ${user}:${s.users[user]} ${s.privateUrl}/v2/_catalog`,
+    `  curl --cacert ${s.caRootPath} --resolve ${mir.hostname}:${port}:127.0.0.1 -H '${s.originHeader.name}: ${s.originHeader.value}' ${s.mirrorUrl}/v2/`,
+    `  mkdir -p ${certDir} && cp ${s.caRootPath} ${certDir}/ca.crt`,
+    `  skopeo copy --dest-cert-dir ${certDir} --dest-creds ${user}:${s.users[user]} oci:IMAGE_DIR:TAG docker://${dcr.host}/team/app:v1`,
+    '',
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,104 @@
+// `npm run render -- <dir> [stack-config.yaml]`: writes every file the stack
+// deploys into <dir>, so you can read exactly what `pulumi up` will put on the
+// host. The stack file is a Pulumi.<stack>.yaml (or any YAML with the same
+// `config:` keys; default: infra/examples/minimal.yaml).
+//
+// Secrets: values encrypted in a Pulumi stack file (`secure: v1:...`) cannot be
+// read here; they are replaced by placeholders and listed. The origin secret and
+// admin token are generated at deploy unless set in the config; the rendered
+// files then show placeholders. Hashes in htpasswd use a render-only seed (the
+// deployed file's salts come from a seed kept in the Pulumi state); an htpasswd
+// already in <dir> is reused where it still matches.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { parseStackConfig, rawFromStackFile, StackConfigError } from './config.ts';
+import { serverImageName } from './image.ts';
+import { renderStack } from './render/index.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Placeholders for encrypted values, valid for each key's schema. */
+const PLACEHOLDER = 'SECRET-PLACEHOLDER';
+
+export interface RenderResult {
+  written: string[];
+  notes: string[];
+}
+
+export function renderToDir(dir: string, stackFile: string): RenderResult {
+  const notes: string[] = [];
+  const doc = parseYaml(readFileSync(stackFile, 'utf8'));
+  const { raw, encrypted } = rawFromStackFile(doc);
+  for (const key of encrypted) {
+    const [top, ...rest] = key.split('.');
+    if (top === 'alertWebhook' || top === 'sshPrivateKey' || top === 'originSecret' || top === 'adminToken') {
+      delete raw[top];
+    } else {
+      setPath(raw, [top, ...rest], `${PLACEHOLDER}-${rest.join('-') || top}`);
+    }
+    notes.push(`registry-stack:${key} is encrypted: rendered with a placeholder`);
+  }
+  const cfg = parseStackConfig(raw, stackFile);
+  const htpasswdFile = path.join(dir, 'htpasswd');
+  const rendered = renderStack(
+    cfg,
+    {
+      originSecret: cfg.originSecret ?? 'ORIGIN-SECRET-GENERATED-AT-DEPLOY',
+      adminToken: cfg.adminToken ?? 'ADMIN-TOKEN-GENERATED-AT-DEPLOY',
+      htpasswdSeed: `render-only:${cfg.domain}`,
+    },
+    { image: serverImageName(ROOT), previousHtpasswd: existsSync(htpasswdFile) ? readFileSync(htpasswdFile, 'utf8') : undefined },
+  );
+  if (!cfg.originSecret) notes.push('the origin secret is generated at deploy: Caddyfile and the transform rule get it then');
+  if (!cfg.adminToken) notes.push('the admin token is generated at deploy: host/ops.env and the containers get it then');
+
+  const written: string[] = [];
+  const index: string[] = ['# What each file is and where `pulumi up` puts it', ''];
+  for (const [name, f] of Object.entries(rendered.files)) {
+    const out = path.join(dir, name);
+    mkdirSync(path.dirname(out), { recursive: true });
+    writeFileSync(out, f.content, { mode: f.secret ? 0o600 : f.mode === '0755' ? 0o755 : 0o644 });
+    written.push(name);
+    index.push(`${name.padEnd(52)} → ${f.target}${f.secret ? '   (secret)' : ''}`);
+  }
+  const env = (e: Record<string, string>) => Object.keys(e).map((k) => `  ${k}=(secret)`).join('\n');
+  index.push('', 'Container environment (secrets, not written to files):', 'registry:', env(rendered.privateEnv), 'registry-cache:', env(rendered.mirrorEnv), '');
+  writeFileSync(path.join(dir, 'INDEX.txt'), index.join('\n'));
+  written.push('INDEX.txt');
+  return { written, notes };
+}
+
+function setPath(doc: Record<string, unknown>, keys: string[], value: unknown): void {
+  let node = doc;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof node[k] !== 'object' || node[k] === null) node[k] = {};
+    node = node[k] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]] = value;
+}
+
+function main(argv: string[]): number {
+  const [dir, stackFile = path.join(ROOT, 'infra/examples/minimal.yaml')] = argv;
+  if (!dir || dir === '--help' || dir === '-h') {
+    process.stderr.write('usage: npm run render -- <dir> [stack-config.yaml]\n');
+    return dir ? 0 : 64;
+  }
+  try {
+    const { written, notes } = renderToDir(path.resolve(dir), stackFile);
+    process.stdout.write(`rendered ${written.length} files from ${stackFile} into ${dir}:\n${written.map((w) => `  ${w}`).join('\n')}\n`);
+    for (const n of notes) process.stderr.write(`note: ${n}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof StackConfigError) {
+      process.stderr.write(`render: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = main(process.argv.slice(2));
+}

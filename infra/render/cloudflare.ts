@@ -1,0 +1,108 @@
+// Cloudflare rules for the mirror host, as plain data (the shape of
+// cloudflare.Ruleset rules), so tests can read the expressions and TTLs and
+// the program only wires them to resources. Only mir.<domain> is proxied;
+// dcr.<domain> is DNS-only and never sees these rules.
+import { parseDuration } from '../../server/src/config/units.ts';
+import type { StackConfig } from '../config.ts';
+
+export interface Rule {
+  ref: string;
+  description: string;
+  expression: string;
+  action: string;
+  actionParameters?: Record<string, unknown>;
+  enabled: boolean;
+}
+
+const q = (s: string) => JSON.stringify(s);
+
+export function mirrorHostExpr(cfg: StackConfig): string {
+  return `http.host eq ${q(cfg.derived.mirHost)}`;
+}
+
+/** The registry API, and the health endpoints the monitor job checks through the CDN. */
+const onV2 = '(http.request.uri.path in {"/v2" "/healthz" "/readyz"} or starts_with(http.request.uri.path, "/v2/"))';
+const readMethods = 'http.request.method in {"GET" "HEAD" "OPTIONS"}';
+
+/** Cache settings: content addressed by digest is immutable; manifests by tag change. */
+export function cacheRules(cfg: StackConfig): Rule[] {
+  const host = mirrorHostExpr(cfg);
+  const tagTtl = Math.max(0, Math.floor((parseDuration(cfg.mirror.tagMaxAge) ?? 60_000) / 1000));
+  const noErrors = [{ statusCodeRange: { from: 400, to: 599 }, value: -1 }];
+  const immutable = (ref: string, description: string, pathTest: string): Rule => ({
+    ref,
+    description,
+    expression: `(${host} and starts_with(http.request.uri.path, "/v2/") and ${pathTest})`,
+    action: 'set_cache_settings',
+    actionParameters: {
+      cache: true,
+      edgeTtl: { mode: 'override_origin', default: cfg.cloudflare.immutableTtl, statusCodeTtls: noErrors },
+      browserTtl: { mode: 'respect_origin' },
+      respectStrongEtags: true,
+    },
+    enabled: true,
+  });
+  return [
+    immutable('mirror_blobs', 'mirror: blobs by digest are immutable, cache them long (Range requests are served from the cached blob)', 'http.request.uri.path contains "/blobs/sha256:"'),
+    immutable('mirror_manifests_by_digest', 'mirror: manifests by digest are immutable, cache them long', 'http.request.uri.path contains "/manifests/sha256:"'),
+    {
+      ref: 'mirror_manifests_by_tag',
+      description: 'mirror: manifests by tag may move, cache them briefly',
+      expression: `(${host} and starts_with(http.request.uri.path, "/v2/") and http.request.uri.path contains "/manifests/" and not http.request.uri.path contains "/manifests/sha256:")`,
+      action: 'set_cache_settings',
+      actionParameters:
+        tagTtl > 0
+          ? { cache: true, edgeTtl: { mode: 'override_origin', default: tagTtl, statusCodeTtls: noErrors }, browserTtl: { mode: 'respect_origin' } }
+          : { cache: false },
+      enabled: true,
+    },
+  ];
+}
+
+/** WAF custom rules: only reads of the registry API reach the mirror, and registry clients are not challenged. */
+export function wafRules(cfg: StackConfig): Rule[] {
+  const host = mirrorHostExpr(cfg);
+  return [
+    {
+      ref: 'mirror_skip_challenges',
+      description: 'mirror: registry clients are not browsers, skip bot and browser checks for API reads',
+      expression: `(${host} and ${readMethods} and ${onV2})`,
+      action: 'skip',
+      actionParameters: { phases: ['http_request_sbfm'], products: ['bic', 'hot', 'securityLevel', 'uaBlock'] },
+      enabled: true,
+    },
+    {
+      ref: 'mirror_read_only',
+      description: 'mirror: only GET, HEAD and OPTIONS on /v2/ (and /healthz, /readyz), everything else is blocked',
+      expression: `(${host} and not (${readMethods} and ${onV2}))`,
+      action: 'block',
+      enabled: true,
+    },
+  ];
+}
+
+/** Late transform: add the secret origin header Caddy checks, so the mirror cannot be reached around the CDN. */
+export function originHeaderRule<T>(cfg: StackConfig, secret: T): Omit<Rule, 'actionParameters'> & {
+  actionParameters: { headers: Record<string, { operation: 'set'; value: T }> };
+} {
+  return {
+    ref: 'mirror_origin_header',
+    description: 'mirror: prove to the origin that the request came through Cloudflare',
+    expression: `(${mirrorHostExpr(cfg)})`,
+    action: 'rewrite',
+    actionParameters: { headers: { [cfg.cloudflare.originHeader]: { operation: 'set', value: secret } } },
+    enabled: true,
+  };
+}
+
+/** Configuration rule: Full (strict) TLS from Cloudflare to Caddy, for the mirror host only. */
+export function strictTlsRule(cfg: StackConfig): Rule {
+  return {
+    ref: 'mirror_strict_tls',
+    description: 'mirror: Cloudflare checks the origin certificate (Full strict)',
+    expression: `(${mirrorHostExpr(cfg)})`,
+    action: 'set_config',
+    actionParameters: { ssl: 'strict' },
+    enabled: true,
+  };
+}

@@ -1,0 +1,61 @@
+// Names and paths shared by the renderers and the Pulumi program: one place
+// says where everything lives on the VPS and inside the containers.
+
+export const HOST_PATHS = {
+  base: '/opt/registry-stack',
+  scripts: '/opt/registry-stack/scripts',
+  bin: '/opt/registry-stack/bin',
+  opsWrapper: '/opt/registry-stack/bin/registry-stack-ops',
+  firewallScript: '/opt/registry-stack/bin/firewall.sh',
+  opsEnv: '/opt/registry-stack/ops.env',
+  /** The htpasswd lives here on the host, bind-mounted (as a directory, so replacing the file shows) into the registries. */
+  authDir: '/opt/registry-stack/auth',
+  htpasswd: '/opt/registry-stack/auth/htpasswd',
+  logDir: '/var/log/registry-stack',
+  cronFile: '/etc/cron.d/registry-stack',
+  logrotateFile: '/etc/logrotate.d/registry-stack',
+  sysctlFile: '/etc/sysctl.d/99-registry-stack.conf',
+  daemonJson: '/etc/docker/daemon.json',
+  dockerSocket: '/var/run/docker.sock',
+} as const;
+
+export const CONTAINER_NAMES = { caddy: 'caddy', private: 'registry', mirror: 'registry-cache' } as const;
+
+export const VOLUME_NAMES = {
+  caddyData: 'caddy_data',
+  caddyConfig: 'caddy_config',
+  /** Caddy's admin socket, shared with the ops jobs (renew-cert reloads Caddy through it). */
+  caddyAdmin: 'caddy_admin',
+  privateData: 'registry_data',
+  mirrorData: 'registry_cache_data',
+} as const;
+
+/** Paths and ports inside the server image. */
+export const IMAGE_PATHS = {
+  app: '/opt/registry-stack',
+  config: '/etc/registry/config.yml',
+  authDir: '/etc/registry/auth',
+  htpasswd: '/etc/registry/auth/htpasswd',
+  /** The image's unprivileged user (node) and group. */
+  uid: 1000,
+  gid: 1000,
+  data: '/var/lib/registry',
+  port: 5000,
+  adminPort: 5001,
+} as const;
+
+export const CADDYFILE_PATH = '/etc/caddy/Caddyfile';
+
+/** Caddy's admin API: a unix socket on the caddy_admin volume, off the network. */
+export const CADDY_ADMIN_DIR = '/run/caddy';
+export const CADDY_ADMIN_SOCKET = `${CADDY_ADMIN_DIR}/admin.sock`;
+/** A container-local plain-HTTP site Caddy's healthcheck asks. */
+export const CADDY_HEALTH_PORT = 2020;
+
+/** The ops jobs (scripts/<name>.ts) and their stack-config schedule keys. */
+export const OPS_JOBS = [
+  { name: 'monitor', schedule: 'monitor' },
+  { name: 'gc', schedule: 'gc' },
+  { name: 'prune', schedule: 'prune' },
+  { name: 'renew-cert', schedule: 'renewCert' },
+] as const;

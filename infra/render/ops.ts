@@ -1,0 +1,139 @@
+// The ops jobs on the VPS: a crontab (/etc/cron.d format) that runs
+// `node --import tsx /opt/registry-stack/scripts/<job>.ts` for each job on its schedule.
+// The host needs no Node.js: the wrapper runs the command inside the server
+// image (which has Node, tsx and the server code), with the Docker socket,
+// the data volumes (read-only) and the containers' network, so the scripts can
+// check containers, disk usage and the admin endpoints.
+import type { StackConfig } from '../config.ts';
+import { CADDY_ADMIN_DIR, CADDY_ADMIN_SOCKET, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, OPS_JOBS, VOLUME_NAMES } from './layout.ts';
+
+/** The data volumes the ops container sees (read-only), for the monitor's disk checks. */
+export const OPS_DATA_MOUNTS = [
+  { volume: VOLUME_NAMES.privateData, path: `/data/${CONTAINER_NAMES.private}` },
+  { volume: VOLUME_NAMES.mirrorData, path: `/data/${CONTAINER_NAMES.mirror}` },
+];
+
+export interface OpsJob {
+  name: string;
+  schedule: string;
+}
+
+/** The enabled jobs with their schedules, from the stack config. */
+export function opsJobs(cfg: StackConfig): OpsJob[] {
+  return OPS_JOBS.map((j) => ({ name: j.name, schedule: cfg.cron[j.schedule] })).filter((j) => j.schedule !== 'off');
+}
+
+/** The command a job runs (inside the server image). */
+export function jobCommand(job: string): string {
+  return `node --import tsx ${HOST_PATHS.scripts}/${job}.ts`;
+}
+
+export function renderCrontab(jobs: OpsJob[]): string {
+  const lines = [
+    '# Rendered by registry-stack (infra/render/ops.ts): the ops jobs. Do not edit: `pulumi up` overwrites it.',
+    '# Each job runs `node --import tsx /opt/registry-stack/scripts/<job>.ts` inside the server image (registry-stack-ops);',
+    '# flock keeps a slow run from overlapping the next one.',
+    'SHELL=/bin/sh',
+    'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    'MAILTO=""',
+    '',
+  ];
+  for (const job of jobs) {
+    if (!/^[a-z0-9-]+$/.test(job.name)) throw new Error(`bad job name ${job.name}`);
+    lines.push(
+      `${job.schedule} root flock -n /run/lock/registry-stack-${job.name}.lock ${HOST_PATHS.opsWrapper} ${jobCommand(job.name)} >>${HOST_PATHS.logDir}/${job.name}.log 2>&1`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export interface OpsWrapperOptions {
+  /** The server image (name:tag) the jobs run in. */
+  image: string;
+  network: string;
+}
+
+export function renderOpsWrapper(o: OpsWrapperOptions): string {
+  if (!/^[a-zA-Z0-9._/:@-]+$/.test(o.image)) throw new Error(`bad image name ${o.image}`);
+  return `#!/bin/sh
+# Rendered by registry-stack (infra/render/ops.ts).
+# Runs one ops command inside the registry server image, so the host needs no Node.js:
+#   registry-stack-ops node --import tsx ${HOST_PATHS.scripts}/monitor.ts [--dry-run]
+set -eu
+
+if [ "$#" -eq 0 ]; then
+  echo "usage: $(basename "$0") COMMAND [ARGS...]" >&2
+  exit 64
+fi
+
+# root in the container: the jobs use the Docker socket (root-equivalent anyway)
+# and Caddy's admin socket.
+sock=${HOST_PATHS.dockerSocket}
+
+exec docker run --rm \\
+  --user root \\
+  --network ${o.network} \\
+  --env-file ${HOST_PATHS.opsEnv} \\
+  --memory 256m \\
+  --log-driver none \\
+  -v "$sock:$sock" \\
+  -v ${HOST_PATHS.scripts}:${HOST_PATHS.scripts}:ro \\
+${OPS_DATA_MOUNTS.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
+  -v ${VOLUME_NAMES.caddyAdmin}:${CADDY_ADMIN_DIR} \\
+  -w ${IMAGE_PATHS.app} \\
+  ${o.image} "$@"
+`;
+}
+
+/**
+ * The environment of the ops scripts (docker --env-file format), in the
+ * variables scripts/*.ts read as fallbacks for their flags.
+ */
+export function opsEnv(cfg: StackConfig, secrets: { adminToken: string }): Record<string, string> {
+  const privateAdmin = `http://${CONTAINER_NAMES.private}:${IMAGE_PATHS.adminPort}`;
+  const mirrorAdmin = `http://${CONTAINER_NAMES.mirror}:${IMAGE_PATHS.adminPort}`;
+  const memoryMiB = Math.floor((Math.min(cfg.private.memory, cfg.mirror.memory) / 1024 ** 2) * 0.9);
+  const env: Record<string, string> = {
+    REGISTRY_ADMIN_TOKEN: secrets.adminToken,
+    GC_ADMIN_URLS: `private=${privateAdmin},mirror=${mirrorAdmin}`,
+    GC_DELETE_UNTAGGED: String(cfg.private.gcDeleteUntagged),
+    PRUNE_ADMIN_URLS: `mirror=${mirrorAdmin}`,
+    MONITOR_DOCKER_SOCKET: HOST_PATHS.dockerSocket,
+    MONITOR_CONTAINERS: [CONTAINER_NAMES.caddy, CONTAINER_NAMES.private, CONTAINER_NAMES.mirror].join(','),
+    MONITOR_MEMORY_CONTAINERS: [CONTAINER_NAMES.private, CONTAINER_NAMES.mirror].join(','),
+    MONITOR_MEMORY_THRESHOLD: String(memoryMiB),
+    MONITOR_PATHS: OPS_DATA_MOUNTS.map((m) => m.path).join(','),
+    MONITOR_DISK_THRESHOLD: String(cfg.alerts.diskPercent),
+    MONITOR_URLS: `https://${cfg.derived.dcrHost},https://${cfg.derived.mirHost}`,
+    // Check Caddy's own certificates (mir's public one is Cloudflare's), reached on the containers' network.
+    RENEW_CERT_HOSTS: `${cfg.derived.dcrHost},${cfg.derived.mirHost}`,
+    RENEW_CERT_CONNECT_TO: `${CONTAINER_NAMES.caddy}:443`,
+    RENEW_CERT_DAYS: String(cfg.alerts.certMinDays),
+    CADDY_ADMIN: `unix/${CADDY_ADMIN_SOCKET}`,
+  };
+  if (cfg.alertWebhook) env.ALERT_WEBHOOK = cfg.alertWebhook;
+  return env;
+}
+
+export function renderEnvFile(env: Record<string, string>, comment: string): string {
+  const lines = [`# ${comment}`];
+  for (const [k, v] of Object.entries(env)) {
+    if (/[\r\n]/.test(v)) throw new Error(`${k}: env-file values cannot span lines`);
+    lines.push(`${k}=${v}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderLogrotate(): string {
+  return `# Rendered by registry-stack (infra/render/ops.ts): the ops jobs' logs.
+${HOST_PATHS.logDir}/*.log {
+	weekly
+	rotate 8
+	compress
+	delaycompress
+	missingok
+	notifempty
+	copytruncate
+}
+`;
+}

@@ -1,0 +1,181 @@
+// The Pulumi program: reads the stack config, renders every file with the
+// pure renderers in render/, and wires them to resources. Nothing here
+// decides what a file says.
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import * as docker from '@pulumi/docker';
+import * as pulumi from '@pulumi/pulumi';
+import { CloudflareEdge } from './components/cloudflare.ts';
+import { RegistryContainers } from './components/containers.ts';
+import { HostSetup } from './components/host.ts';
+import { StackSecrets } from './components/secrets.ts';
+import { CONFIG_KEYS, PROJECT, parseStackConfig, type StackConfig, StackConfigError } from './config.ts';
+import { hasScripts, serverImageName } from './image.ts';
+import { renderClientSnippets } from './render/clients.ts';
+import { renderStack, type RenderedStack } from './render/index.ts';
+import { CONTAINER_NAMES, IMAGE_PATHS } from './render/layout.ts';
+
+/**
+ * The stack config from the Pulumi config (`registry-stack:*` keys), validated.
+ * Read through the runtime's raw getter: the schema decides what is secret and
+ * the program wraps those values with pulumi.secret itself.
+ */
+export function readStackConfig(): StackConfig {
+  const raw: Record<string, unknown> = {};
+  // Every key of our namespace, so that a misspelt one is reported rather than ignored.
+  const keys = new Set<string>(CONFIG_KEYS);
+  for (const full of Object.keys(pulumi.runtime.allConfig())) {
+    if (full.startsWith(`${PROJECT}:`)) keys.add(full.slice(PROJECT.length + 1));
+  }
+  for (const key of keys) {
+    const value = pulumi.runtime.getConfig(`${PROJECT}:${key}`);
+    if (value === undefined) continue;
+    const t = value.trim();
+    if (t.startsWith('{') || t.startsWith('[')) {
+      try {
+        raw[key] = JSON.parse(t);
+        continue;
+      } catch {
+        // not JSON after all: keep the string and let the schema say what is wrong
+      }
+    }
+    raw[key] = value;
+  }
+  return parseStackConfig(raw, `stack config (Pulumi.${pulumi.getStack()}.yaml)`);
+}
+
+export interface DeployOptions {
+  /** Repository root: the image's build context and where scripts/ lives. */
+  root: string;
+  /** The server image name (default: registry-stack/server:<hash of the build context>). */
+  imageName?: string;
+}
+
+export interface StackOutputs {
+  dcrUrl: string;
+  mirUrl: string;
+  publicIp: string;
+  zoneId: pulumi.Output<string>;
+  serverImage: string;
+  containers: string[];
+  dnsRecords: Array<{ name: string; type: string; proxied: boolean }>;
+  clientSnippets: ReturnType<typeof renderClientSnippets>;
+  r2Bucket?: pulumi.Output<string>;
+}
+
+/** SSH options for the Docker provider (it runs the local `ssh` binary): a private key from the config goes to a 0600 file. */
+export function dockerSshOpts(cfg: StackConfig, key: string | undefined, stack: string): string[] {
+  const opts = ['-o', 'StrictHostKeyChecking=accept-new', '-o', 'ServerAliveInterval=30', '-p', String(cfg.vps.port)];
+  if (key) {
+    const dir = path.join(tmpdir(), `registry-stack-${stack}-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, 'id_ssh');
+    writeFileSync(file, key.endsWith('\n') ? key : `${key}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    opts.push('-i', file, '-o', 'IdentitiesOnly=yes');
+  }
+  return opts;
+}
+
+export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
+  const imageName = o.imageName ?? serverImageName(o.root);
+  // Render once with placeholder secrets before creating anything, so a bad
+  // config (e.g. an extraConfig the server refuses) fails here, at preview.
+  // Files that hold no secret come from this render as plain strings, so a
+  // preview shows their diffs.
+  const plain = renderStack(cfg, { originSecret: 'placeholder', adminToken: 'placeholder', htpasswdSeed: 'placeholder' }, { image: imageName });
+  const secrets = new StackSecrets('secrets', { originSecret: cfg.originSecret, adminToken: cfg.adminToken });
+
+  // The files holding secrets, rendered with the real ones: secret outputs,
+  // never in plain text in the state.
+  const rendered: pulumi.Output<RenderedStack> = pulumi
+    .all([secrets.originSecret, secrets.adminToken, secrets.htpasswdSeed])
+    .apply(([originSecret, adminToken, htpasswdSeed]) => renderStack(cfg, { originSecret, adminToken, htpasswdSeed }, { image: imageName }));
+  const file = (name: string): string => {
+    if (plain.files[name].secret) throw new Error(`${name} holds a secret: use secretFile`);
+    return plain.files[name].content;
+  };
+  const secretFile = (name: string) => pulumi.secret(rendered.apply((r) => r.files[name].content));
+
+  const edge = new CloudflareEdge('edge', { config: cfg, originSecret: secrets.originSecret });
+
+  const connection: pulumi.Input<import('@pulumi/command').types.input.remote.ConnectionArgs> = {
+    host: cfg.vps.host,
+    port: cfg.vps.port,
+    user: cfg.vps.user,
+    ...(cfg.sshPrivateKey ? { privateKey: pulumi.secret(cfg.sshPrivateKey) } : {}),
+    ...(cfg.vps.hostKey ? { hostKey: cfg.vps.hostKey } : {}),
+  };
+  const host = new HostSetup('host', {
+    connection,
+    sshUser: cfg.vps.user,
+    firewallScript: { content: file('host/firewall.sh'), mode: '0755' },
+    sysctl: { content: file('host/99-registry-stack.conf'), mode: '0644' },
+    daemonJson: { content: file('host/daemon.json'), mode: '0644' },
+    opsWrapper: { content: file('host/registry-stack-ops'), mode: '0755' },
+    opsEnv: { content: secretFile('host/ops.env'), mode: '0600' },
+    crontab: { content: file('host/registry-stack.cron'), mode: '0644' },
+    logrotate: { content: file('host/logrotate'), mode: '0644' },
+    htpasswd: { content: secretFile('htpasswd'), mode: '0640' },
+    containerGid: IMAGE_PATHS.gid,
+    scriptsDir: hasScripts(o.root) ? path.join(o.root, 'scripts') : undefined,
+  });
+
+  const stack = pulumi.getStack();
+  const sshOpts = cfg.sshPrivateKey
+    ? pulumi.secret(pulumi.output(cfg.sshPrivateKey).apply((k) => dockerSshOpts(cfg, k, stack)))
+    : dockerSshOpts(cfg, undefined, stack);
+  const provider = new docker.Provider('vps-docker', { host: `ssh://${cfg.vps.user}@${cfg.vps.host}:${cfg.vps.port}`, sshOpts });
+
+  new RegistryContainers(
+    'vps',
+    {
+      config: cfg,
+      contextDir: o.root,
+      imageName,
+      caddyfile: secretFile('Caddyfile'),
+      privateConfig: file('registry/config.yml'),
+      mirrorConfig: file('registry-cache/config.yml'),
+      privateEnv: pulumi.secret(rendered.apply((r) => r.privateEnv)),
+      mirrorEnv: pulumi.secret(rendered.apply((r) => r.mirrorEnv)),
+      after: host.steps,
+    },
+    { provider },
+  );
+
+  return {
+    dcrUrl: `https://${cfg.derived.dcrHost}`,
+    mirUrl: `https://${cfg.derived.mirHost}`,
+    publicIp: cfg.derived.publicIp,
+    zoneId: edge.zoneId,
+    serverImage: imageName,
+    containers: [CONTAINER_NAMES.caddy, CONTAINER_NAMES.private, CONTAINER_NAMES.mirror],
+    dnsRecords: [
+      { name: cfg.derived.dcrHost, type: 'A', proxied: false },
+      { name: cfg.derived.mirHost, type: 'A', proxied: true },
+      ...(cfg.vps.publicIpv6
+        ? [
+            { name: cfg.derived.dcrHost, type: 'AAAA', proxied: false },
+            { name: cfg.derived.mirHost, type: 'AAAA', proxied: true },
+          ]
+        : []),
+    ],
+    clientSnippets: renderClientSnippets(cfg),
+    ...(edge.r2Bucket ? { r2Bucket: edge.r2Bucket.name } : {}),
+  };
+}
+
+/**
+ * The program: reads and validates the config and deploys it. A bad config
+ * stops `pulumi preview` with the message alone (no stack trace), before any
+ * resource is registered.
+ */
+export function program(o: DeployOptions): StackOutputs {
+  try {
+    return deployStack(readStackConfig(), o);
+  } catch (err) {
+    if (err instanceof StackConfigError) throw new pulumi.RunError(err.message);
+    throw err;
+  }
+}

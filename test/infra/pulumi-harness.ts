@@ -1,0 +1,118 @@
+// Runs the Pulumi program against Pulumi's mock monitor (no CLI, no provider
+// plugins) and records every resource registration and invoke, with its
+// inputs exactly as the engine would receive them (secrets still wrapped).
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as pulumi from '@pulumi/pulumi';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The wire marker of a secret value (Pulumi's "4dabf181..." signature). */
+const SECRET_SIG = '4dabf18193072939515e22adb298388d';
+const SECRET_VALUE = '1b47061264138c4ac30d75fd1eb44270';
+
+export interface Registered {
+  type: string;
+  name: string;
+  /** Inputs with secrets unwrapped. */
+  inputs: Record<string, any>;
+  /** Inputs as sent, secrets wrapped as {SECRET_SIG: ..., value}. */
+  raw: Record<string, any>;
+  provider?: string;
+}
+
+export interface ProgramRun {
+  resources: Registered[];
+  invokes: Array<{ token: string; inputs: Record<string, any> }>;
+  outputs: Record<string, unknown>;
+  error?: Error;
+  byName(name: string): Registered;
+  ofType(type: string): Registered[];
+}
+
+export function isSecretValue(v: unknown): boolean {
+  return typeof v === 'object' && v !== null && (v as Record<string, unknown>)[SECRET_SIG] === SECRET_VALUE;
+}
+
+export function unwrap(v: any): any {
+  if (isSecretValue(v)) return unwrap(v.value);
+  if (Array.isArray(v)) return v.map(unwrap);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unwrap(x)]));
+  return v;
+}
+
+/** Resolves Outputs (recursively) to plain values, as a stack's outputs would be. */
+export async function resolveOutputs(v: unknown): Promise<unknown> {
+  if (pulumi.Output.isInstance(v)) return resolveOutputs(await new Promise((r) => (v as pulumi.Output<unknown>).apply(r)));
+  if (Array.isArray(v)) return Promise.all(v.map(resolveOutputs));
+  if (v && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = await resolveOutputs(x);
+    return out;
+  }
+  return v;
+}
+
+/** The generated secrets the local command "prints" (the same on every run, as from the Pulumi state). */
+export const GENERATED = { origin: 'o'.repeat(64), admin: 'a'.repeat(64), seed: 's'.repeat(64) };
+
+/**
+ * Sets `config` (keys without the `registry-stack:` prefix; objects as JSON,
+ * as `pulumi config set --path` stores them) and runs the program the way
+ * infra/index.ts does.
+ */
+export async function runProgram(
+  config: Record<string, unknown>,
+  opts: { secretKeys?: string[]; imageName?: string } = {},
+): Promise<ProgramRun> {
+  const resources: Registered[] = [];
+  const invokes: ProgramRun['invokes'] = [];
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        resources.push({ type: args.type, name: args.name, inputs: unwrap(args.inputs), raw: args.inputs, provider: args.provider });
+        const state: Record<string, unknown> = { ...args.inputs };
+        if (args.type === 'command:local:Command') state.stdout = JSON.stringify(GENERATED);
+        if (args.type === 'docker:index/remoteImage:RemoteImage') state.imageId = `sha256:${'c'.repeat(64)}`;
+        return { id: `${args.name}-id`, state };
+      },
+      call(args) {
+        invokes.push({ token: args.token, inputs: args.inputs });
+        if (args.token === 'cloudflare:index/getZone:getZone') return { id: 'f'.repeat(32), name: args.inputs.filter?.name };
+        return {};
+      },
+    },
+    'registry-stack',
+    'test',
+    false,
+  );
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(config)) flat[`registry-stack:${k}`] = typeof v === 'string' ? v : JSON.stringify(v);
+  pulumi.runtime.setAllConfig(flat, (opts.secretKeys ?? []).map((k) => `registry-stack:${k}`));
+
+  const { program } = await import('../../infra/stack.ts');
+  let outputs: Record<string, unknown> = {};
+  let error: Error | undefined;
+  try {
+    const result = program({ root: ROOT, imageName: opts.imageName });
+    outputs = (await resolveOutputs(result)) as Record<string, unknown>;
+  } catch (err) {
+    error = err as Error;
+  }
+  // Let every registration reach the mock monitor.
+  await (pulumi.runtime as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+  return {
+    resources,
+    invokes,
+    outputs,
+    error,
+    byName(name) {
+      const r = resources.find((x) => x.name === name);
+      if (!r) throw new Error(`no resource named ${name}; have ${resources.map((x) => x.name).join(', ')}`);
+      return r;
+    },
+    ofType(type) {
+      return resources.filter((x) => x.type === type);
+    },
+  };
+}
