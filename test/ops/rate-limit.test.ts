@@ -1,0 +1,109 @@
+// Built-in rate limits: per client IP and per user (token bucket with
+// burst), the failed-login lockout, and X-Forwarded-For believed only from
+// trusted proxies. Counts of accepted requests depend on the clock, so the
+// tests send requests until the limit answers and assert what it answers,
+// never how fast.
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorCodes, RegistryClient, type Response } from '../helpers/client.ts';
+import { basicAuth, startTestServer, type TestServer } from '../helpers/server.ts';
+import { metric } from '../helpers/ops/servers.ts';
+
+const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
+const servers: TestServer[] = [];
+afterAll(async () => {
+  for (const s of servers) await s.stop();
+});
+
+async function limited(ratelimit: Record<string, unknown>): Promise<TestServer> {
+  const s = await startTestServer({ users: USERS, extra: { ratelimit: { enabled: true, ...ratelimit } } });
+  servers.push(s);
+  return s;
+}
+
+const as = (s: TestServer, user: keyof typeof USERS, password: string = USERS[user]) => new RegistryClient(s.url, basicAuth(user, password));
+
+/** Sends GET /v2/ until one answers 429 (at most `max` requests); returns every response. */
+async function untilLimited(client: RegistryClient, headers: Record<string, string> = {}, max = 60): Promise<Response[]> {
+  const out: Response[] = [];
+  for (let i = 0; i < max; i++) {
+    const res = await client.req('/v2/', { headers });
+    out.push(res);
+    if (res.status === 429) break;
+  }
+  return out;
+}
+
+function expectTooMany(res: Response): void {
+  expect(res.status).toBe(429);
+  expect(errorCodes(res)).toEqual(['TOOMANYREQUESTS']);
+  const retry = Number(res.header('retry-after'));
+  expect(Number.isInteger(retry) && retry >= 1, `Retry-After: ${res.header('retry-after')}`).toBe(true);
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('rate limits', () => {
+  it('per IP: a burst is served, then 429 TOOMANYREQUESTS with Retry-After', async () => {
+    const s = await limited({ perip: { rate: 1, burst: 4 } });
+    const responses = await untilLimited(as(s, 'alice'));
+    const last = responses.at(-1)!;
+    expectTooMany(last);
+    const served = responses.filter((r) => r.status === 200).length;
+    expect(served).toBe(responses.length - 1);
+    expect(served).toBeGreaterThanOrEqual(5); // rate + burst
+    // The same address is refused whoever it logs in as; probes are not limited.
+    expectTooMany(await as(s, 'bob').req('/v2/'));
+    expect((await new RegistryClient(s.url).req('/healthz')).status).toBe(200);
+    expect(metric(await s.metrics.registry.metrics(), 'registry_rate_limited_total', { limit: 'ip' })).toBeGreaterThanOrEqual(2);
+  });
+
+  it('per user: one user is limited while another on the same address is not', async () => {
+    const s = await limited({ perip: { rate: 1000, burst: 1000 }, peruser: { rate: 1, burst: 2 } });
+    const responses = await untilLimited(as(s, 'alice'));
+    expectTooMany(responses.at(-1)!);
+    expect(responses.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(3);
+    expect((await as(s, 'bob').req('/v2/')).status).toBe(200);
+    expect(metric(await s.metrics.registry.metrics(), 'registry_rate_limited_total', { limit: 'user' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('failed logins lock the address out, right password or not, until the window has passed', async () => {
+    const s = await limited({ failedlogins: { limit: 3, window: '2s' }, trustedproxies: ['127.0.0.1'] });
+    const attacker = { 'x-forwarded-for': '10.1.1.1' };
+    for (let i = 0; i < 3; i++) {
+      const res = await as(s, 'alice', 'guess').req('/v2/', { headers: attacker });
+      expect(res.status).toBe(401);
+      expect(errorCodes(res)).toEqual(['UNAUTHORIZED']);
+    }
+    // Locked out: even the right password is refused, before it is checked.
+    expectTooMany(await as(s, 'alice').req('/v2/', { headers: attacker }));
+    // Another client (another address behind the same proxy) is not affected.
+    expect((await as(s, 'alice').req('/v2/', { headers: { 'x-forwarded-for': '10.2.2.2' } })).status).toBe(200);
+    // After the window the right password works again.
+    await waitUntil(async () => (await as(s, 'alice').req('/v2/', { headers: attacker })).status === 200);
+    expect(metric(await s.metrics.registry.metrics(), 'registry_rate_limited_total', { limit: 'failedlogins' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('X-Forwarded-For names the client only when the request came from a trusted proxy', async () => {
+    const perip = { rate: 1, burst: 2 };
+    const trusting = await limited({ perip, trustedproxies: ['127.0.0.1'] });
+    const client = as(trusting, 'alice');
+    expectTooMany((await untilLimited(client, { 'x-forwarded-for': '10.0.0.1' })).at(-1)!);
+    // Each forwarded address has its own budget, and so has the proxy itself.
+    expect((await client.req('/v2/', { headers: { 'x-forwarded-for': '10.0.0.2' } })).status).toBe(200);
+    expect((await client.req('/v2/')).status).toBe(200);
+    // A client cannot escape by prepending addresses: the rightmost untrusted one is the client.
+    expectTooMany(await client.req('/v2/', { headers: { 'x-forwarded-for': '192.0.2.77, 10.0.0.1' } }));
+
+    const untrusting = await limited({ perip });
+    const direct = as(untrusting, 'alice');
+    expectTooMany((await untilLimited(direct, { 'x-forwarded-for': '10.0.0.1' })).at(-1)!);
+    // Without a trusted proxy the header is ignored: every request is 127.0.0.1's.
+    expectTooMany(await direct.req('/v2/', { headers: { 'x-forwarded-for': '10.0.0.2' } }));
+  });
+});
