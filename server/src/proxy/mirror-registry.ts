@@ -136,15 +136,17 @@ export class MirrorRegistry implements RegistryService {
 
   private async manifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
     const cached = await this.cachedDigest(name, reference);
+    const serve = async (cache: 'hit' | 'miss') => ({ ...(await this.local.getManifest(name, reference, accept)), cache });
     if (looksLikeDigest(reference)) {
-      if (!cached) await this.upstreamCall(() => this.fetchManifest(name, reference));
-      return this.local.getManifest(name, reference, accept);
+      if (cached) return serve('hit');
+      await this.upstreamCall(() => this.fetchManifest(name, reference));
+      return serve('miss');
     }
-    if (cached && (await this.isFresh(name, reference))) return this.local.getManifest(name, reference, accept);
+    if (cached && (await this.isFresh(name, reference))) return serve('hit');
     const { upstream } = this.upstreamFor(name);
-    if (cached && this.recentlyDown(upstream.host)) return this.local.getManifest(name, reference, accept);
+    if (cached && this.recentlyDown(upstream.host)) return serve('hit');
     try {
-      await this.revalidateTag(name, reference, cached);
+      return serve((await this.revalidateTag(name, reference, cached)) ? 'hit' : 'miss');
     } catch (err) {
       if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
@@ -152,11 +154,12 @@ export class MirrorRegistry implements RegistryService {
         { repo: name, tag: reference, digest: cached.value, err: err.message },
         'upstream unavailable; serving the cached manifest (stale-if-error)',
       );
+      return serve('hit');
     }
-    return this.local.getManifest(name, reference, accept);
   }
 
-  private async revalidateTag(name: string, tag: string, cached: Digest | undefined): Promise<void> {
+  /** True when the cached copy is still current; otherwise the new manifest was fetched and stored. */
+  private async revalidateTag(name: string, tag: string, cached: Digest | undefined): Promise<boolean> {
     const { client, remoteName } = this.upstreamFor(name);
     if (cached) {
       // HEAD does not count against Docker Hub's pull limit; GET only when the tag moved.
@@ -164,10 +167,11 @@ export class MirrorRegistry implements RegistryService {
       const head = await client.headManifest(remoteName, tag, 0);
       if (head.digest === cached.value) {
         await this.markValidated(name, tag);
-        return;
+        return true;
       }
     }
     await this.fetchManifest(name, tag);
+    return false;
   }
 
   /** Fetches a manifest from the upstream, verifies it, and stores it (and the tag) in the cache. */

@@ -96,7 +96,7 @@ async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<Prun
       }
       manifestsDeleted++;
       policy.onDelete?.('manifest', `${r.repo}@${r.digest.value}`, 0);
-      if (!policy.dryRun) await registry.manifests.delete(r.repo, r.digest.value).catch(ignoreMissing);
+      if (!policy.dryRun) await registry.manifests.deleteRevision(r.repo, r.digest);
     }
     const marked = new Set<string>();
     for (const r of revisions) {
@@ -128,7 +128,7 @@ async function inventory(registry: LocalRegistry): Promise<Revision[]> {
   const out: Revision[] = [];
   for (const repo of await registry.repositories()) {
     const tagsByDigest = new Map<string, Array<{ tag: string; used: number }>>();
-    for (const tag of await registry.manifests.tags(repo).catch(() => [] as string[])) {
+    for (const tag of await registry.manifests.tagsIfAny(repo)) {
       const key = paths.tagCurrentLink(repo, tag);
       // Stat before reading, and put the access time back after: on relatime/strictatime
       // mounts the read itself would count as a use, and no tag would ever grow old.
@@ -197,6 +197,3 @@ async function accessTime(registry: LocalRegistry, key: string): Promise<number 
   }
 }
 
-function ignoreMissing(err: unknown): void {
-  if ((err as { code?: string }).code !== 'MANIFEST_UNKNOWN') throw err;
-}

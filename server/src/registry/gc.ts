@@ -163,7 +163,7 @@ async function reachable(registry: LocalRegistry, repo: string, revisions: Diges
       queue.push(d);
     }
   };
-  for (const tag of await registry.manifests.tags(repo).catch(() => [] as string[])) {
+  for (const tag of await registry.manifests.tagsIfAny(repo)) {
     const d = await registry.blobs.readLink(paths.tagCurrentLink(repo, tag));
     if (d) add(d.value);
   }

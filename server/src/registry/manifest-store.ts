@@ -117,14 +117,37 @@ export class ManifestStore {
     }
     const digest = parseDigest(reference);
     if (!(await this.blobs.hasLink(paths.revisionLink(name, digest)))) throw manifestUnknown(name, reference);
-    const loaded = await this.tryLoad(digest);
     for (const tag of await this.tags(name)) {
       const current = await this.blobs.readLink(paths.tagCurrentLink(name, tag));
       if (current?.value === digest.value) await this.driver.delete(paths.tagDir(name, tag));
     }
+    await this.deleteRevision(name, digest);
+  }
+
+  /**
+   * Removes a manifest revision (and its referrers entry) without looking at
+   * tags: for callers that dealt with the tags themselves (cache pruning, which
+   * must not read, and so touch, the tag links it keeps).
+   */
+  async deleteRevision(name: string, digest: Digest): Promise<void> {
+    const loaded = await this.tryLoad(digest);
     await this.driver.delete(paths.revisionDir(name, digest));
     if (loaded?.info.subject) {
       await this.driver.delete(paths.referrerDir(name, loaded.info.subject, digest));
+    }
+  }
+
+  /**
+   * Tags of a repository that may have none left. Only "no such repository"
+   * means none: any other failure must stop a GC or prune run, not make it
+   * treat the repository as untagged.
+   */
+  async tagsIfAny(name: string): Promise<string[]> {
+    try {
+      return await this.tags(name);
+    } catch (err) {
+      if (err instanceof RegistryError && err.code === 'NAME_UNKNOWN') return [];
+      throw err;
     }
   }
 

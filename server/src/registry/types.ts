@@ -35,6 +35,8 @@ export interface ManifestResult {
   readonly mediaType: string;
   readonly body: Buffer;
   readonly subject?: Digest;
+  /** Mirror only: served from the cache, or fetched from the upstream for this request. */
+  readonly cache?: 'hit' | 'miss';
 }
 
 export interface PutManifestResult {

@@ -7,6 +7,7 @@ import { type RequestContext, readBody } from '../context.ts';
 export async function getManifest(ctx: RequestContext, name: string, reference: string): Promise<void> {
   const { req, res, service } = ctx;
   const manifest = await service.getManifest(name, reference, req.headers.accept);
+  if (manifest.cache) ctx.access.cache = manifest.cache;
   const etag = `"${manifest.digest.value}"`;
   const headers: Record<string, string | number> = {
     'Content-Type': manifest.mediaType,
