@@ -82,7 +82,7 @@ export class MirrorRegistry implements RegistryService {
     const local = await this.localBlob(name, digest);
     if (local) {
       this.access.touch(paths.blobData(digest));
-      return { info: local, cache: 'hit', open: (range) => this.local.blobs.open(digest, range) };
+      return this.local.blobHandle(local, 'hit');
     }
 
     let fill = this.fills.get(digest.value);
@@ -104,8 +104,7 @@ export class MirrorRegistry implements RegistryService {
     if (size === undefined) {
       // No Content-Length upstream: wait for the whole blob, then serve it from the cache.
       await this.upstreamCall(() => fill.done);
-      const info = await this.local.statBlob(name, digest);
-      return { info, cache: 'miss', open: (range) => this.local.blobs.open(digest, range) };
+      return this.local.blobHandle(await this.local.statBlob(name, digest), 'miss');
     }
     const filling = fill;
     return { info: { digest, size }, cache: 'miss', open: async (range) => filling.stream(range) as Readable };

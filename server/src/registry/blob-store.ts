@@ -3,7 +3,7 @@
 // once committed, so sizes are cached by digest (distribution's "blob
 // descriptor cache"); links are always read from storage, because another
 // process (GC, a registry:2 on the same directory) may remove them.
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
@@ -45,6 +45,25 @@ export class BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<Readable> {
     try {
       return await this.driver.reader(paths.blobData(digest), range);
+    } catch (err) {
+      if (isNotFound(err)) {
+        this.sizes.delete(digest.value);
+        throw new RegistryError('BLOB_UNKNOWN', `blob unknown: ${digest.value}`);
+      }
+      throw err;
+    }
+  }
+
+  /** The driver's fast path for serving a blob, when it has one. */
+  get canSend(): boolean {
+    return this.driver.sender !== undefined;
+  }
+
+  async sender(digest: Digest, range?: ByteRange): Promise<(dest: Writable) => Promise<void>> {
+    const sender = this.driver.sender;
+    if (!sender) throw new Error(`the ${this.driver.name} driver has no sender`);
+    try {
+      return await sender.call(this.driver, paths.blobData(digest), range);
     } catch (err) {
       if (isNotFound(err)) {
         this.sizes.delete(digest.value);

@@ -62,7 +62,18 @@ export class LocalRegistry implements RegistryService {
 
   async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
     const info = await this.statBlob(name, digest);
-    return { info, open: (range?: ByteRange) => this.blobs.open(digest, range) };
+    return this.blobHandle(info);
+  }
+
+  /** A handle on a stored blob, using the driver's fast path when it has one. */
+  blobHandle(info: BlobInfo, cache?: 'hit' | 'miss'): BlobHandle {
+    const { digest } = info;
+    return {
+      info,
+      cache,
+      open: (range?: ByteRange) => this.blobs.open(digest, range),
+      sender: this.blobs.canSend ? (range?: ByteRange) => this.blobs.sender(digest, range) : undefined,
+    };
   }
 
   async deleteBlob(name: string, digest: Digest): Promise<void> {

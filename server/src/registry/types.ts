@@ -1,7 +1,7 @@
 // The service interface every handler talks to. The local registry
 // implements it over storage; the mirror (proxy/) decorates it with an
 // upstream. Nothing here knows about HTTP.
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { ByteRange } from '../storage/driver.ts';
 import type { BlobInfo } from './blob-store.ts';
 import type { Digest } from './digest.ts';
@@ -66,6 +66,8 @@ export interface BlobHandle {
   readonly cache?: 'hit' | 'miss';
   /** Opens the bytes (or one range of them). */
   open(range?: ByteRange): Promise<Readable>;
+  /** Faster alternative to open() when the storage has one (see StorageDriver.sender). */
+  sender?(range?: ByteRange): Promise<(dest: Writable) => Promise<void>>;
 }
 
 export interface RegistryService {

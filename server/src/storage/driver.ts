@@ -2,7 +2,7 @@
 // more. It knows nothing of manifests, tags or digests (see paths.ts for the
 // only place that builds keys). Keys are absolute, '/'-separated paths such as
 // "/docker/registry/v2/blobs/sha256/ab/ab12…/data", as in distribution.
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 export interface FileInfo {
   readonly key: string;
@@ -39,6 +39,12 @@ export interface StorageDriver {
   list(key: string): Promise<string[]>;
   /** A stream of the object's bytes, opened before it resolves (so a missing object throws here). */
   reader(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Optional fast path for serving an object: opens it (throwing PathNotFoundError
+   * here if missing) and resolves with a function that writes its bytes into
+   * `dest` and resolves when they were handed to it all.
+   */
+  sender?(key: string, range?: ByteRange): Promise<(dest: Writable) => Promise<void>>;
   /**
    * Appends a stream to an object (created if missing), calling `tap` with every chunk
    * actually written, and resolves with the number of bytes appended. If the source fails

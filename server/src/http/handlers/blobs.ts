@@ -1,4 +1,5 @@
 // GET/HEAD/DELETE /v2/<name>/blobs/<digest>
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDigest } from '../../registry/digest.ts';
 import { type RequestContext, parseRangeHeader } from '../context.ts';
@@ -34,13 +35,21 @@ export async function getBlob(ctx: RequestContext, name: string, reference: stri
     res.writeHead(range ? 206 : 200, headers).end();
     return;
   }
-  const stream = await handle.open(range);
+  // Open before the headers go out, so that a blob gone from storage is still a clean 404.
+  const send = handle.sender ? await handle.sender(range) : undefined;
+  const stream = send ? undefined : await handle.open(range);
   res.writeHead(range ? 206 : 200, headers);
   ctx.access.bytesOut = length;
   try {
-    await pipeline(stream, res);
+    if (send) {
+      await send(res);
+      res.end();
+    } else {
+      await pipeline(stream as Readable, res);
+    }
   } catch {
     // The client went away mid-download; nothing to answer.
+    res.destroy();
   }
 }
 
