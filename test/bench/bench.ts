@@ -1,0 +1,577 @@
+// `npm run bench [-- --quick] [--duration 10] [--json out.json]`
+//
+// Side-by-side benchmark of our registry against CNCF distribution 2.8.2
+// (Debian's docker-registry) on the same machine, in one run. Both servers
+// run as child processes on 127.0.0.1 with their own temp data directory and
+// the very same config.yml (access logs off, storage.delete.enabled, in-memory
+// blob descriptor cache), are loaded with the same content by the same client
+// code, and are measured with the same load generators. Prints one table.
+//
+// Phases (each restarts both servers on their data directory, because auth
+// is a config change):
+//   push   htpasswd (cost 4): load a small image, 50 MB push+GET (RSS),
+//          500 MB streamed pushes (interleaved, `sync` before each), 500 MB GET (RSS)
+//   read   no auth: manifest GET (wrk), blob HEAD (autocannon), blob GET 1 and 8 clients (curl)
+//   auth10 htpasswd -B -C 10: 32 concurrent first logins, then manifest GET (wrk)
+//   auth12 the same at cost 12
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import {
+  MANIFEST_ACCEPT,
+  type PushedImage,
+  type RateResult,
+  autocannonHead,
+  basic,
+  checkManifest,
+  coldLogins,
+  curlParallel,
+  htpasswdFile,
+  pushBlobStreamed,
+  pushSmallImage,
+  sha256,
+  syncDisks,
+  wrkGet,
+} from './clients.ts';
+import { CpuMeter, type Noise, loadAverage, waitQuiet } from './noise.ts';
+import { type Kind, type RunningRegistry, startRegistry } from './servers.ts';
+
+const { values: argv } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    duration: { type: 'string' },
+    json: { type: 'string' },
+    phases: { type: 'string' },
+    'push-reps': { type: 'string' },
+    'get-reps': { type: 'string' },
+    'content-length': { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    'quiet-below': { type: 'string' },
+    'quiet-wait': { type: 'string' },
+    'ours-node-args': { type: 'string' },
+    'ours-root': { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
+  },
+});
+
+if (argv.help) {
+  process.stdout.write(`npm run bench -- [options]
+  --quick                 smaller blobs (64 MB / 16 MB), 3 s rate rows, fewer repetitions: a smoke run
+  --duration <s>          seconds per server for each rate row (default 10; --quick: 3)
+  --json <file>           also write the results as JSON
+  --phases <list>         run only some phases: push,read,auth10,auth12 (push always runs: it loads the content)
+  --push-reps <n>         streamed pushes per server (default 5; --quick: 1)
+  --get-reps <n>          blob GET repetitions per server and row (default 3; --quick: 1)
+  --rounds <n>            split each rate row into n interleaved rounds per server (default 2: ours,dist,dist,ours)
+  --quiet-below <cores>   before each measurement wait for a 1 s window in which other processes use less
+                          than this many cores (default 0.3; 0 disables)
+  --quiet-wait <s>        give up waiting for quiet after this long and measure anyway (default 30)
+  --content-length        send the push PATCH with Content-Length instead of chunked
+  --ours-node-args=<s>    extra node flags for our server only, space-separated, given with "=" because they
+                          start with a dash: --ours-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof --trace-gc"
+                          (one profile per server process; --trace-gc lines land in the server log, see --keep)
+  --ours-root <dir>       run "ours" from another checkout (e.g. a git archive of HEAD), default: this one
+  --keep                  keep the temp directory (data, configs, server logs)
+`);
+  process.exit(0);
+}
+
+const QUICK = argv.quick;
+const MB = 1_000_000;
+const BIG = QUICK ? 64 * MB : 500 * MB;
+const SMALL = QUICK ? 16 * MB : 50 * MB;
+const DURATION = Number(argv.duration ?? (QUICK ? 3 : 10));
+const ROUNDS = Math.max(1, Number(argv.rounds ?? 2));
+/** distribution answers ~7 req/s at cost 12 with seconds of latency: auth rows need at least 10 s to count any. */
+const AUTH_DURATION = Math.max(DURATION, 10);
+const QUIET_BELOW = Number(argv['quiet-below'] ?? 0.3);
+const QUIET_WAIT_MS = Number(argv['quiet-wait'] ?? 30) * 1000;
+const WARMUP = QUICK ? 1 : 2;
+const PUSH_REPS = Number(argv['push-reps'] ?? (QUICK ? 1 : 5));
+const GET_REPS = Number(argv['get-reps'] ?? (QUICK ? 1 : 3));
+const CONNECTIONS = 32;
+const COLD_CLIENTS = 32;
+const PHASES = new Set((argv.phases ?? 'push,read,auth10,auth12').split(',').map((s) => s.trim()));
+PHASES.add('push');
+const USER = 'bench';
+const PASSWORD = 'bench-password-0123456789';
+const AUTH = basic(USER, PASSWORD);
+const KINDS: Kind[] = ['ours', 'dist'];
+const NAME: Record<Kind, string> = { ours: 'ours', dist: 'distribution' };
+
+const log = (msg: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const fmtMB = (bytes: number) => `${Math.round(bytes / MB)} MB`;
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+/** Alternate which server goes first from one measurement to the next, against drift. */
+let flip = false;
+const order = (): Kind[] => ((flip = !flip) ? ['ours', 'dist'] : ['dist', 'ours']);
+
+// ---------------------------------------------------------------- results
+
+interface Row {
+  id: string;
+  label: string;
+  unit: string;
+  /** 'higher': ratio = ours/dist; 'lower': ratio = dist/ours. Either way > 1 means ours is better. */
+  better: 'higher' | 'lower';
+  ours?: number;
+  dist?: number;
+  target?: number;
+  samples: Record<Kind, number[]>;
+  detail: Record<Kind, unknown[]>;
+  noise: Record<Kind, Noise[]>;
+}
+
+const rows: Row[] = [];
+function row(id: string, label: string, unit: string, better: 'higher' | 'lower', target?: number): Row {
+  const r: Row = { id, label, unit, better, target, samples: { ours: [], dist: [] }, detail: { ours: [], dist: [] }, noise: { ours: [], dist: [] } };
+  rows.push(r);
+  return r;
+}
+function ratio(r: Row): number | undefined {
+  if (r.ours === undefined || r.dist === undefined) return undefined;
+  if (r.better === 'higher') return r.dist === 0 ? Infinity : r.ours / r.dist;
+  return r.ours === 0 ? Infinity : r.dist / r.ours;
+}
+
+// Declared up front so the table keeps this order whatever phases run.
+const R = {
+  manifest: row('manifest_get', `manifest GET by tag, wrk -t2 -c${CONNECTIONS}`, 'req/s', 'higher', 1.5),
+  head: row('blob_head', `blob HEAD, autocannon -c${CONNECTIONS}`, 'req/s', 'higher', 1.5),
+  get1: row('blob_get_1', `blob GET ${fmtMB(BIG)}, 1 client (curl)`, 'MB/s', 'higher', 1.0),
+  get8: row('blob_get_8', `blob GET ${fmtMB(BIG)}, 8 clients (curl, aggregate)`, 'MB/s', 'higher', 1.0),
+  push: row('push', `push ${fmtMB(BIG)}: POST, 1 PATCH (${argv['content-length'] ? 'Content-Length' : 'chunked'}), PUT`, 'MB/s', 'higher', 1.0),
+  auth10: row('manifest_get_auth10', `manifest GET, htpasswd bcrypt cost 10, wrk -c${CONNECTIONS}`, 'req/s', 'higher', 10),
+  auth12: row('manifest_get_auth12', `manifest GET, htpasswd bcrypt cost 12, wrk -c${CONNECTIONS}`, 'req/s', 'higher', 10),
+  cold10: row('auth_cold10', `  ${COLD_CLIENTS} concurrent first logins, cost 10: time to all answered`, 's', 'lower'),
+  cold12: row('auth_cold12', `  ${COLD_CLIENTS} concurrent first logins, cost 12: time to all answered`, 's', 'lower'),
+  rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run', 'MB', 'lower'),
+  rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower'),
+  rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
+  rssBig: row('rss_after_big', `  VmHWM after that + ${PUSH_REPS}× ${fmtMB(BIG)} push + GET`, 'MB', 'lower'),
+};
+
+// ---------------------------------------------------------------- setup
+
+const work = mkdtempSync(path.join(os.tmpdir(), 'rs-bench-'));
+const dataDir: Record<Kind, string> = { ours: path.join(work, 'data-ours'), dist: path.join(work, 'data-dist') };
+const peakRss: Record<Kind, number> = { ours: 0, dist: 0 };
+const phasePeaks: Record<string, Record<Kind, number>> = {};
+const running = new Set<RunningRegistry>();
+const meter = new CpuMeter(() => [...running].map((r) => r.pid));
+const loadAtStart = loadAverage();
+
+async function startBoth(label: string, htpasswd?: string): Promise<Record<Kind, RunningRegistry>> {
+  const started = {} as Record<Kind, RunningRegistry>;
+  for (const kind of KINDS) {
+    started[kind] = await startRegistry({
+      kind,
+      label,
+      dataDir: dataDir[kind],
+      workDir: work,
+      htpasswd,
+      nodeArgs: kind === 'ours' && argv['ours-node-args'] ? argv['ours-node-args'].split(/\s+/).filter(Boolean) : undefined,
+      oursRoot: argv['ours-root'] ? path.resolve(argv['ours-root']) : undefined,
+    });
+    running.add(started[kind]);
+  }
+  log(`${label}: ours pid ${started.ours.pid} on ${started.ours.url}, distribution pid ${started.dist.pid} on ${started.dist.url}`);
+  return started;
+}
+
+async function stopBoth(label: string, servers: Record<Kind, RunningRegistry>): Promise<void> {
+  phasePeaks[label] = { ours: 0, dist: 0 };
+  for (const kind of KINDS) {
+    const peak = await servers[kind].stop();
+    running.delete(servers[kind]);
+    phasePeaks[label][kind] = peak;
+    peakRss[kind] = Math.max(peakRss[kind], peak);
+  }
+  log(`${label}: peak RSS ours ${fmtMB(phasePeaks[label].ours)}, distribution ${fmtMB(phasePeaks[label].dist)}`);
+}
+
+function record(r: Row, kind: Kind, value: number, detail?: unknown, noise?: Noise): void {
+  r.samples[kind].push(value);
+  if (detail !== undefined) r.detail[kind].push(detail);
+  if (noise) r.noise[kind].push(noise);
+}
+
+let quietWaits = 0;
+let quietWaitMs = 0;
+let quietGaveUp = 0;
+/** Before a measurement: wait for the neighbours to calm down (see --quiet-below). */
+async function quiet(): Promise<void> {
+  if (QUIET_BELOW <= 0) return;
+  const { waitedMs, otherCores } = await waitQuiet(meter, QUIET_BELOW, QUIET_WAIT_MS);
+  quietWaits++;
+  quietWaitMs += waitedMs;
+  if (otherCores >= QUIET_BELOW) {
+    quietGaveUp++;
+    log(`  (machine busy: other processes use ${otherCores.toFixed(2)} cores; measuring anyway)`);
+  }
+}
+
+/** CPU seconds the servers used per GB moved (the idle one adds ~0). */
+const cpuPerGB = (n: Noise, bytes: number) => ((n.serverCores * n.seconds) / (bytes / 1e9)).toFixed(2);
+const fmtNoise = (n: Noise) => `other procs ${n.otherCores.toFixed(2)} cores, steal ${n.stealCores.toFixed(2)}`;
+
+function summarise(r: Row, how: (xs: number[]) => number = median): void {
+  for (const kind of KINDS) if (r.samples[kind].length > 0) r[kind] = how(r.samples[kind]);
+}
+
+function checkRate(what: string, kind: Kind, res: RateResult): void {
+  if (res.errors > 0 || res.non2xx > 0) {
+    throw new Error(`${what} on ${NAME[kind]}: ${res.errors} socket errors, ${res.non2xx} non-2xx answers`);
+  }
+}
+
+/** Deletes a blob's data file from a server's data directory (bench-owned, not through the API). */
+function removeBlobData(kind: Kind, digest: string): void {
+  const hex = digest.slice('sha256:'.length);
+  rmSync(path.join(dataDir[kind], 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true, force: true });
+}
+
+/** Random bytes, the same for both servers; variant i differs in its first bytes (a new digest). */
+function blobVariant(base: Buffer, i: number): { data: Buffer; digest: string } {
+  base.writeUInt32BE(0x62656e63, 0);
+  base.writeUInt32BE(i, 4);
+  return { data: base, digest: sha256(base) };
+}
+
+// ---------------------------------------------------------------- phases
+
+interface Loaded {
+  image: PushedImage;
+  bigDigest: string;
+}
+
+async function phasePush(): Promise<Loaded> {
+  const file = path.join(work, 'htpasswd-4');
+  await htpasswdFile(file, USER, PASSWORD, 4);
+  const s = await startBoth('push', file);
+  try {
+    for (const kind of KINDS) record(R.rssIdle, kind, s[kind].peakRss() / MB);
+    summarise(R.rssIdle);
+    let image: PushedImage | undefined;
+    for (const kind of KINDS) {
+      image = await pushSmallImage(s[kind].url, 'bench/app', 'v1', AUTH);
+      await checkManifest(s[kind].url, image, AUTH);
+    }
+
+    log(`push: ${fmtMB(SMALL)} streamed push + GET on each (RSS baseline)`);
+    const small = Buffer.alloc(SMALL);
+    randomFillSync(small);
+    const smallBlob = blobVariant(small, 0xffff);
+    for (const kind of KINDS) {
+      await pushBlobStreamed(s[kind].url, 'bench/small', smallBlob.data, smallBlob.digest, { auth: AUTH });
+      await curlParallel(`${s[kind].url}/v2/bench/small/blobs/${smallBlob.digest}`, 1, SMALL, AUTH);
+      record(R.rssSmall, kind, s[kind].peakRss() / MB);
+    }
+
+    log(`push: ${PUSH_REPS}× ${fmtMB(BIG)} streamed push per server, interleaved, sync before each`);
+    const big = Buffer.alloc(BIG);
+    randomFillSync(big);
+    let bigDigest = '';
+    for (let i = 0; i < PUSH_REPS; i++) {
+      const { data, digest } = blobVariant(big, i);
+      if (i === 0) bigDigest = digest;
+      for (const kind of order()) {
+        await syncDisks();
+        await quiet();
+        const { noise } = await meter.measure(() =>
+          pushBlobStreamed(s[kind].url, 'bench/big', data, digest, { auth: AUTH, contentLength: argv['content-length'] }),
+        );
+        const secs = noise.seconds;
+        record(R.push, kind, BIG / MB / secs, { seconds: secs }, noise);
+        log(
+          `  push ${i + 1}/${PUSH_REPS} ${NAME[kind]}: ${(BIG / MB / secs).toFixed(0)} MB/s (${secs.toFixed(2)} s; ` +
+            `server ${cpuPerGB(noise, BIG)} CPU-s/GB; ${fmtNoise(noise)})`,
+        );
+        // Only variant 0 is needed later. Removing the others' files frees their page cache, so
+        // every push writes into the same memory state: on this VM, page cache growing into
+        // never-touched guest memory makes later pushes (whichever server they belong to) ~2× slower.
+        if (i > 0) removeBlobData(kind, digest);
+      }
+    }
+    // The GET rows and the RSS rows use variant 0; put its bytes back.
+    blobVariant(big, 0);
+    for (const kind of KINDS) {
+      await curlParallel(`${s[kind].url}/v2/bench/big/blobs/${bigDigest}`, 1, BIG, AUTH);
+      record(R.rssBig, kind, s[kind].peakRss() / MB);
+    }
+    summarise(R.push);
+    summarise(R.rssSmall);
+    summarise(R.rssBig);
+    return { image: image!, bigDigest };
+  } finally {
+    await stopBoth('push', s);
+  }
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * A rate row: a warm-up per server, then ROUNDS rounds per server in
+ * alternating order (ours, dist, dist, ours, …), each durationS/ROUNDS long.
+ * The figure is the mean over rounds (= requests / seconds).
+ */
+async function rateRow(
+  r: Row,
+  s: Record<Kind, RunningRegistry>,
+  durationS: number,
+  run: (kind: Kind, durationS: number) => Promise<RateResult>,
+  rounds = ROUNDS,
+): Promise<void> {
+  const roundS = Math.max(1, Math.round(durationS / rounds));
+  for (const kind of KINDS) await run(kind, WARMUP);
+  for (let round = 0; round < rounds; round++) {
+    for (const kind of order()) {
+      await quiet();
+      const { result: res, noise } = await meter.measure(() => run(kind, roundS));
+      checkRate(r.id, kind, res);
+      record(r, kind, res.rps, res, noise);
+      const lat = `p50 ${res.latencyP50ms?.toFixed(2)} ms, p99 ${res.latencyP99ms?.toFixed(2)} ms`;
+      log(`  ${r.id} ${NAME[kind]} round ${round + 1}/${rounds}: ${res.rps.toFixed(res.rps < 100 ? 1 : 0)} req/s (${lat}; ${fmtNoise(noise)})`);
+    }
+  }
+  summarise(r, mean);
+}
+
+async function measureWrk(
+  r: Row,
+  s: Record<Kind, RunningRegistry>,
+  image: PushedImage,
+  durationS: number,
+  auth?: string,
+  rounds = ROUNDS,
+): Promise<void> {
+  const headers: Record<string, string> = { Accept: MANIFEST_ACCEPT };
+  if (auth) headers.Authorization = auth;
+  for (const kind of KINDS) await checkManifest(s[kind].url, image, auth);
+  await rateRow(
+    r,
+    s,
+    durationS,
+    (kind, d) =>
+      wrkGet(`${s[kind].url}/v2/${image.repo}/manifests/${image.tag}`, { threads: 2, connections: CONNECTIONS, durationS: d, headers }),
+    rounds,
+  );
+}
+
+async function phaseRead(loaded: Loaded): Promise<void> {
+  const s = await startBoth('read');
+  try {
+    log(`read: manifest GET, ${DURATION} s per server`);
+    await measureWrk(R.manifest, s, loaded.image, DURATION);
+
+    log(`read: blob HEAD, ${DURATION} s per server`);
+    await rateRow(R.head, s, DURATION, (kind, d) =>
+      autocannonHead(`${s[kind].url}/v2/${loaded.image.repo}/blobs/${loaded.image.layerDigest}`, {
+        connections: CONNECTIONS,
+        durationS: d,
+        headers: {},
+      }),
+    );
+
+    for (const [r, clients] of [
+      [R.get1, 1],
+      [R.get8, 8],
+    ] as const) {
+      log(`read: blob GET ${fmtMB(BIG)}, ${clients} client(s), ${GET_REPS} rep(s) per server`);
+      for (let i = 0; i < GET_REPS; i++) {
+        for (const kind of order()) {
+          const url = `${s[kind].url}/v2/bench/big/blobs/${loaded.bigDigest}`;
+          if (i === 0) await curlParallel(url, 1, BIG); // warm-up (page cache, JIT)
+          await quiet();
+          const { result: res, noise } = await meter.measure(() => curlParallel(url, clients, BIG));
+          const mbps = res.bytes / MB / res.seconds;
+          record(r, kind, mbps, res, noise);
+          log(`  ${r.id} ${NAME[kind]}: ${mbps.toFixed(0)} MB/s (server ${cpuPerGB(noise, res.bytes)} CPU-s/GB; ${fmtNoise(noise)})`);
+        }
+      }
+      summarise(r);
+    }
+  } finally {
+    await stopBoth('read', s);
+  }
+}
+
+async function phaseAuth(cost: number, r: Row, cold: Row, loaded: Loaded): Promise<void> {
+  const file = path.join(work, `htpasswd-${cost}`);
+  await htpasswdFile(file, USER, PASSWORD, cost);
+  const label = `auth${cost}`;
+  const s = await startBoth(label, file);
+  try {
+    log(`${label}: ${COLD_CLIENTS} concurrent first logins per server`);
+    for (const kind of order()) {
+      const url = `${s[kind].url}/v2/${loaded.image.repo}/manifests/${loaded.image.tag}`;
+      await quiet();
+      const { result: secs, noise } = await meter.measure(() => coldLogins(url, COLD_CLIENTS, AUTH));
+      record(cold, kind, secs, undefined, noise);
+      log(`  ${cold.id} ${NAME[kind]}: ${secs.toFixed(2)} s`);
+    }
+    summarise(cold);
+    log(`${label}: manifest GET with Basic credentials, ${AUTH_DURATION} s per server`);
+    // One round: at cost 12 distribution's answers take seconds, so a short round counts none of them.
+    await measureWrk(r, s, loaded.image, AUTH_DURATION, AUTH, 1);
+  } finally {
+    await stopBoth(label, s);
+  }
+}
+
+// ---------------------------------------------------------------- table
+
+function fmtNum(v: number | undefined, unit: string): string {
+  if (v === undefined) return '—';
+  if (unit === 's') return v.toFixed(2);
+  if (v >= 100) return Math.round(v).toLocaleString('en-US');
+  if (v >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+
+function allNoise(): Noise[] {
+  return rows.flatMap((r) => [...r.noise.ours, ...r.noise.dist]);
+}
+const maxOther = () => Math.max(0, ...allNoise().map((n) => n.otherCores));
+const maxSteal = () => Math.max(0, ...allNoise().map((n) => n.stealCores));
+function avgOther(ns: Noise[]): string {
+  if (ns.length === 0) return '—';
+  const total = ns.reduce((a, n) => a + n.otherCores * n.seconds, 0);
+  const secs = ns.reduce((a, n) => a + n.seconds, 0);
+  return (secs > 0 ? total / secs : 0).toFixed(2);
+}
+
+function table(): string {
+  const head = ['', 'ours', 'distribution', 'ratio', 'target', '', 'noise o/d'];
+  const lines: string[][] = [];
+  for (const r of rows) {
+    if (r.ours === undefined && r.dist === undefined) continue;
+    const q = ratio(r);
+    const verdict = r.target === undefined || q === undefined ? '' : q >= r.target ? 'ok' : 'MISS';
+    lines.push([
+      `${r.label} (${r.unit}${r.better === 'lower' ? ', lower is better' : ''})`,
+      fmtNum(r.ours, r.unit),
+      fmtNum(r.dist, r.unit),
+      q === undefined ? '—' : `${q === Infinity ? '∞' : q.toFixed(2)}×${r.better === 'lower' ? ' ↓' : ''}`,
+      r.target === undefined ? '' : `≥ ${r.target}×`,
+      verdict,
+      r.noise.ours.length + r.noise.dist.length === 0 ? '' : `${avgOther(r.noise.ours)} / ${avgOther(r.noise.dist)}`,
+    ]);
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (l: string[]) =>
+    l.map((c, i) => (i === 0 || i === 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ').trimEnd();
+  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
+  const growth =
+    R.rssSmall.ours !== undefined && R.rssBig.ours !== undefined
+      ? `ours grew ${(R.rssBig.ours - R.rssSmall.ours).toFixed(1)} MB from the ${fmtMB(SMALL)} to the ${fmtMB(BIG)} blobs ` +
+        `(distribution: ${((R.rssBig.dist ?? 0) - (R.rssSmall.dist ?? 0)).toFixed(1)} MB)`
+      : '';
+  const cpu = os.cpus();
+  let distVersion = '';
+  try {
+    distVersion = execFileSync('docker-registry', ['--version'], { encoding: 'utf8' }).trim().split(' ').pop() ?? '';
+  } catch {
+    // not fatal
+  }
+  return [
+    `registry-stack bench${QUICK ? ' (--quick)' : ''}: ours (node ${process.version}) vs distribution ${distVersion}, ` +
+      `${cpu.length} × ${cpu[0]?.model.trim()}, ${new Date().toISOString().slice(0, 16)}Z`,
+    `rate rows ${DURATION} s per server in ${ROUNDS} interleaved rounds (auth rows: ${AUTH_DURATION} s, 1 round) after ${WARMUP} s warm-up, mean of rounds; ` +
+      `throughput rows median of ${GET_REPS} (GET) / ${PUSH_REPS} (push); MB = 10^6 bytes`,
+    'both servers: the same config.yml (log.level error, access log off, storage.delete.enabled, inmemory blob descriptor cache); ' +
+      'push phase with htpasswd (bcrypt cost 4) on both, GET/HEAD rows without auth',
+    'ratio = ours/distribution; for rows marked ↓ (lower is better) ratio = distribution/ours, so > 1× always means ours is better',
+    `noise o/d = CPU cores used by other processes incl. kernel threads (not the servers, not the bench/wrk/curl/autocannon) while ours / distribution was measured; ` +
+      `load average at start ${loadAtStart}, max other ${maxOther().toFixed(2)} cores, hypervisor steal max ${maxSteal().toFixed(2)} cores`,
+    QUIET_BELOW > 0
+      ? `waited for quiet (< ${QUIET_BELOW} other cores) before each measurement: ${(quietWaitMs / 1000).toFixed(0)} s in all, ` +
+        `${quietGaveUp} of ${quietWaits} measurements started busy after ${QUIET_WAIT_MS / 1000} s`
+      : 'no waiting for quiet (--quiet-below 0)',
+    '',
+    fmt(head),
+    sep,
+    ...lines.map(fmt),
+    sep,
+    growth,
+  ]
+    .filter((l, i, a) => !(l === '' && i === a.length - 1))
+    .join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  log(`work dir ${work}; blobs ${fmtMB(BIG)} / ${fmtMB(SMALL)}; ${DURATION} s per rate row; phases ${[...PHASES].join(',')}`);
+  const loaded = await phasePush();
+  if (PHASES.has('read')) await phaseRead(loaded);
+  if (PHASES.has('auth10')) await phaseAuth(10, R.auth10, R.cold10, loaded);
+  if (PHASES.has('auth12')) await phaseAuth(12, R.auth12, R.cold12, loaded);
+  R.rssPeak.ours = peakRss.ours / MB;
+  R.rssPeak.dist = peakRss.dist / MB;
+
+  const out = table();
+  process.stdout.write(`\n${out}\n`);
+  if (argv.json) {
+    const result = {
+      date: new Date().toISOString(),
+      quick: QUICK,
+      node: process.version,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      blobBytes: BIG,
+      smallBlobBytes: SMALL,
+      durationS: DURATION,
+      connections: CONNECTIONS,
+      rows: rows.map((r) => ({
+        id: r.id,
+        label: r.label.trim(),
+        unit: r.unit,
+        better: r.better,
+        ours: r.ours,
+        distribution: r.dist,
+        ratio: ratio(r),
+        target: r.target,
+        pass: r.target === undefined || ratio(r) === undefined ? undefined : (ratio(r) as number) >= r.target,
+        samples: { ours: r.samples.ours, distribution: r.samples.dist },
+        detail: { ours: r.detail.ours, distribution: r.detail.dist },
+        noise: { ours: r.noise.ours, distribution: r.noise.dist },
+      })),
+      quiet: { below: QUIET_BELOW, waits: quietWaits, waitedS: quietWaitMs / 1000, startedBusy: quietGaveUp },
+      loadAverageAtStart: loadAtStart,
+      peakRssByPhaseMB: Object.fromEntries(
+        Object.entries(phasePeaks).map(([k, v]) => [k, { ours: v.ours / MB, distribution: v.dist / MB }]),
+      ),
+      table: out,
+    };
+    writeFileSync(argv.json, `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote ${argv.json}`);
+  }
+}
+
+async function cleanup(): Promise<void> {
+  for (const r of running) await r.stop().catch(() => {});
+  if (argv.keep) log(`kept ${work}`);
+  else rmSync(work, { recursive: true, force: true });
+}
+
+process.once('SIGINT', () => {
+  cleanup().finally(() => process.exit(130));
+});
+
+try {
+  await main();
+  await cleanup();
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+  await cleanup();
+  process.exit(1);
+}

@@ -1,0 +1,352 @@
+// The load generators, identical for both servers: a push client over undici
+// (POST, one streamed PATCH, PUT ?digest=), wrk for manifest GETs, autocannon
+// for blob HEADs, curl for blob GETs.
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { Agent, request } from 'undici';
+
+const execFileP = promisify(execFile);
+const require = createRequire(import.meta.url);
+
+export const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+].join(', ');
+
+export function basic(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
+export function sha256(data: Uint8Array): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+// ---------------------------------------------------------------- push
+
+export interface PushOptions {
+  auth?: string;
+  /** Send the PATCH body with Content-Length instead of chunked. */
+  contentLength?: boolean;
+  /** Size of the pieces the body is streamed in. */
+  chunkSize?: number;
+}
+
+const pushAgent = new Agent({ connections: 4, headersTimeout: 600_000, bodyTimeout: 600_000 });
+
+function headers(auth: string | undefined, extra: Record<string, string> = {}): Record<string, string> {
+  return auth ? { authorization: auth, ...extra } : extra;
+}
+
+async function expectStatus(res: Awaited<ReturnType<typeof request>>, want: number, what: string): Promise<void> {
+  if (res.statusCode !== want) {
+    const text = await res.body.text().catch(() => '');
+    throw new Error(`${what}: HTTP ${res.statusCode} (wanted ${want}) ${text.slice(0, 300)}`);
+  }
+  await res.body.dump();
+}
+
+/** Streamed upload: POST to start, one PATCH with the whole body, PUT ?digest= to finish. */
+export async function pushBlobStreamed(
+  base: string,
+  repo: string,
+  data: Buffer,
+  digest: string,
+  options: PushOptions = {},
+): Promise<void> {
+  const chunkSize = options.chunkSize ?? 1024 * 1024;
+  const post = await request(`${base}/v2/${repo}/blobs/uploads/`, {
+    method: 'POST',
+    headers: headers(options.auth, { 'content-length': '0' }),
+    dispatcher: pushAgent,
+  });
+  const location = post.headers.location as string | undefined;
+  await expectStatus(post, 202, `POST upload ${repo}`);
+  if (!location) throw new Error('POST upload: no Location');
+  const patchUrl = new URL(location, base);
+
+  async function* pieces() {
+    for (let off = 0; off < data.length; off += chunkSize) yield data.subarray(off, Math.min(off + chunkSize, data.length));
+  }
+  const patchHeaders: Record<string, string> = { 'content-type': 'application/octet-stream' };
+  if (options.contentLength) patchHeaders['content-length'] = String(data.length);
+  const patch = await request(patchUrl, {
+    method: 'PATCH',
+    headers: headers(options.auth, patchHeaders),
+    // undici streams an async iterable body (chunked unless content-length is given).
+    body: pieces() as unknown as Readable,
+    dispatcher: pushAgent,
+  });
+  const next = patch.headers.location as string | undefined;
+  await expectStatus(patch, 202, `PATCH upload ${repo}`);
+  if (!next) throw new Error('PATCH upload: no Location');
+
+  const putUrl = new URL(next, base);
+  putUrl.searchParams.set('digest', digest);
+  const put = await request(putUrl, {
+    method: 'PUT',
+    headers: headers(options.auth, { 'content-length': '0' }),
+    dispatcher: pushAgent,
+  });
+  await expectStatus(put, 201, `PUT upload ${repo}`);
+}
+
+/** Small blob in one POST ?digest= (for the image's config and layer). */
+export async function pushBlobMonolithic(base: string, repo: string, data: Buffer, auth?: string): Promise<string> {
+  const digest = sha256(data);
+  // distribution 2.8 does not take a body on POST ?digest=: use POST + PUT with the body.
+  const post = await request(`${base}/v2/${repo}/blobs/uploads/`, {
+    method: 'POST',
+    headers: headers(auth, { 'content-length': '0' }),
+    dispatcher: pushAgent,
+  });
+  const location = post.headers.location as string | undefined;
+  await expectStatus(post, 202, `POST upload ${repo}`);
+  const putUrl = new URL(location!, base);
+  putUrl.searchParams.set('digest', digest);
+  const put = await request(putUrl, {
+    method: 'PUT',
+    headers: headers(auth, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) }),
+    body: data,
+    dispatcher: pushAgent,
+  });
+  await expectStatus(put, 201, `PUT blob ${repo}`);
+  return digest;
+}
+
+export interface PushedImage {
+  repo: string;
+  tag: string;
+  manifestDigest: string;
+  layerDigest: string;
+  manifestSize: number;
+}
+
+/** A small OCI image (config + one layer + manifest) under repo:tag. */
+export async function pushSmallImage(base: string, repo: string, tag: string, auth?: string): Promise<PushedImage> {
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: [`sha256:${'0'.repeat(64)}`] },
+      config: { Env: ['PATH=/usr/bin'] },
+    }),
+  );
+  // Deterministic pseudo-random layer bytes, the same for both servers.
+  const layer = Buffer.alloc(64 * 1024);
+  let x = 12345;
+  for (let i = 0; i < layer.length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    layer[i] = x >>> 24;
+  }
+  const configDigest = await pushBlobMonolithic(base, repo, config, auth);
+  const layerDigest = await pushBlobMonolithic(base, repo, layer, auth);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: config.length },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layerDigest, size: layer.length }],
+      annotations: { 'org.opencontainers.image.title': 'registry-stack bench' },
+    }),
+  );
+  const res = await request(`${base}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: headers(auth, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }),
+    body: manifest,
+    dispatcher: pushAgent,
+  });
+  await expectStatus(res, 201, `PUT manifest ${repo}:${tag}`);
+  return { repo, tag, manifestDigest: sha256(manifest), layerDigest, manifestSize: manifest.length };
+}
+
+/** One GET of the manifest by tag, checking the answer is the pushed manifest. */
+export async function checkManifest(base: string, image: PushedImage, auth?: string): Promise<void> {
+  const res = await request(`${base}/v2/${image.repo}/manifests/${image.tag}`, {
+    headers: headers(auth, { accept: MANIFEST_ACCEPT }),
+  });
+  const body = Buffer.from(await res.body.arrayBuffer());
+  if (res.statusCode !== 200) throw new Error(`GET manifest: HTTP ${res.statusCode} ${body.toString().slice(0, 200)}`);
+  if (sha256(body) !== image.manifestDigest) throw new Error('GET manifest: wrong bytes');
+  if (res.headers['content-type'] !== 'application/vnd.oci.image.manifest.v1+json') {
+    throw new Error(`GET manifest: content-type ${res.headers['content-type']}`);
+  }
+}
+
+// ---------------------------------------------------------------- wrk (GET)
+
+export interface RateResult {
+  rps: number;
+  requests: number;
+  errors: number;
+  non2xx: number;
+  latencyP50ms?: number;
+  latencyP99ms?: number;
+}
+
+function parseWrkLatency(s: string | undefined): number | undefined {
+  if (!s) return undefined;
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(s);
+  if (!m) return undefined;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 'ms' ? v : m[2] === 's' ? v * 1000 : v * 60_000;
+}
+
+export async function wrkGet(
+  url: string,
+  opts: { connections: number; threads: number; durationS: number; headers: Record<string, string>; timeoutS?: number },
+): Promise<RateResult> {
+  const args = [
+    `-t${opts.threads}`,
+    `-c${opts.connections}`,
+    `-d${opts.durationS}s`,
+    `--timeout`,
+    `${opts.timeoutS ?? 60}s`,
+    '--latency',
+  ];
+  for (const [k, v] of Object.entries(opts.headers)) args.push('-H', `${k}: ${v}`);
+  args.push(url);
+  const { stdout } = await execFileP('wrk', args, { maxBuffer: 1 << 20 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  const errors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  if (!Number.isFinite(rps)) throw new Error(`could not parse wrk output:\n${stdout}`);
+  return {
+    rps,
+    requests,
+    errors,
+    non2xx,
+    latencyP50ms: parseWrkLatency(/^\s+50%\s+(\S+)/m.exec(stdout)?.[1]),
+    latencyP99ms: parseWrkLatency(/^\s+99%\s+(\S+)/m.exec(stdout)?.[1]),
+  };
+}
+
+// ---------------------------------------------------------------- autocannon (HEAD)
+
+/**
+ * autocannon's HTTP parser (http-parser-js) is not told that a HEAD response
+ * has no body, so it waits for Content-Length bytes that never come (the same
+ * reason wrk hangs on HEAD). This setupClient hook makes the parser skip the
+ * body of every response, which is right because every request is a HEAD.
+ */
+function skipBodiesForHead(client: any): void {
+  const parser = client.parser;
+  const { HTTPParser } = require('http-parser-js');
+  const key = HTTPParser.kOnHeadersComplete;
+  let wrapped: ((...args: unknown[]) => unknown) | undefined;
+  Object.defineProperty(parser, key, {
+    configurable: true,
+    get: () => wrapped,
+    set: (fn: (...args: unknown[]) => unknown) => {
+      wrapped = (...args: unknown[]) => {
+        fn(...args);
+        return true; // skipBody
+      };
+    },
+  });
+}
+
+export async function autocannonHead(
+  url: string,
+  opts: { connections: number; durationS: number; headers: Record<string, string> },
+): Promise<RateResult> {
+  const autocannon = require('autocannon');
+  const result = await autocannon({
+    url,
+    method: 'HEAD',
+    connections: opts.connections,
+    duration: opts.durationS,
+    headers: opts.headers,
+    timeout: 30,
+    setupClient: skipBodiesForHead,
+  });
+  const requests = result.requests.total as number;
+  return {
+    rps: requests / (result.duration as number),
+    requests,
+    errors: (result.errors as number) + (result.timeouts as number),
+    non2xx: result.non2xx as number,
+    latencyP50ms: result.latency.p50,
+    latencyP99ms: result.latency.p99,
+  };
+}
+
+// ---------------------------------------------------------------- curl (blob GET)
+
+export interface DownloadResult {
+  bytes: number;
+  seconds: number;
+}
+
+/** `clients` concurrent curl -o /dev/null of the same URL; wall time until all are done. */
+export async function curlParallel(url: string, clients: number, expectBytes: number, auth?: string): Promise<DownloadResult> {
+  const args = ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}\\n'];
+  if (auth) args.push('-H', `Authorization: ${auth}`);
+  args.push(url);
+  const t0 = process.hrtime.bigint();
+  const outs = await Promise.all(
+    Array.from(
+      { length: clients },
+      () =>
+        new Promise<string>((resolve, reject) => {
+          const p = spawn('curl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+          let out = '';
+          let err = '';
+          p.stdout.on('data', (d) => (out += d));
+          p.stderr.on('data', (d) => (err += d));
+          p.on('error', reject);
+          p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`curl exited ${code}: ${err}`))));
+        }),
+    ),
+  );
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  let bytes = 0;
+  for (const out of outs) {
+    const [code, size] = out.trim().split(' ');
+    if (code !== '200' || Number(size) !== expectBytes) throw new Error(`blob GET: HTTP ${code}, ${size} bytes (wanted ${expectBytes})`);
+    bytes += Number(size);
+  }
+  return { bytes, seconds };
+}
+
+// ---------------------------------------------------------------- auth cold start
+
+/**
+ * `n` clients, each on its own connection, send the same credentials at once
+ * to a server that has not verified them yet (what a fleet of CI jobs does
+ * right after a restart). Returns seconds until the last one is answered.
+ */
+export async function coldLogins(url: string, n: number, auth: string): Promise<number> {
+  const agent = new Agent({ connections: n, pipelining: 1, headersTimeout: 600_000, bodyTimeout: 600_000 });
+  try {
+    const t0 = process.hrtime.bigint();
+    const statuses = await Promise.all(
+      Array.from({ length: n }, async () => {
+        const res = await request(url, { headers: { authorization: auth, accept: MANIFEST_ACCEPT }, dispatcher: agent });
+        await res.body.dump();
+        return res.statusCode;
+      }),
+    );
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const bad = statuses.filter((s) => s !== 200);
+    if (bad.length > 0) throw new Error(`cold logins: ${bad.length} answers were not 200 (${bad[0]})`);
+    return seconds;
+  } finally {
+    await agent.close();
+  }
+}
+
+/** `sync`: flush dirty pages so one server's writeback doesn't land in the other's timing. */
+export async function syncDisks(): Promise<void> {
+  await execFileP('sync');
+}
+
+export async function htpasswdFile(file: string, user: string, password: string, cost: number): Promise<void> {
+  await execFileP('htpasswd', ['-Bbc', '-C', String(cost), file, user, password]);
+}
