@@ -1,13 +1,16 @@
 // htpasswd files with bcrypt entries (as written by `htpasswd -B`), checked
-// with bcryptjs. A bcrypt compare costs milliseconds to tens of milliseconds
-// and clients send Basic credentials on every request, so successful
-// verifications are remembered for a short time, keyed by an HMAC of the
-// credentials under a per-process random key (the cache never holds a
-// password or anything a password could be recovered from cheaply).
+// with bcryptjs on worker threads. A bcrypt compare costs tens to hundreds of
+// milliseconds and clients send Basic credentials on every request, so
+// verifications are remembered for a short time (successes for a minute,
+// failures for a few seconds), keyed by an HMAC of the credentials under a
+// per-process random key (the cache never holds a password or anything a
+// password could be recovered from cheaply), and concurrent checks of the
+// same credentials share one compare.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
 import { LruCache } from '../registry/lru.ts';
+import { BcryptPool } from './bcrypt-pool.ts';
 
 export interface HtpasswdOptions {
   path: string;
@@ -17,14 +20,16 @@ export interface HtpasswdOptions {
   reloadCheckMs?: number;
 }
 
-// A valid hash of a random password, compared against when the user is unknown,
-// so that an unknown user costs as much time as a wrong password.
-let dummyHash: string | undefined;
-const dummy = () => (dummyHash ??= bcrypt.hashSync(randomBytes(16).toString('hex'), 10));
+// A valid cost-10 hash of a random, discarded password, compared against when
+// the user is unknown, so that an unknown user costs as much time as a wrong password.
+const DUMMY_HASH = '$2b$10$M1I/juEJ1t/V14r4RO4qu.uYoxfxZ.0Svt4864P5bR/fW/Erps2Rq';
+const FAILURE_TTL_MS = 5_000;
 
 export class Htpasswd {
   private users = new Map<string, string>();
-  private readonly verified: LruCache<string, { user: string; expires: number }>;
+  private readonly verified: LruCache<string, { user: string; ok: boolean; expires: number }>;
+  private readonly inflight = new Map<string, Promise<boolean>>();
+  private readonly pool = new BcryptPool();
   private readonly hmacKey = randomBytes(32);
   private readonly cacheTtlMs: number;
   private readonly reloadCheckMs: number;
@@ -47,13 +52,29 @@ export class Htpasswd {
     this.maybeReload();
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
     const hit = this.verified.get(key);
-    if (hit && hit.expires > Date.now() && hit.user === user) return user;
+    if (hit && hit.expires > Date.now() && hit.user === user) return hit.ok ? user : undefined;
 
+    let check = this.inflight.get(key);
+    if (!check) {
+      check = this.compare(user, password, key).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, check);
+    }
+    return (await check) ? user : undefined;
+  }
+
+  private async compare(user: string, password: string, key: string): Promise<boolean> {
     const hash = this.users.get(user);
-    const ok = await bcrypt.compare(password, normalise(hash ?? dummy()));
-    if (!ok || hash === undefined) return undefined;
-    this.verified.set(key, { user, expires: Date.now() + this.cacheTtlMs });
-    return user;
+    const generation = this.users;
+    const ok = (await this.pool.compare(password, normalise(hash ?? DUMMY_HASH))) && hash !== undefined;
+    // A reload while comparing may have changed the password: do not cache the old answer.
+    if (generation === this.users) {
+      this.verified.set(key, { user, ok, expires: Date.now() + (ok ? this.cacheTtlMs : FAILURE_TTL_MS) });
+    }
+    return ok;
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
   }
 
   private maybeReload(): void {

@@ -16,7 +16,7 @@ import { Health } from '../ops/health.ts';
 import { Maintenance } from '../ops/maintenance.ts';
 import { Metrics } from '../ops/metrics.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
-import { FilesystemDriver } from '../storage/filesystem.ts';
+import { createDriver } from '../storage/factory.ts';
 import { createApp } from './app.ts';
 import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
@@ -48,9 +48,7 @@ export interface StartOptions {
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.loglevel ?? config.log.level, config.log.fields);
-  const rootdirectory = config.storage.filesystem?.rootdirectory;
-  if (!rootdirectory) throw new Error('storage.filesystem.rootdirectory is required');
-  const driver = new FilesystemDriver(rootdirectory);
+  const driver = createDriver(config);
   const mirrorMode = config.proxy !== undefined;
   const registry = new LocalRegistry(driver, {
     deleteEnabled: config.storage.delete.enabled && !mirrorMode,
@@ -156,6 +154,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
         server.closeAllConnections();
       });
       await mirror?.close();
+      await htpasswd?.close();
     },
   };
 }

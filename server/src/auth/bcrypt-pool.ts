@@ -1,0 +1,57 @@
+// bcrypt compares on worker threads. A compare costs tens to hundreds of
+// milliseconds of CPU; on the main thread (bcryptjs) it would stall every
+// other request while a client logs in, or while someone guesses passwords.
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+
+interface Pending {
+  resolve: (ok: boolean) => void;
+  reject: (err: Error) => void;
+}
+
+export class BcryptPool {
+  private workers: Worker[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private next = 0;
+
+  constructor(private readonly size = Math.max(1, Math.min(4, availableParallelism() - 1))) {}
+
+  compare(password: string, hash: string): Promise<boolean> {
+    if (this.workers.length === 0) this.start();
+    const id = this.nextId++;
+    const worker = this.workers[this.next++ % this.workers.length];
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.postMessage({ id, password, hash });
+    });
+  }
+
+  private start(): void {
+    for (let i = 0; i < this.size; i++) {
+      const worker = new Worker(new URL('./bcrypt-worker.mjs', import.meta.url));
+      worker.unref();
+      worker.on('message', ({ id, ok }: { id: number; ok: boolean }) => {
+        this.pending.get(id)?.resolve(ok);
+        this.pending.delete(id);
+      });
+      worker.on('error', (err) => this.failAll(err));
+      worker.on('exit', () => {
+        this.workers = this.workers.filter((w) => w !== worker);
+        this.failAll(new Error('bcrypt worker exited'));
+      });
+      this.workers.push(worker);
+    }
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    const workers = this.workers;
+    this.workers = [];
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
