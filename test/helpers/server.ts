@@ -26,6 +26,11 @@ export interface TestServerOptions {
   extra?: Record<string, unknown>;
   /** Reuse an existing data directory. */
   root?: string;
+  /**
+   * The storage driver section(s) to use instead of storage.filesystem, e.g.
+   * `{ s3: bucket.storageConfig() }`; delete/maintenance settings stay as above.
+   */
+  storageDriver?: Record<string, unknown>;
 }
 
 export const TEST_USER = 'tester';
@@ -52,7 +57,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
     storage: {
-      filesystem: { rootdirectory: path.join(root, 'data') },
+      ...(options.storageDriver ?? { filesystem: { rootdirectory: path.join(root, 'data') } }),
       delete: { enabled: options.deleteEnabled ?? true },
       ...(options.readOnly ? { maintenance: { readonly: { enabled: true } } } : {}),
     },

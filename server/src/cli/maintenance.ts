@@ -8,7 +8,7 @@ import type { RegistryConfig } from '../config/schema.ts';
 import { collectGarbage } from '../registry/gc.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import { pruneCache } from '../proxy/prune.ts';
-import { FilesystemDriver } from '../storage/filesystem.ts';
+import { createDriver } from '../storage/factory.ts';
 
 interface GcFlags {
   dryRun?: boolean;
@@ -57,9 +57,7 @@ function load(file: string): RegistryConfig {
 }
 
 function open(config: RegistryConfig): LocalRegistry {
-  const root = config.storage.filesystem?.rootdirectory;
-  if (!root) fail('storage.filesystem.rootdirectory is required');
-  return new LocalRegistry(new FilesystemDriver(root), { deleteEnabled: true, readOnly: false });
+  return new LocalRegistry(createDriver(config), { deleteEnabled: true, readOnly: false });
 }
 
 function progressBar(): { update: (phase: string, done: number, total: number) => void; stop: () => void } | undefined {

@@ -3,6 +3,7 @@ import { ConfigError, type LoadedConfig, loadConfigFile } from '../config/load.t
 import { quickstartConfig } from '../config/quickstart.ts';
 import { startServer } from '../http/server.ts';
 import { createLogger } from '../ops/logger.ts';
+import { describeStorage } from '../storage/factory.ts';
 
 export async function serveCommand(configFile: string | undefined): Promise<void> {
   let loaded: LoadedConfig;
@@ -26,7 +27,7 @@ export async function serveCommand(configFile: string | undefined): Promise<void
   for (const name of ignoredEnv) logger.warn({ env: name }, 'ignoring environment variable that names no config key');
 
   const running = await startServer(config, { logger });
-  logger.info({ url: running.url, root: config.storage.filesystem?.rootdirectory }, 'registry listening');
+  logger.info({ url: running.url, root: describeStorage(config) }, 'registry listening');
   if (quick) {
     const host = running.url.replace(/^https?:\/\//, '');
     process.stderr.write(

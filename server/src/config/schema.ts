@@ -54,9 +54,62 @@ const filesystem = z.strictObject({
   maxthreads: int.optional(),
 });
 
+const MiB = 1024 * 1024;
+
+/** distribution's s3 driver keys (storage.s3), plus the few of its later versions. */
+const s3 = z
+  .strictObject({
+    bucket: str.pipe(z.string().min(1, 'the bucket name is required')),
+    region: str.default('us-east-1'),
+    /** Endpoint of an S3-compatible service (R2, Ceph RGW, MinIO); scheme optional (see secure). */
+    regionendpoint: str.optional(),
+    accesskey: str.optional(),
+    secretkey: str.optional(),
+    sessiontoken: str.optional(),
+    /** Path-style addressing; default: on when regionendpoint is set. */
+    forcepathstyle: bool.optional(),
+    /** Bytes per stored piece of an upload (at least 5 MiB, as S3's smallest multipart part). */
+    chunksize: size.default(10 * MiB),
+    rootdirectory: str.optional(),
+    /** https for a regionendpoint given without a scheme. */
+    secure: bool.default(true),
+    skipverify: bool.default(false),
+    encrypt: bool.default(false),
+    keyid: str.optional(),
+    /** Signature v4 is the only one S3 services still accept; false is refused. */
+    v4auth: bool.default(true),
+    multipartcopychunksize: size.default(32 * MiB),
+    multipartcopymaxconcurrency: int.pipe(z.number().int().positive()).default(100),
+    multipartcopythresholdsize: size.default(32 * MiB),
+    storageclass: str.default('STANDARD'),
+    objectacl: str.optional(),
+    useragent: str.optional(),
+    usedualstack: bool.optional(),
+    accelerate: bool.optional(),
+    loglevel: str.optional(),
+    checksumdisabled: bool.optional(),
+    checksumalgorithm: str.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.chunksize < 5 * MiB) {
+      ctx.addIssue({ code: 'custom', path: ['chunksize'], message: `must be at least 5 MiB (5242880), got ${s.chunksize}` });
+    }
+    if (s.chunksize > 5 * 1024 * MiB) {
+      ctx.addIssue({ code: 'custom', path: ['chunksize'], message: `must be at most 5 GiB, got ${s.chunksize}` });
+    }
+    if (s.multipartcopychunksize < 5 * MiB) {
+      ctx.addIssue({ code: 'custom', path: ['multipartcopychunksize'], message: 'must be at least 5 MiB (5242880)' });
+    }
+    if (!s.v4auth) ctx.addIssue({ code: 'custom', path: ['v4auth'], message: 'only signature v4 is supported' });
+    if ((s.accesskey === undefined) !== (s.secretkey === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [s.accesskey === undefined ? 'accesskey' : 'secretkey'], message: 'accesskey and secretkey go together' });
+    }
+  });
+
 const storage = z
   .strictObject({
     filesystem: filesystem.optional(),
+    s3: s3.optional(),
     delete: z.strictObject({ enabled: bool.default(false) }).default({ enabled: false }),
     cache: z
       .strictObject({
@@ -81,8 +134,11 @@ const storage = z
     tag: z.strictObject({ concurrencylimit: int.optional() }).optional(),
   })
   .superRefine((s, ctx) => {
-    if (!s.filesystem) {
-      ctx.addIssue({ code: 'custom', path: ['filesystem'], message: 'a storage driver is required (storage.filesystem)' });
+    if (!s.filesystem && !s.s3) {
+      ctx.addIssue({ code: 'custom', path: ['filesystem'], message: 'a storage driver is required (storage.filesystem or storage.s3)' });
+    }
+    if (s.filesystem && s.s3) {
+      ctx.addIssue({ code: 'custom', path: ['s3'], message: 'exactly one storage driver may be configured: storage.filesystem or storage.s3, not both' });
     }
   });
 
