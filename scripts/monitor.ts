@@ -10,7 +10,6 @@
 //               over HTTPS with normal certificate checks
 //
 // Any failed check: error log line, alert (when a webhook is set), exit 1.
-import { readFileSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import * as path from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
@@ -27,6 +26,7 @@ import {
   positiveNumber,
   runScript,
   UsageError,
+  readCaFile,
 } from './lib/cli.ts';
 import {
   type ContainerSummary,
@@ -394,14 +394,7 @@ async function run(opts: MonitorOptions, log: Logger): Promise<Outcome> {
   const skip = new Set(opts.skip ?? []);
   const timeoutMs = opts.timeout * 1000;
   const socket = opts.dockerSocket;
-  let ca: Buffer[] | undefined;
-  if (opts.caFile) {
-    try {
-      ca = [readFileSync(opts.caFile)];
-    } catch (err) {
-      throw new UsageError(`--ca-file ${opts.caFile}: ${describeError(err)}`);
-    }
-  }
+  const ca = readCaFile(opts.caFile);
   let resolve: Map<string, string>;
   try {
     resolve = parseResolve(opts.resolve ?? []);

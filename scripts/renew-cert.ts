@@ -14,7 +14,6 @@
 // OPS_CADDY_CONTAINER) makes the reload a `docker exec <container> caddy
 // reload --config <Caddyfile> --force` through the Docker socket, which
 // POSTs /load with the same must-revalidate header.
-import { readFileSync } from 'node:fs';
 import { Option } from 'commander';
 import {
   addExitCodeHelp,
@@ -28,6 +27,7 @@ import {
   positiveNumber,
   runScript,
   UsageError,
+  readCaFile,
 } from './lib/cli.ts';
 import { DEFAULT_DOCKER_SOCKET, DockerClient } from './lib/docker.ts';
 import { describeError, httpRequest } from './lib/http.ts';
@@ -274,14 +274,7 @@ async function run(opts: RenewOptions, log: Logger): Promise<Outcome> {
     if (!adminExplicit) container = opts.caddyContainer;
   }
   const via = container ? { caddyContainer: container, caddyConfig: opts.caddyConfig } : { caddyAdmin: admin.shown };
-  let ca: Buffer[] | undefined;
-  if (opts.caFile) {
-    try {
-      ca = [readFileSync(opts.caFile)];
-    } catch (err) {
-      throw new UsageError(`--ca-file ${opts.caFile}: ${describeError(err)}`);
-    }
-  }
+  const ca = readCaFile(opts.caFile);
   const timeoutMs = opts.timeout * 1000;
   const check = (t: HostTarget) => checkHost(t, connectTo, ca, opts.days, timeoutMs);
   const logCheck = (c: HostCheck, phase: string) => {

@@ -4,6 +4,7 @@
 //
 // Exit codes: 0 all good; 1 something is wrong (a check failed, an operation
 // failed; an alert was sent when a webhook is configured); 2 bad usage.
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { sendAlert, type AlertLevel } from './alert.ts';
@@ -255,4 +256,14 @@ export function formatBytes(n: number): string {
     i++;
   }
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** The CA certificates of --ca-file, if given (a usage error when the file can't be read). */
+export function readCaFile(file: string | undefined): Buffer[] | undefined {
+  if (!file) return undefined;
+  try {
+    return [readFileSync(file)];
+  } catch (err) {
+    throw new UsageError(`--ca-file ${file}: ${describeError(err)}`);
+  }
 }
