@@ -21,6 +21,7 @@ export interface LoadedConfig {
 }
 
 const ENV_PREFIX = 'REGISTRY_';
+const UPSTREAM_LOGIN_ENV = /^REGISTRY_PROXY_[A-Z0-9_]+_(USERNAME|PASSWORD)$/;
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   let text: string;
@@ -57,7 +58,8 @@ export function loadConfigObject(
     if (!name.startsWith(ENV_PREFIX) || value === undefined) continue;
     const keyPath = name.slice(ENV_PREFIX.length).toLowerCase().split('_');
     if (!knownPath(keyPath)) {
-      ignoredEnv.push(name);
+      // Upstream logins of the mirror (REGISTRY_PROXY_GHCR_IO_PASSWORD) are read by the mirror itself.
+      if (!UPSTREAM_LOGIN_ENV.test(name)) ignoredEnv.push(name);
       continue;
     }
     setPath(doc, keyPath, envValue(value));
