@@ -1,7 +1,9 @@
 // `registry garbage-collect` and `registry prune`: the offline forms, run
 // against a data directory (as distribution's garbage-collect is). While a
 // server is running, prefer its admin endpoints (/admin/gc, /admin/prune):
-// only the server itself knows which pushes are in flight.
+// only the server itself knows which pushes are in flight. With a redis
+// section the offline run joins the replicas' shared state (pins, the
+// maintenance lock, the descriptor cache), so it is safe next to them too.
 import { SingleBar } from 'cli-progress';
 import { ConfigError, loadConfigFile } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
@@ -9,6 +11,8 @@ import { collectGarbage } from '../registry/gc.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import { pruneCache } from '../proxy/prune.ts';
 import { createDriver } from '../storage/factory.ts';
+import { silentLogger } from '../ops/logger.ts';
+import { createSharedState } from '../shared/shared-state.ts';
 
 interface GcFlags {
   dryRun?: boolean;
@@ -18,7 +22,7 @@ interface GcFlags {
 
 export async function garbageCollectCommand(configFile: string, flags: GcFlags): Promise<void> {
   const config = load(configFile);
-  const registry = open(config);
+  const { registry, close } = await open(config);
   const bar = progressBar();
   const result = await collectGarbage(registry, {
     dryRun: flags.dryRun ?? false,
@@ -28,7 +32,7 @@ export async function garbageCollectCommand(configFile: string, flags: GcFlags):
     onDelete: (kind, what, bytes) => {
       if (!bar) report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes });
     },
-  });
+  }).finally(close);
   bar?.stop();
   summary(result, flags.dryRun ?? false);
 }
@@ -36,14 +40,14 @@ export async function garbageCollectCommand(configFile: string, flags: GcFlags):
 export async function pruneCommand(configFile: string, flags: { dryRun?: boolean }): Promise<void> {
   const config = load(configFile);
   if (!config.proxy) fail('prune is for mirror caches (the config has no proxy section); use garbage-collect');
-  const registry = open(config);
+  const { registry, close } = await open(config);
   const result = await pruneCache(registry, {
     dryRun: flags.dryRun ?? false,
     maxAgeMs: config.cache?.maxage ?? config.proxy?.ttl ?? 168 * 3_600_000,
     maxSizeBytes: config.cache?.maxsize,
     graceMs: config.gc?.graceperiod ?? 3_600_000,
     onDelete: (kind, what, bytes) => report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes }),
-  });
+  }).finally(close);
   summary(result, flags.dryRun ?? false);
 }
 
@@ -56,8 +60,15 @@ function load(file: string): RegistryConfig {
   }
 }
 
-function open(config: RegistryConfig): LocalRegistry {
-  return new LocalRegistry(createDriver(config), { deleteEnabled: true, readOnly: false });
+async function open(config: RegistryConfig): Promise<{ registry: LocalRegistry; close: () => Promise<void> }> {
+  const driver = createDriver(config);
+  let shared;
+  try {
+    shared = await createSharedState(config, driver, silentLogger);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  return { registry: new LocalRegistry(driver, { deleteEnabled: true, readOnly: false, shared: shared.registry }), close: shared.close };
 }
 
 function progressBar(): { update: (phase: string, done: number, total: number) => void; stop: () => void } | undefined {

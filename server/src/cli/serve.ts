@@ -4,6 +4,7 @@ import { quickstartConfig } from '../config/quickstart.ts';
 import { startServer } from '../http/server.ts';
 import { createLogger } from '../ops/logger.ts';
 import { describeStorage } from '../storage/factory.ts';
+import { RedisUnavailable } from '../shared/redis.ts';
 
 export async function serveCommand(configFile: string | undefined): Promise<void> {
   let loaded: LoadedConfig;
@@ -26,7 +27,17 @@ export async function serveCommand(configFile: string | undefined): Promise<void
   const logger = createLogger(config.loglevel ?? config.log.level, config.log.fields);
   for (const name of ignoredEnv) logger.warn({ env: name }, 'ignoring environment variable that names no config key');
 
-  const running = await startServer(config, { logger });
+  let running: Awaited<ReturnType<typeof startServer>>;
+  try {
+    running = await startServer(config, { logger });
+  } catch (err) {
+    // Replicas must not run without the state they share: say so plainly and stop.
+    if (err instanceof RedisUnavailable) {
+      process.stderr.write(`registry: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
   logger.info({ url: running.url, root: describeStorage(config) }, 'registry listening');
   if (quick) {
     const host = running.url.replace(/^https?:\/\//, '');

@@ -232,6 +232,28 @@ const proxy = z.strictObject({
   tagmaxage: duration.default(60_000),
 });
 
+/**
+ * distribution's `redis` section (2.8 keys): what replicas behind one load
+ * balancer share (GC pins and lock, the mirror's single-flight, upload hash
+ * state, rate-limit counters, the blob descriptor cache). ioredis multiplexes
+ * one connection, so `pool` is accepted for compatibility and not used.
+ */
+const redis = z.strictObject({
+  /** host:port of the Redis server. */
+  addr: str.pipe(z.string().regex(/^(?:\[[^\]]+\]|[^\s:/]+):\d{1,5}$/, 'must be host:port, e.g. redis:6379')),
+  /** Redis 6 ACL user (distribution 3's key); the password alone authenticates as "default". */
+  username: str.optional(),
+  password: str.optional(),
+  db: int.pipe(z.number().int().min(0)).default(0),
+  dialtimeout: duration.optional(),
+  readtimeout: duration.optional(),
+  writetimeout: duration.optional(),
+  tls: z.strictObject({ enabled: bool.default(false), insecureskipverify: bool.default(false) }).optional(),
+  pool: z.strictObject({ maxidle: int.optional(), maxactive: int.optional(), idletimeout: duration.optional() }).optional(),
+  /** Ours: prefix of every key, so that deployments can share one database. */
+  prefix: str.pipe(z.string().regex(/^[A-Za-z0-9:._-]{0,64}$/, 'letters, digits and :._- only')).default('registry:'),
+});
+
 /** Ours: the admin listener (metrics, health, GC and prune endpoints), loopback by default. */
 const admin = z.strictObject({
   addr: str.default('127.0.0.1:5001'),
@@ -285,7 +307,7 @@ export const configSchema = z.strictObject({
   health: health.optional(),
   proxy: proxy.optional(),
   notifications: z.record(z.string(), z.unknown()).optional(),
-  redis: z.record(z.string(), z.unknown()).optional(),
+  redis: redis.optional(),
   validation: z.record(z.string(), z.unknown()).optional(),
   compatibility: z.record(z.string(), z.unknown()).optional(),
   reporting: z.record(z.string(), z.unknown()).optional(),
@@ -294,6 +316,10 @@ export const configSchema = z.strictObject({
   ratelimit: ratelimit.optional(),
   gc: gc.optional(),
   cache: cache.optional(),
+}).superRefine((c, ctx) => {
+  if (c.storage.cache?.blobdescriptor === 'redis' && !c.redis) {
+    ctx.addIssue({ code: 'custom', path: ['storage', 'cache', 'blobdescriptor'], message: '"redis" needs a redis section (redis.addr)' });
+  }
 });
 
 export type RegistryConfig = z.output<typeof configSchema>;

@@ -2,32 +2,49 @@
 // per client IP and per user, and a stricter limit on failed logins per IP
 // (brute force). The client IP comes from X-Forwarded-For only when the
 // connection came from a trusted proxy (proxy-addr, as Express does it).
+// With Redis, the counters live there (RateLimiterRedis, same buckets), so
+// replicas behind one load balancer share one budget per client; if Redis
+// fails, each replica falls back to its own in-memory counters.
 import type { IncomingMessage } from 'node:http';
 import proxyAddr from 'proxy-addr';
-import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RegistryConfig } from '../config/schema.ts';
 import { RegistryError } from '../registry/errors.ts';
+import type { SharedRedis } from '../shared/redis.ts';
 
 type Bucket = { rate: number; burst: number };
+type LimiterOptions = { keyPrefix: string; points: number; duration: number };
 
 export class RateLimits {
   private readonly perIp?: BurstyRateLimiter;
   private readonly perUser?: BurstyRateLimiter;
-  private readonly failedLogins?: RateLimiterMemory;
+  private readonly failedLogins?: RateLimiterAbstract;
   private readonly trust: (addr: string, i: number) => boolean;
   readonly enabled: boolean;
 
   constructor(
     config: RegistryConfig['ratelimit'],
     private readonly onLimited: (limit: string) => void = () => {},
+    /** Shared counters (replicas); in memory when absent. */
+    redis?: SharedRedis,
   ) {
     this.enabled = config?.enabled ?? false;
     this.trust = proxyAddr.compile(config?.trustedproxies ?? []);
     if (!this.enabled || !config) return;
-    if (config.perip) this.perIp = bucket(config.perip, 'ip');
-    if (config.peruser) this.perUser = bucket(config.peruser, 'user');
+    const make = (options: LimiterOptions): RateLimiterAbstract =>
+      redis
+        ? new RateLimiterRedis({
+            ...options,
+            storeClient: redis.client,
+            keyPrefix: redis.key('rl', options.keyPrefix),
+            rejectIfRedisNotReady: true,
+            insuranceLimiter: new RateLimiterMemory(options),
+          })
+        : new RateLimiterMemory(options);
+    if (config.perip) this.perIp = bucket(config.perip, 'ip', make);
+    if (config.peruser) this.perUser = bucket(config.peruser, 'user', make);
     if (config.failedlogins) {
-      this.failedLogins = new RateLimiterMemory({
+      this.failedLogins = make({
         keyPrefix: 'login',
         points: config.failedlogins.limit,
         duration: Math.max(1, Math.ceil(config.failedlogins.window / 1000)),
@@ -77,9 +94,9 @@ export class RateLimits {
 }
 
 /** rate requests/s sustained with `burst` extra: a steady limiter plus a burst allowance. */
-function bucket({ rate, burst }: Bucket, prefix: string): BurstyRateLimiter {
-  const steady = new RateLimiterMemory({ keyPrefix: `${prefix}-rate`, points: Math.max(1, Math.round(rate)), duration: 1 });
-  const extra = new RateLimiterMemory({
+function bucket({ rate, burst }: Bucket, prefix: string, make: (options: LimiterOptions) => RateLimiterAbstract): BurstyRateLimiter {
+  const steady = make({ keyPrefix: `${prefix}-rate`, points: Math.max(1, Math.round(rate)), duration: 1 });
+  const extra = make({
     keyPrefix: `${prefix}-burst`,
     points: burst,
     duration: Math.max(1, Math.ceil(burst / rate)),

@@ -22,6 +22,7 @@ import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
 import { MirrorRegistry } from '../proxy/mirror-registry.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
+import { createSharedState, type SharedState } from '../shared/shared-state.ts';
 
 export interface RunningServer {
   readonly server: http.Server;
@@ -35,6 +36,8 @@ export interface RunningServer {
   readonly maintenance: Maintenance;
   /** The admin listener (metrics, health, gc, prune), when admin is configured. */
   readonly adminUrl?: string;
+  /** What this server shares with other replicas (Redis, or the bucket), chosen from the config. */
+  readonly shared: SharedState;
   close(): Promise<void>;
 }
 
@@ -50,15 +53,22 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const logger = options.logger ?? createLogger(config.loglevel ?? config.log.level, config.log.fields);
   const driver = createDriver(config);
   const mirrorMode = config.proxy !== undefined;
+  // With a redis section: connects now, and refuses to start if Redis cannot be reached.
+  const shared = await createSharedState(config, driver, logger, {
+    onHashState: (event) => metrics.uploadHashStates.inc({ event }),
+  });
+  if (shared.redis) logger.info({ redis: shared.redis.addr, shared: shared.summary }, 'sharing state with other replicas through redis');
   const registry = new LocalRegistry(driver, {
     deleteEnabled: config.storage.delete.enabled && !mirrorMode,
     readOnly: mirrorMode || (config.storage.maintenance?.readonly?.enabled ?? false),
     blobDescriptorCacheSize: config.storage.cache?.blobdescriptorsize,
+    shared: shared.registry,
   });
   const mirror = config.proxy
     ? new MirrorRegistry(registry, Upstreams.fromConfig(config.proxy), {
         tagFreshnessMs: config.proxy.tagfreshness,
         logger,
+        fills: shared.fills,
       })
     : undefined;
   const service: RegistryService = mirror ?? registry;
@@ -72,8 +82,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   });
 
   const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
-  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }));
-  const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write);
+  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis);
+  const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write, shared.checks);
   const maintenance = new Maintenance(registry, config, metrics, logger);
 
   const app = createApp({
@@ -109,7 +119,12 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   if (config.http.timeout?.write) server.timeout = config.http.timeout.write;
 
   const addr = options.addr ?? config.http.addr;
-  await listen(server, config.http.net, addr);
+  try {
+    await listen(server, config.http.net, addr);
+  } catch (err) {
+    await shared.close();
+    throw err;
+  }
   const address = server.address() as AddressInfo | string;
   const port = typeof address === 'string' ? 0 : address.port;
   const host = typeof address === 'string' ? address : hostForUrl(address.address);
@@ -137,6 +152,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     metrics,
     maintenance,
     adminUrl,
+    shared,
     close: async () => {
       if (closed) return;
       closed = true;
@@ -155,6 +171,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       });
       await mirror?.close();
       await htpasswd?.close();
+      await shared.close();
     },
   };
 }

@@ -20,6 +20,8 @@ export class Health {
     private readonly registry: LocalRegistry,
     private readonly mirror: MirrorRegistry | undefined,
     private readonly storageWritable: boolean,
+    /** More dependencies to probe (e.g. the shared Redis): name → a probe that throws when failing. */
+    private readonly extra: Record<string, () => Promise<void>> = {},
   ) {}
 
   async readiness(): Promise<Readiness> {
@@ -38,6 +40,15 @@ export class Health {
     } catch (err) {
       ready = false;
       checks.storage = `failing: ${(err as Error).message}`;
+    }
+    for (const [name, probe] of Object.entries(this.extra)) {
+      try {
+        await probe();
+        checks[name] = 'ok';
+      } catch (err) {
+        ready = false;
+        checks[name] = `failing: ${(err as Error).message}`;
+      }
     }
     if (this.mirror) {
       for (const [host, ok] of Object.entries(await this.upstreams())) {

@@ -14,6 +14,7 @@ export class Metrics {
   readonly gcRuns: Counter<'kind' | 'result'>;
   readonly bytesFreed: Counter<'kind'>;
   readonly rateLimited: Counter<'limit'>;
+  readonly uploadHashStates: Counter<'event'>;
 
   constructor(upstreams: () => UpstreamClient[] = () => []) {
     const registers = [this.registry];
@@ -48,6 +49,12 @@ export class Metrics {
     });
     this.bytesFreed = new Counter({ name: 'registry_maintenance_freed_bytes_total', help: 'Bytes freed by GC and prune', labelNames: ['kind'], registers });
     this.rateLimited = new Counter({ name: 'registry_rate_limited_total', help: 'Requests refused by a rate limit', labelNames: ['limit'], registers });
+    this.uploadHashStates = new Counter({
+      name: 'registry_upload_hash_states_total',
+      help: 'Resumable upload hash states saved, loaded (another replica continued a session), missing, and commits that re-read the data (rehashed)',
+      labelNames: ['event'],
+      registers,
+    });
 
     // Upstream figures live in the clients; read them at scrape time.
     const upstreamGauge = (name: string, help: string, read: (c: UpstreamClient) => number | undefined) =>

@@ -20,7 +20,25 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 type State = 'starting' | 'running' | 'done' | 'failed';
 
-export class BlobFill {
+/** A cache fill clients can read while it runs: this process's own (BlobFill) or another replica's (RemoteFill). */
+export interface Fill {
+  readonly size: number | undefined;
+  readonly ready: Promise<number | undefined>;
+  readonly done: Promise<void>;
+  stream(range?: ByteRange): Readable;
+}
+
+/** Told about a fill's progress, to share it with other replicas (proxy/fill-coordinator.ts). */
+export interface FillObserver {
+  /** The upstream answered: the fill writes to `key`; `size` is undefined when the upstream sent none. */
+  started(key: string, size: number | undefined): void;
+  /** `written` bytes are stored at the key and readable by anyone. */
+  progress(written: number): void;
+  /** Committed (ok) or given up. */
+  finished(ok: boolean, error?: string): void;
+}
+
+export class BlobFill implements Fill {
   /** Size announced by the upstream (Content-Length); undefined until known or when not sent. */
   size: number | undefined;
   /** Resolves once the upstream answered (with the size, if it sent one); rejects if it failed first. */
@@ -41,7 +59,7 @@ export class BlobFill {
     readonly digest: Digest,
     private readonly cacheName: string,
     private readonly remoteName: string,
-    private readonly deps: { driver: StorageDriver; blobs: BlobStore; client: UpstreamClient; logger: Logger },
+    private readonly deps: { driver: StorageDriver; blobs: BlobStore; client: UpstreamClient; logger: Logger; observer?: FillObserver },
   ) {
     this.key = paths.uploadData(cacheName, this.uploadId);
     this.ready = new Promise((resolve, reject) => {
@@ -55,16 +73,19 @@ export class BlobFill {
 
   private async run(): Promise<void> {
     const { driver, blobs, client, logger } = this.deps;
+    let cleaned = false;
     try {
       const fetched = await client.getBlob(this.remoteName, this.digest.value);
       this.size = fetched.size;
       this.state = 'running';
       this.resolveReady(fetched.size);
+      this.deps.observer?.started(this.key, fetched.size);
       const hash = newHash(this.digest.algorithm);
       await driver.append(this.key, fetched.body, (chunk) => {
         hash.update(chunk);
         this.written += chunk.length;
         this.wake();
+        this.deps.observer?.progress(this.written);
       });
       if (this.size !== undefined && this.written !== this.size) {
         throw new Error(`upstream sent ${this.written} bytes of ${this.size} for ${this.digest.value}`);
@@ -76,19 +97,24 @@ export class BlobFill {
       this.size = this.written;
       await blobs.commitFrom(this.key, this.digest, this.written);
       await blobs.writeLink(paths.layerLink(this.cacheName, this.digest), this.digest);
+      // Clean up before anyone learns the blob is complete: a client that has all its bytes sees no leftovers.
+      await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      cleaned = true;
       this.key = paths.blobData(this.digest);
       this.state = 'done';
       this.wake();
+      this.deps.observer?.finished(true);
       logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.written }, 'blob cached');
     } catch (err) {
       this.error = err as Error;
       this.state = 'failed';
       this.rejectReady(this.error);
       this.wake();
+      this.deps.observer?.finished(false, this.error.message);
       logger.warn({ digest: this.digest.value, repo: this.cacheName, err: this.error.message }, 'blob fill failed');
       throw this.error;
     } finally {
-      await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      if (!cleaned) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
     }
   }
 

@@ -5,6 +5,8 @@
 //
 // - Blobs: a cache hit is the local registry's own path. A miss starts (or
 //   joins) one BlobFill per digest: one upstream GET however many clients ask.
+//   With a fill coordinator (Redis), replicas share that: one of them fetches,
+//   the others follow its fill through the shared storage (SharedFill).
 // - Manifests by digest are immutable: served from the cache with no upstream
 //   request. By tag: revalidated with a HEAD once the tag's freshness window
 //   has passed, re-fetched only when the digest moved, and served stale when
@@ -30,7 +32,8 @@ import type {
 } from '../registry/types.ts';
 import type { Logger } from '../ops/logger.ts';
 import { AccessTracker } from './access-tracker.ts';
-import { BlobFill } from './blob-fill.ts';
+import { BlobFill, type Fill } from './blob-fill.ts';
+import { type FillCoordinator, SharedFill } from './fill-coordinator.ts';
 import { SingleFlight } from './single-flight.ts';
 import { UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 import type { Upstreams } from './upstreams.ts';
@@ -42,12 +45,14 @@ export interface MirrorOptions {
   /** How long a cached tag is trusted without asking the upstream. */
   tagFreshnessMs: number;
   logger: Logger;
+  /** One upstream fetch per blob across replicas (shared/redis-fills.ts); per process when absent. */
+  fills?: FillCoordinator;
 }
 
 export class MirrorRegistry implements RegistryService {
   readonly capabilities: Capabilities = { write: false, delete: false };
   readonly clients: Map<string, UpstreamClient>;
-  private readonly fills = new Map<string, BlobFill>();
+  private readonly fills = new Map<string, Fill>();
   private readonly access: AccessTracker;
   private readonly manifestFetches = new SingleFlight<Digest>();
   /** When each upstream last failed: for a short while after, cached tags are served without asking it. */
@@ -88,12 +93,11 @@ export class MirrorRegistry implements RegistryService {
     let fill = this.fills.get(digest.value);
     if (!fill) {
       const { client, remoteName } = this.upstreamFor(name);
-      const started = new BlobFill(digest, name, remoteName, {
-        driver: this.local.driver,
-        blobs: this.local.blobs,
-        client,
-        logger: this.options.logger,
-      });
+      const deps = { driver: this.local.driver, blobs: this.local.blobs, client, logger: this.options.logger };
+      const coordinator = this.options.fills;
+      const started: Fill = coordinator
+        ? new SharedFill(digest, name, remoteName, { ...deps, coordinator })
+        : new BlobFill(digest, name, remoteName, deps);
       this.fills.set(digest.value, started);
       started.done.finally(() => {
         if (this.fills.get(digest.value) === started) this.fills.delete(digest.value);
@@ -104,7 +108,8 @@ export class MirrorRegistry implements RegistryService {
     if (size === undefined) {
       // No Content-Length upstream: wait for the whole blob, then serve it from the cache.
       await this.upstreamCall(() => fill.done);
-      return this.local.blobHandle(await this.local.statBlob(name, digest), 'miss');
+      // (The fill may have run for another repository, or on another replica: link it here.)
+      return this.local.blobHandle((await this.localBlob(name, digest)) ?? (await this.local.statBlob(name, digest)), 'miss');
     }
     const filling = fill;
     return { info: { digest, size }, cache: 'miss', open: async (range) => filling.stream(range) as Readable };

@@ -48,7 +48,7 @@ export async function pruneCache(registry: LocalRegistry, policy: PrunePolicy): 
 
 async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<PruneResult> {
   const started = Date.now();
-  registry.guard.beginRun();
+  await registry.guard.beginRun();
   try {
     const revisions = await inventory(registry);
     const cutoff = Date.now() - policy.maxAgeMs;
@@ -88,7 +88,7 @@ async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<Prun
     let tagsDeleted = 0;
     let manifestsDeleted = 0;
     for (const r of evicted) {
-      if (registry.guard.isPinned(r.digest.value)) continue;
+      if (await registry.guard.isPinned(r.digest.value)) continue;
       for (const tag of r.tags) {
         tagsDeleted++;
         policy.onDelete?.('tag', `${r.repo}:${tag}`, 0);
@@ -119,7 +119,7 @@ async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<Prun
       durationMs: Date.now() - started,
     };
   } finally {
-    registry.guard.endRun(policy.graceMs);
+    await registry.guard.endRun(policy.graceMs);
   }
 }
 

@@ -15,6 +15,20 @@ export interface BlobInfo {
   size: number;
 }
 
+/**
+ * A blob descriptor cache that replicas share (storage.cache.blobdescriptor:
+ * redis). `fill` records what a stat saw and must not undo an invalidation
+ * that happened meanwhile; `put` records a blob this process just committed
+ * (under a GC pin, so it is authoritative); `invalidate` is called before and
+ * after the data is deleted.
+ */
+export interface DescriptorCache {
+  get(digest: string): Promise<number | undefined>;
+  fill(digest: string, size: number): Promise<void>;
+  put(digest: string, size: number): Promise<void>;
+  invalidate(digest: string): Promise<void>;
+}
+
 export class BlobStore {
   private readonly sizes: LruCache<string, number>;
   /** Bumped before and after every deletion: a stat that overlapped one must not fill the cache. */
@@ -23,12 +37,15 @@ export class BlobStore {
   constructor(
     readonly driver: StorageDriver,
     descriptorCacheSize = 10_000,
+    /** The shared cache, used instead of the in-process one when set. */
+    private readonly shared?: DescriptorCache,
   ) {
     this.sizes = new LruCache(descriptorCacheSize, () => 1);
   }
 
   /** Global stat, ignoring repositories. Undefined when the blob is not stored. */
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    if (this.shared) return this.sharedStat(this.shared, digest);
     const cached = this.sizes.get(digest.value);
     if (cached !== undefined) return { digest, size: cached };
     const epoch = this.deletions;
@@ -42,12 +59,36 @@ export class BlobStore {
     }
   }
 
+  private async sharedStat(shared: DescriptorCache, digest: Digest): Promise<BlobInfo | undefined> {
+    const cached = await shared.get(digest.value);
+    if (cached !== undefined) return { digest, size: cached };
+    try {
+      const info = await this.driver.stat(paths.blobData(digest));
+      await shared.fill(digest.value, info.size);
+      return { digest, size: info.size };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Records a size this process knows to be right (the blob was just stored). */
+  private async remember(digest: Digest, size: number): Promise<void> {
+    if (this.shared) await this.shared.put(digest.value, size);
+    else this.sizes.set(digest.value, size);
+  }
+
+  private async invalidate(digest: Digest): Promise<void> {
+    this.sizes.delete(digest.value);
+    await this.shared?.invalidate(digest.value);
+  }
+
   async open(digest: Digest, range?: ByteRange): Promise<Readable> {
     try {
       return await this.driver.reader(paths.blobData(digest), range);
     } catch (err) {
       if (isNotFound(err)) {
-        this.sizes.delete(digest.value);
+        await this.invalidate(digest);
         throw new RegistryError('BLOB_UNKNOWN', `blob unknown: ${digest.value}`);
       }
       throw err;
@@ -66,7 +107,7 @@ export class BlobStore {
       return await sender.call(this.driver, paths.blobData(digest), range);
     } catch (err) {
       if (isNotFound(err)) {
-        this.sizes.delete(digest.value);
+        await this.invalidate(digest);
         throw new RegistryError('BLOB_UNKNOWN', `blob unknown: ${digest.value}`);
       }
       throw err;
@@ -87,7 +128,7 @@ export class BlobStore {
     if ((await this.stat(digest)) === undefined) {
       await this.driver.putContent(paths.blobData(digest), data);
     }
-    this.sizes.set(digest.value, data.length);
+    await this.remember(digest, data.length);
   }
 
   /** Moves verified upload data into place under its digest. */
@@ -95,24 +136,25 @@ export class BlobStore {
     if ((await this.stat(digest)) === undefined) {
       await this.driver.move(uploadKey, paths.blobData(digest));
     }
-    this.sizes.set(digest.value, size);
+    await this.remember(digest, size);
   }
 
   /** Removes the blob data itself (garbage collection only). */
   async deleteData(digest: Digest): Promise<void> {
     this.deletions++;
-    this.sizes.delete(digest.value);
+    await this.invalidate(digest);
     try {
       await this.driver.delete(paths.blobDir(digest));
     } finally {
       // A stat that saw the file before it went may have cached it meanwhile.
       this.deletions++;
-      this.sizes.delete(digest.value);
+      await this.invalidate(digest);
     }
   }
 
   forget(digest: Digest): void {
     this.sizes.delete(digest.value);
+    this.shared?.invalidate(digest.value).catch(() => {});
   }
 
   // ---- links ----

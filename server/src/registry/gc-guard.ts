@@ -13,9 +13,26 @@
 // those of pushes still in flight.
 // Blobs that clients looked at recently (HEAD before deciding not to upload)
 // are remembered too, and the sweep keeps them for the grace period.
+//
+// This is the in-process guard (one server). Replicas sharing storage share
+// the same state through Redis instead (shared/redis-gc-guard.ts); callers
+// see one interface and await every step.
 import type { Digest } from './digest.ts';
 
-export class GcGuard {
+export interface GcGuard {
+  /** Pins `digests` (waiting for deletions of them already under way); call the release once the links are written. */
+  protect(digests: Iterable<Digest | string>): Promise<() => void | Promise<void>>;
+  /** A client saw this blob (e.g. HEAD): keep it for a grace period even if nothing references it yet. */
+  noteUse(digest: Digest): void | Promise<void>;
+  usedSince(digest: string, since: number): boolean | Promise<boolean>;
+  beginRun(): void | Promise<void>;
+  endRun(graceMs: number): void | Promise<void>;
+  isPinned(digest: string): boolean | Promise<boolean>;
+  /** Deletes `digest` with `remove` unless a push pinned it; true when deleted. */
+  deleteUnlessPinned(digest: string, remove: () => Promise<void>): Promise<boolean>;
+}
+
+export class InProcessGcGuard implements GcGuard {
   private pins = new Set<string>();
   /** Digests pushes in flight rely on (how many hold each): they stay pinned into the next run. */
   private readonly held = new Map<string, number>();

@@ -43,7 +43,7 @@ export async function collectGarbage(registry: LocalRegistry, options: GcOptions
 async function run(registry: LocalRegistry, options: GcOptions): Promise<GcResult> {
   const started = Date.now();
   const { guard } = registry;
-  guard.beginRun();
+  await guard.beginRun();
   try {
     const marked = new Set<string>();
     const repositories = await registry.repositories();
@@ -57,7 +57,7 @@ async function run(registry: LocalRegistry, options: GcOptions): Promise<GcResul
         if (keep.has(digest.value)) continue;
         const bytes = (await registry.manifests.tryLoad(digest))?.body.length ?? 0;
         const deleted = options.dryRun
-          ? !guard.isPinned(digest.value)
+          ? !(await guard.isPinned(digest.value))
           : await guard.deleteUnlessPinned(digest.value, () =>
               // A client may have deleted it meanwhile: gone either way.
               registry.manifests.delete(repo, digest.value).catch((err) => {
@@ -97,7 +97,7 @@ async function run(registry: LocalRegistry, options: GcOptions): Promise<GcResul
       durationMs: Date.now() - started,
     };
   } finally {
-    guard.endRun(options.graceMs);
+    await guard.endRun(options.graceMs);
   }
 }
 
@@ -122,7 +122,7 @@ export async function sweepBlobs(
   let bytesKept = 0;
   for (const [i, digest] of all.entries()) {
     options.onProgress?.('sweep', i + 1, all.length);
-    if (marked.has(digest.value) || guard.usedSince(digest.value, graceCutoff)) {
+    if (marked.has(digest.value) || (await guard.usedSince(digest.value, graceCutoff))) {
       bytesKept += (await registry.blobs.stat(digest))?.size ?? 0;
       continue;
     }
@@ -139,7 +139,7 @@ export async function sweepBlobs(
       throw err;
     }
     const deleted = options.dryRun
-      ? !guard.isPinned(digest.value)
+      ? !(await guard.isPinned(digest.value))
       : await guard.deleteUnlessPinned(digest.value, () => registry.blobs.deleteData(digest));
     if (deleted) {
       blobsDeleted++;
@@ -168,7 +168,7 @@ async function reachable(registry: LocalRegistry, repo: string, revisions: Diges
     if (d) add(d.value);
   }
   // Pushes in flight: a manifest pinned right now is about to be tagged or referenced.
-  for (const d of present) if (registry.guard.isPinned(d)) add(d);
+  for (const d of present) if (await registry.guard.isPinned(d)) add(d);
   while (queue.length > 0) {
     const value = queue.pop() as string;
     const digest = tryParseDigest(value);

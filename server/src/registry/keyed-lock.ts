@@ -1,6 +1,12 @@
 // Serialises async work per key (one upload session must not take two
 // PATCHes at once, or their bytes would interleave in the data file).
-export class KeyedLock {
+
+/** Runs work one at a time per key: in this process (KeyedLock), or across replicas (shared/redis-lock.ts). */
+export interface Exclusive {
+  run<T>(key: string, fn: () => Promise<T>): Promise<T>;
+}
+
+export class KeyedLock implements Exclusive {
   private readonly tails = new Map<string, Promise<void>>();
 
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {

@@ -4,11 +4,11 @@
 import type { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
-import { type BlobInfo, BlobStore } from './blob-store.ts';
+import { type BlobInfo, BlobStore, type DescriptorCache } from './blob-store.ts';
 import type { Digest } from './digest.ts';
 import { RegistryError } from './errors.ts';
-import { GcGuard } from './gc-guard.ts';
-import { KeyedLock } from './keyed-lock.ts';
+import { type GcGuard, InProcessGcGuard } from './gc-guard.ts';
+import { type Exclusive, KeyedLock } from './keyed-lock.ts';
 import { ManifestStore } from './manifest-store.ts';
 import { validateName } from './names.ts';
 import type {
@@ -23,12 +23,26 @@ import type {
   RegistryService,
   UploadStatus,
 } from './types.ts';
-import { UploadStore } from './uploads.ts';
+import { type HashStateStore, type HashStateEvent, UploadStore } from './uploads.ts';
 
 export interface LocalRegistryOptions {
   deleteEnabled: boolean;
   readOnly: boolean;
   blobDescriptorCacheSize?: number;
+  /** State shared with other replicas (Redis, or the bucket); each piece stays in-process when absent. */
+  shared?: SharedRegistryState;
+}
+
+export interface SharedRegistryState {
+  /** Pins, deletion marks and recent use, coordinated with every replica's GC. */
+  guard?: GcGuard;
+  /** The maintenance lock (GC, prune): one run at a time across replicas. */
+  exclusive?: Exclusive;
+  /** Blob descriptor cache (digest → size) shared by the replicas. */
+  descriptors?: DescriptorCache;
+  /** Resumable SHA-256 state of upload sessions, so another replica can continue one. */
+  hashStates?: HashStateStore;
+  onHashState?: (event: HashStateEvent) => void;
 }
 
 export class LocalRegistry implements RegistryService {
@@ -36,17 +50,20 @@ export class LocalRegistry implements RegistryService {
   readonly blobs: BlobStore;
   readonly manifests: ManifestStore;
   readonly uploads: UploadStore;
-  readonly guard = new GcGuard();
-  private readonly maintenance = new KeyedLock();
+  readonly guard: GcGuard;
+  private readonly maintenance: Exclusive;
 
   constructor(
     readonly driver: StorageDriver,
     options: LocalRegistryOptions,
   ) {
     this.capabilities = { write: !options.readOnly, delete: options.deleteEnabled && !options.readOnly };
-    this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize);
+    const shared = options.shared ?? {};
+    this.guard = shared.guard ?? new InProcessGcGuard();
+    this.maintenance = shared.exclusive ?? new KeyedLock();
+    this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize, shared.descriptors);
     this.manifests = new ManifestStore(driver, this.blobs, this.guard);
-    this.uploads = new UploadStore(driver, this.blobs, this.guard);
+    this.uploads = new UploadStore(driver, this.blobs, this.guard, { hashStates: shared.hashStates, onHashState: shared.onHashState });
   }
 
   // ---- blobs ----
@@ -56,7 +73,7 @@ export class LocalRegistry implements RegistryService {
     const info = linked ? await this.blobs.stat(digest) : undefined;
     if (!info) throw blobUnknown(digest);
     // A client that finds the blob may skip uploading it and refer to it in a manifest soon.
-    this.guard.noteUse(digest);
+    await this.guard.noteUse(digest);
     return info;
   }
 
@@ -98,11 +115,11 @@ export class LocalRegistry implements RegistryService {
     try {
       const info = await this.blobs.stat(digest);
       if (!info) return undefined;
-      this.guard.noteUse(digest);
+      await this.guard.noteUse(digest);
       await this.blobs.writeLink(paths.layerLink(name, digest), digest);
       return info;
     } finally {
-      release();
+      await release();
     }
   }
 

@@ -101,7 +101,7 @@ export class ManifestStore {
         await this.blobs.writeLink(paths.tagCurrentLink(name, reference), digest);
       }
     } finally {
-      release();
+      await release();
     }
     return { digest, subject: info.subject };
   }

@@ -3,8 +3,18 @@
 // running hash lives in memory keyed by session and is trusted only while its
 // byte count matches the data file, so a restart (or a session that another
 // replica appended to) falls back to re-reading the data once at commit.
+//
+// Replicas sharing storage (S3, or any storage with Redis) keep the running
+// SHA-256 resumable instead: hash-wasm's state is saved after every PATCH
+// (and every few MiB of a long one) in a HashStateStore (Redis, or the bucket
+// under _uploads/<id>/hashstates/ as distribution does), keyed by the byte
+// offset it covers, so a PATCH or PUT that lands on another replica loads it
+// and carries on without re-reading the data. Bytes that arrive in the same
+// request as the final PUT from offset 0 (monolithic uploads) never need a
+// saved state and keep the native hash, which is several times faster.
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { createSHA256, type IHasher } from 'hash-wasm';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobInfo, BlobStore } from './blob-store.ts';
@@ -17,25 +27,61 @@ import type { AppendOptions, UploadStatus } from './types.ts';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const RUNNING_ALGORITHM: Algorithm = 'sha256';
 
+/** Save the resumable state at least this often during one long PATCH. */
+const CHECKPOINT_BYTES = 8 * 1024 * 1024;
+/** Resumable states kept in memory (the rest are loaded from the store when needed). */
+const MAX_RESUMABLE_IN_MEMORY = 1000;
+
 interface RunningHash {
   hash: Hash;
   bytes: number;
 }
 
+interface ResumableHash {
+  hasher: IHasher;
+  bytes: number;
+  /** The offset whose state the store holds (as far as this process knows). */
+  saved: number;
+}
+
+/** Where resumable SHA-256 states of upload sessions are kept (shared/hash-states.ts). */
+export interface HashStateStore {
+  save(name: string, id: string, offset: number, state: Uint8Array): Promise<void>;
+  /** The state saved at exactly `offset`, if there is one. */
+  load(name: string, id: string, offset: number): Promise<Uint8Array | undefined>;
+  remove(name: string, id: string): Promise<void>;
+}
+
+/** saved/loaded: a state went to or came from the store; missing: none for the offset; rehashed: the commit re-read the data. */
+export type HashStateEvent = 'saved' | 'loaded' | 'missing' | 'rehashed';
+
+export interface UploadStoreOptions {
+  /** Keep the running hash resumable, in this store (replicas sharing storage). */
+  hashStates?: HashStateStore;
+  onHashState?: (event: HashStateEvent) => void;
+}
+
 export class UploadStore {
   private readonly locks = new KeyedLock();
   private readonly running = new Map<string, RunningHash>();
+  private readonly resumable = new Map<string, ResumableHash>();
+  private readonly hashStates?: HashStateStore;
+  private readonly onHashState: (event: HashStateEvent) => void;
 
   constructor(
     private readonly driver: StorageDriver,
     private readonly blobs: BlobStore,
     private readonly guard: GcGuard,
-  ) {}
+    options: UploadStoreOptions = {},
+  ) {
+    this.hashStates = options.hashStates;
+    this.onHashState = options.onHashState ?? (() => {});
+  }
 
   async start(name: string): Promise<UploadStatus> {
     const id = randomUUID();
     await this.driver.putContent(paths.uploadStartedAt(name, id), Buffer.from(new Date().toISOString()));
-    this.running.set(id, { hash: newHash(RUNNING_ALGORITHM), bytes: 0 });
+    if (!this.hashStates) this.running.set(id, { hash: newHash(RUNNING_ALGORITHM), bytes: 0 });
     return { name, id, offset: 0 };
   }
 
@@ -65,7 +111,7 @@ export class UploadStore {
       let size = await this.offset(name, id);
       if (body) {
         checkRange(size, options);
-        const written = await this.write(name, id, size, body);
+        const written = await this.write(name, id, size, body, true);
         checkLength(written, options);
         size += written;
       }
@@ -83,11 +129,11 @@ export class UploadStore {
       // The same bytes may already be stored (and unreferenced): keep GC off them from here on.
       const release = await this.guard.protect([digest]);
       try {
-        this.guard.noteUse(digest);
+        await this.guard.noteUse(digest);
         await this.blobs.commitFrom(paths.uploadData(name, id), digest, size);
         await this.blobs.writeLink(paths.layerLink(name, digest), digest);
       } finally {
-        release();
+        await release();
       }
       await this.remove(name, id);
       return { digest, size };
@@ -154,7 +200,8 @@ export class UploadStore {
     }
   }
 
-  private async write(name: string, id: string, offset: number, body: Readable): Promise<number> {
+  private async write(name: string, id: string, offset: number, body: Readable, finishing = false): Promise<number> {
+    if (this.hashStates && !(finishing && offset === 0)) return this.writeResumable(this.hashStates, name, id, offset, body);
     let state = this.running.get(id);
     if (state && state.bytes !== offset) state = undefined;
     if (!state && offset === 0) state = { hash: newHash(RUNNING_ALGORITHM), bytes: 0 };
@@ -176,13 +223,83 @@ export class UploadStore {
     }
   }
 
+  /** Appends with the resumable hash, saving its state for whichever replica takes the next request. */
+  private async writeResumable(store: HashStateStore, name: string, id: string, offset: number, body: Readable): Promise<number> {
+    const state = await this.resumableAt(store, name, id, offset);
+    let saving: Promise<void> = Promise.resolve();
+    const checkpoint = () => {
+      if (!state || state.saved === state.bytes) return;
+      const at = state.bytes;
+      const snapshot = state.hasher.save();
+      state.saved = at;
+      // One save at a time, in order; a failed save only means a later re-read.
+      saving = saving.then(() =>
+        store.save(name, id, at, snapshot).then(
+          () => this.onHashState('saved'),
+          () => {},
+        ),
+      );
+    };
+    try {
+      return await this.driver.append(paths.uploadData(name, id), body, (chunk) => {
+        if (!state) return;
+        state.hasher.update(chunk);
+        state.bytes += chunk.length;
+        if (state.bytes - state.saved >= CHECKPOINT_BYTES) checkpoint();
+      });
+    } catch (err) {
+      throw new RegistryError('BLOB_UPLOAD_INVALID', `upload body was not received completely: ${(err as Error).message}`);
+    } finally {
+      // Whatever reached storage (all of it, or what came before a broken body) is covered.
+      checkpoint();
+      await saving;
+    }
+  }
+
+  /** The resumable hash of the first `offset` bytes: in memory, from the store, or fresh at 0; undefined when lost. */
+  private async resumableAt(store: HashStateStore, name: string, id: string, offset: number): Promise<ResumableHash | undefined> {
+    const known = this.resumable.get(id);
+    if (known && known.bytes === offset) return known;
+    this.resumable.delete(id);
+    let state: ResumableHash | undefined;
+    if (offset === 0) {
+      state = { hasher: (await createSHA256()).init(), bytes: 0, saved: 0 };
+    } else {
+      const saved = await store.load(name, id, offset).catch(() => undefined);
+      if (saved) {
+        try {
+          state = { hasher: (await createSHA256()).init().load(saved), bytes: offset, saved: offset };
+          this.onHashState('loaded');
+        } catch {
+          // A state written by an incompatible hash-wasm build: re-read at commit.
+        }
+      }
+      if (!state) this.onHashState('missing');
+    }
+    if (!state) return undefined;
+    if (this.resumable.size >= MAX_RESUMABLE_IN_MEMORY) {
+      const oldest = this.resumable.keys().next().value;
+      if (oldest !== undefined) this.resumable.delete(oldest);
+    }
+    this.resumable.set(id, state);
+    return state;
+  }
+
   private async digestOf(name: string, id: string, size: number, algorithm: Algorithm): Promise<string> {
     const state = this.running.get(id);
     if (state && state.bytes === size && algorithm === RUNNING_ALGORITHM) {
       this.running.delete(id);
       return state.hash.digest('hex');
     }
+    if (this.hashStates && algorithm === RUNNING_ALGORITHM && size > 0) {
+      const resumable = await this.resumableAt(this.hashStates, name, id, size);
+      if (resumable) {
+        this.resumable.delete(id);
+        return resumable.hasher.digest('hex');
+      }
+    }
     if (size === 0) return newHash(algorithm).digest('hex');
+    this.onHashState('rehashed');
     const hash = newHash(algorithm);
     const stream = await this.driver.reader(paths.uploadData(name, id));
     for await (const chunk of stream) hash.update(chunk as Buffer);
@@ -191,7 +308,9 @@ export class UploadStore {
 
   private async remove(name: string, id: string): Promise<void> {
     this.running.delete(id);
+    this.resumable.delete(id);
     await this.driver.delete(paths.uploadDir(name, id));
+    await this.hashStates?.remove(name, id).catch(() => {});
   }
 }
 

@@ -1,0 +1,91 @@
+// Single-flight across replicas for the mirror's blob fills: one upstream
+// fetch per digest, whichever replicas the clients reach. The replica that
+// claims a digest fills it (BlobFill) and publishes its progress through a
+// lease; a replica that finds the claim taken follows that fill through the
+// shared storage (RemoteFill). The Redis implementation is
+// shared/redis-fills.ts; without one, every replica fills on its own (the
+// in-process single-flight of MirrorRegistry still holds).
+import { Readable } from 'node:stream';
+import type { ByteRange, StorageDriver } from '../storage/driver.ts';
+import type { BlobStore } from '../registry/blob-store.ts';
+import type { Digest } from '../registry/digest.ts';
+import type { Logger } from '../ops/logger.ts';
+import { BlobFill, type Fill, type FillObserver } from './blob-fill.ts';
+import { RemoteFill } from './remote-fill.ts';
+import type { UpstreamClient } from './upstream-client.ts';
+
+export interface FillInfo {
+  /** Identifies the fill (a new claim gets a new owner). */
+  owner: string;
+  /** starting: claimed, the upstream has not answered yet. */
+  state: 'starting' | 'running' | 'done' | 'failed';
+  /** Storage key the fill writes to (once running). */
+  key?: string;
+  /** The upstream's Content-Length; undefined while starting or when it sent none. */
+  size?: number;
+  /** Bytes stored at `key`, readable by anyone. */
+  written: number;
+  error?: string;
+}
+
+export interface FillCoordinator {
+  /** Claims the fill of `digest` (a lease to publish it through), or returns the fill another replica runs. */
+  claim(digest: string): Promise<{ lease: FillObserver } | { following: FillInfo }>;
+  /** The current fill of `digest`, if any. */
+  get(digest: string): Promise<FillInfo | undefined>;
+}
+
+export interface SharedFillDeps {
+  driver: StorageDriver;
+  blobs: BlobStore;
+  client: UpstreamClient;
+  logger: Logger;
+  coordinator: FillCoordinator;
+}
+
+/** A fill that first asks the coordinator whether to run it here or to follow another replica's. */
+export class SharedFill implements Fill {
+  readonly ready: Promise<number | undefined>;
+  readonly done: Promise<void>;
+  private inner: Fill | undefined;
+  private readonly chosen: Promise<Fill>;
+
+  constructor(digest: Digest, cacheName: string, remoteName: string, deps: SharedFillDeps) {
+    const { coordinator, ...local } = deps;
+    this.chosen = (async (): Promise<Fill> => {
+      let claim: Awaited<ReturnType<FillCoordinator['claim']>> | undefined;
+      try {
+        claim = await coordinator.claim(digest.value);
+      } catch (err) {
+        // Without the shared state this replica still serves its clients, with its own fetch.
+        deps.logger.warn({ digest: digest.value, err: (err as Error).message }, 'cannot coordinate the blob fill with other replicas; fetching here');
+      }
+      if (claim && 'following' in claim) return new RemoteFill(digest, claim.following, { driver: deps.driver, coordinator, logger: deps.logger });
+      return new BlobFill(digest, cacheName, remoteName, { ...local, observer: claim?.lease });
+    })();
+    this.chosen.then((f) => {
+      this.inner = f;
+    });
+    this.ready = this.chosen.then((f) => f.ready);
+    this.ready.catch(() => {});
+    this.done = this.chosen.then((f) => f.done);
+    this.done.catch(() => {});
+  }
+
+  get size(): number | undefined {
+    return this.inner?.size;
+  }
+
+  stream(range?: ByteRange): Readable {
+    return this.inner ? this.inner.stream(range) : streamLater(this.chosen, range);
+  }
+}
+
+function streamLater(fill: Promise<Fill>, range?: ByteRange): Readable {
+  return Readable.from(
+    (async function* () {
+      yield* (await fill).stream(range);
+    })(),
+    { objectMode: false },
+  );
+}
