@@ -12,7 +12,16 @@ import { parseDuration, parseSize } from '../server/src/config/units.ts';
 export const PROJECT = 'registry-stack';
 
 /** Top-level config keys whose values are secrets (set with `pulumi config set --secret`). */
-export const SECRET_KEYS = ['users', 'sshPrivateKey', 'upstreamCredentials', 'alertWebhook', 'originSecret', 'adminToken'] as const;
+export const SECRET_KEYS = ['users', 'sshPrivateKey', 'upstreamCredentials', 'alertWebhook', 'originSecret', 'adminToken', 'r2Credentials'] as const;
+
+/** Storage backends: named volumes on the VPS, or the R2 bucket (cloudflare.r2) through its S3 API. */
+export const STORAGE_BACKENDS = ['filesystem', 'r2'] as const;
+export type StorageBackend = (typeof STORAGE_BACKENDS)[number];
+
+/** Caddy's load-balancing policies that suit registries (no sticky cookies: registry clients do not keep them). */
+export const LB_POLICIES = ['least_conn', 'round_robin', 'random', 'ip_hash', 'first'] as const;
+
+const MiB = 1024 ** 2;
 
 const hostname = z
   .string()
@@ -232,10 +241,92 @@ export const stackConfigSchema = z
         /** Set SSL mode Full (strict) for mir only, with a configuration rule. */
         strictTls: bool().default(true),
         /** Optional R2 bucket for scale-out storage (the server's S3 driver is a separate issue). */
-        r2: z.strictObject({ accountId: z.string().min(1), bucket: z.string().regex(/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/), location: z.enum(['apac', 'eeur', 'enam', 'weur', 'wnam', 'oc']).optional() }).optional(),
+        /** Optional R2 bucket (created by the program, protected); `storage.backend: r2` stores the registries' data in it. */
+        r2: z
+          .strictObject({
+            /** The Cloudflare account that owns the bucket (32 hex digits, on the dashboard's R2 page). */
+            accountId: z.string().min(1),
+            bucket: z.string().regex(/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'must be an R2 bucket name: 3-63 lowercase letters, digits and "-"'),
+            /** Location hint for a new bucket. */
+            location: z.enum(['apac', 'eeur', 'enam', 'weur', 'wnam', 'oc']).optional(),
+            /** Data jurisdiction (default: none); eu and fedramp buckets have their own S3 endpoint. */
+            jurisdiction: z.enum(['default', 'eu', 'fedramp']).optional(),
+          })
+          .optional(),
       })
       .default({ immutableTtl: 31_536_000, dnsTtl: 300, originHeader: 'X-Origin-Secret', waf: true, cacheRules: true, strictTls: true }),
 
+    /**
+     * Where the registries keep blobs and manifests. filesystem (default): the
+     * registry_data and registry_cache_data volumes on the VPS, as always.
+     * r2: the cloudflare.r2 bucket through its S3 API (the server's storage.s3
+     * driver), under the prefixes /private and /mirror; needed for replicas.
+     */
+    storage: z
+      .strictObject({
+        backend: z.enum(STORAGE_BACKENDS).default('filesystem'),
+        /** The mirror's backend (default: storage.backend), e.g. r2 for dcr and a local cache for mir. */
+        mirrorBackend: z.enum(STORAGE_BACKENDS).optional(),
+        /** Path-style S3 addressing (<endpoint>/<bucket>/key); R2 serves both styles. */
+        forcePathStyle: bool().default(true),
+        /** Part size of the multipart uploads blobs are stored with (5 MiB to 5 GiB). */
+        chunkSize: size
+          .refine((b) => b >= 5 * MiB, { message: 'must be at least 5MiB (the smallest S3 multipart part)' })
+          .refine((b) => b <= 5 * 1024 * MiB, { message: 'must be at most 5GiB' })
+          .default(10 * MiB),
+        /**
+         * Private registry only: answer blob GETs with a redirect to a presigned R2 URL, so
+         * clients download from R2 directly. The mirror always streams: Cloudflare caches its
+         * answers for a year, and a cached redirect would outlive the presigned URL.
+         */
+        redirect: bool().default(true),
+      })
+      .default({ backend: 'filesystem', forcePathStyle: true, chunkSize: 10 * MiB, redirect: true }),
+    /** Secret. The R2 bucket's S3 credentials (an R2 API token's Access Key ID and Secret Access Key); default: the program creates an account API token scoped to the bucket. */
+    r2Credentials: z
+      .strictObject({
+        accessKeyId: z.string().trim().min(1),
+        secretAccessKey: z.string().trim().min(1),
+      })
+      .optional(),
+    /** How many containers of each registry run behind Caddy (more than one needs storage.backend r2, and brings Redis). */
+    replicas: z
+      .strictObject({
+        private: int(1, 32).default(1),
+        mirror: int(1, 32).default(1),
+      })
+      .default({ private: 1, mirror: 1 }),
+    /** How Caddy spreads requests over the replicas and takes failing ones out (used when a host has more than one). */
+    loadBalancer: z
+      .strictObject({
+        /** Caddy's lb_policy. */
+        policy: z.enum(LB_POLICIES).default('least_conn'),
+        /** Active health checks: GET /healthz on each replica this often, failing after healthTimeout. */
+        healthInterval: duration.default('10s'),
+        healthTimeout: duration.default('5s'),
+        /** Passive health checks: a replica that failed a request is skipped for this long. */
+        failDuration: duration.default('30s'),
+        /** Retry a request that could not reach a replica on another one, for up to this long. */
+        tryDuration: duration.default('10s'),
+        tryInterval: duration.default('250ms'),
+      })
+      .default({ policy: 'least_conn', healthInterval: '10s', healthTimeout: '5s', failDuration: '30s', tryDuration: '10s', tryInterval: '250ms' }),
+    /**
+     * The Redis the registries share state through (GC lock, mirror single-flight,
+     * upload hash state, rate limits, blob descriptor cache): a container on the
+     * internal network, no published port, a password generated once and kept in
+     * the Pulumi state. Runs when a registry has replicas or uses R2.
+     */
+    redis: z
+      .strictObject({
+        /** Force it on (e.g. shared rate limits with one replica) or off (only allowed with one replica of each registry). */
+        enabled: bool().optional(),
+        image: z.string().min(1).default('redis:7.4-alpine'),
+        memory: size.default(256 * MiB),
+        /** Keep Redis's data across restarts (append-only file on the redis_data volume); off: in memory only, the state is rebuilt. */
+        persistence: bool().default(false),
+      })
+      .default({ image: 'redis:7.4-alpine', memory: 256 * MiB, persistence: false }),
     /** When the ops scripts run (cron schedules in the host's time zone; "off" disables one). */
     cron: z
       .strictObject({
@@ -304,6 +395,35 @@ export const stackConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['upstreamCredentials', host], message: `${host} is not one of mirror.upstreams` });
       }
     }
+    const backends = { private: c.storage.backend, mirror: c.storage.mirrorBackend ?? c.storage.backend };
+    for (const service of ['private', 'mirror'] as const) {
+      const n = c.replicas[service];
+      if (n > 1 && backends[service] === 'filesystem') {
+        const backendKey = service === 'mirror' && c.storage.mirrorBackend ? 'storage.mirrorBackend' : 'storage.backend';
+        ctx.addIssue({
+          code: 'custom',
+          path: ['replicas', service],
+          message: `${n} replicas need shared storage, but ${backendKey} is filesystem (a volume on one host cannot be shared): set ${backendKey}: r2 (with cloudflare.r2), or replicas.${service}: 1`,
+        });
+      }
+    }
+    if ((backends.private === 'r2' || backends.mirror === 'r2') && !c.cloudflare.r2) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['storage', c.storage.backend === 'r2' ? 'backend' : 'mirrorBackend'],
+        message: 'r2 storage needs the bucket: set cloudflare.r2 (accountId, bucket)',
+      });
+    }
+    if (c.r2Credentials && !c.cloudflare.r2) {
+      ctx.addIssue({ code: 'custom', path: ['r2Credentials'], message: 'set cloudflare.r2 too (the bucket these credentials are for)' });
+    }
+    if (c.redis.enabled === false && (c.replicas.private > 1 || c.replicas.mirror > 1)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['redis', 'enabled'],
+        message: 'replicas share their state (GC lock, uploads, mirror fetches) through Redis: it cannot be off with more than one replica',
+      });
+    }
   });
 
 export type StackConfigInput = z.input<typeof stackConfigSchema>;
@@ -315,6 +435,12 @@ export type StackConfig = z.output<typeof stackConfigSchema> & {
     zone: string;
     publicIp: string;
     mirrorDefaultHost: string;
+    /** Each registry's storage backend. */
+    storage: { private: StorageBackend; mirror: StorageBackend };
+    /** The R2 bucket's S3 endpoint, when cloudflare.r2 is set. */
+    r2Endpoint?: string;
+    /** Whether the Redis container runs. */
+    redis: boolean;
   };
 };
 
@@ -346,6 +472,7 @@ export function parseStackConfig(raw: Record<string, unknown>, source = 'stack c
   }
   const c = result.data;
   const hosts = c.mirror.upstreams.map((u) => u.host);
+  const storage = { private: c.storage.backend, mirror: c.storage.mirrorBackend ?? c.storage.backend };
   return {
     ...c,
     derived: {
@@ -354,6 +481,9 @@ export function parseStackConfig(raw: Record<string, unknown>, source = 'stack c
       zone: c.zone ?? c.domain,
       publicIp: c.vps.publicIp ?? c.vps.host,
       mirrorDefaultHost: c.mirror.defaultHost ?? (hosts.includes('docker.io') ? 'docker.io' : hosts[0]),
+      storage,
+      ...(c.cloudflare.r2 ? { r2Endpoint: r2Endpoint(c.cloudflare.r2.accountId, c.cloudflare.r2.jurisdiction) } : {}),
+      redis: c.redis.enabled ?? (c.replicas.private > 1 || c.replicas.mirror > 1 || storage.private === 'r2' || storage.mirror === 'r2'),
     },
   };
 }
@@ -371,6 +501,12 @@ function getPath(doc: unknown, path: PropertyKey[]): unknown {
     node = (node as Record<PropertyKey, unknown>)[key];
   }
   return node;
+}
+
+/** The S3 endpoint of an account's R2 buckets (jurisdiction-specific for eu and fedramp buckets). */
+export function r2Endpoint(accountId: string, jurisdiction?: 'default' | 'eu' | 'fedramp'): string {
+  const j = jurisdiction && jurisdiction !== 'default' ? `${jurisdiction}.` : '';
+  return `https://${accountId}.${j}r2.cloudflarestorage.com`;
 }
 
 /** Is this a Cloudflare zone id (rather than a zone name)? */

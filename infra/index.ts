@@ -16,3 +16,5 @@ export const containers = outputs.containers;
 export const dnsRecords = outputs.dnsRecords;
 export const clientSnippets = outputs.clientSnippets;
 export const r2Bucket = outputs.r2Bucket;
+export const r2Endpoint = outputs.r2Endpoint;
+export const replicas = outputs.replicas;

@@ -6,7 +6,8 @@
 // Secrets: values encrypted in a Pulumi stack file (`secure: v1:...`) cannot be
 // read here; they are replaced by placeholders and listed. The origin secret and
 // admin token are generated at deploy unless set in the config; the rendered
-// files then show placeholders. Hashes in htpasswd use a render-only seed (the
+// files then show placeholders; so do the Redis password and R2 credentials the
+// program generates or creates. Hashes in htpasswd use a render-only seed (the
 // deployed file's salts come from a seed kept in the Pulumi state); an htpasswd
 // already in <dir> is reused where it still matches.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -35,6 +36,8 @@ export function renderToDir(dir: string, stackFile: string): RenderResult {
     const [top, ...rest] = key.split('.');
     if (top === 'alertWebhook' || top === 'sshPrivateKey' || top === 'originSecret' || top === 'adminToken') {
       delete raw[top];
+    } else if (top === 'r2Credentials' && rest.length === 0) {
+      // encrypted as a whole: left out, the render shows the placeholders of credentials created at deploy
     } else {
       setPath(raw, [top, ...rest], `${PLACEHOLDER}-${rest.join('-') || top}`);
     }
@@ -48,11 +51,17 @@ export function renderToDir(dir: string, stackFile: string): RenderResult {
       originSecret: cfg.originSecret ?? 'ORIGIN-SECRET-GENERATED-AT-DEPLOY',
       adminToken: cfg.adminToken ?? 'ADMIN-TOKEN-GENERATED-AT-DEPLOY',
       htpasswdSeed: `render-only:${cfg.domain}`,
+      redisPassword: 'REDIS-PASSWORD-GENERATED-AT-DEPLOY',
+      r2AccessKeyId: cfg.r2Credentials?.accessKeyId ?? 'R2-ACCESS-KEY-ID-CREATED-AT-DEPLOY',
+      r2SecretAccessKey: cfg.r2Credentials?.secretAccessKey ?? 'R2-SECRET-ACCESS-KEY-CREATED-AT-DEPLOY',
     },
     { image: serverImageName(ROOT), previousHtpasswd: existsSync(htpasswdFile) ? readFileSync(htpasswdFile, 'utf8') : undefined },
   );
   if (!cfg.originSecret) notes.push('the origin secret is generated at deploy: Caddyfile and the transform rule get it then');
   if (!cfg.adminToken) notes.push('the admin token is generated at deploy: host/ops.env and the containers get it then');
+  if (cfg.derived.redis) notes.push('the Redis password is generated at deploy: redis/redis.conf and the containers get it then');
+  const usesR2 = cfg.derived.storage.private === 'r2' || cfg.derived.storage.mirror === 'r2';
+  if (usesR2 && !cfg.r2Credentials) notes.push('the R2 credentials come from an API token created at deploy (r2Credentials is not set)');
 
   const written: string[] = [];
   const index: string[] = ['# What each file is and where `pulumi up` puts it', ''];
@@ -64,7 +73,18 @@ export function renderToDir(dir: string, stackFile: string): RenderResult {
     index.push(`${name.padEnd(52)} → ${f.target}${f.secret ? '   (secret)' : ''}`);
   }
   const env = (e: Record<string, string>) => Object.keys(e).map((k) => `  ${k}=(secret)`).join('\n');
-  index.push('', 'Container environment (secrets, not written to files):', 'registry:', env(rendered.privateEnv), 'registry-cache:', env(rendered.mirrorEnv), '');
+  const [privateTarget, mirrorTarget] = [rendered.files['registry/config.yml'].target, rendered.files['registry-cache/config.yml'].target];
+  const containersOf = (target: string) => target.slice(0, target.indexOf(':'));
+  index.push(
+    '',
+    'Container environment (secrets, not written to files):',
+    `${containersOf(privateTarget)}:`,
+    env(rendered.privateEnv),
+    `${containersOf(mirrorTarget)}:`,
+    env(rendered.mirrorEnv),
+    ...(rendered.redisEnv ? ['redis:', env(rendered.redisEnv)] : []),
+    '',
+  );
   writeFileSync(path.join(dir, 'INDEX.txt'), index.join('\n'));
   written.push('INDEX.txt');
   return { written, notes };

@@ -13,8 +13,9 @@ import { StackSecrets } from './components/secrets.ts';
 import { CONFIG_KEYS, PROJECT, parseStackConfig, type StackConfig, StackConfigError } from './config.ts';
 import { hasScripts, serverImageName } from './image.ts';
 import { renderClientSnippets } from './render/clients.ts';
-import { renderStack, type RenderedStack } from './render/index.ts';
-import { CONTAINER_NAMES, IMAGE_PATHS } from './render/layout.ts';
+import { renderStack, type RenderedStack, type StackSecrets as RenderSecrets } from './render/index.ts';
+import { IMAGE_PATHS } from './render/layout.ts';
+import { allContainerNames } from './render/ops.ts';
 
 /**
  * The stack config from the Pulumi config (`registry-stack:*` keys), validated.
@@ -62,6 +63,10 @@ export interface StackOutputs {
   dnsRecords: Array<{ name: string; type: string; proxied: boolean }>;
   clientSnippets: ReturnType<typeof renderClientSnippets>;
   r2Bucket?: pulumi.Output<string>;
+  /** The R2 bucket's S3 endpoint, when a registry stores in R2. */
+  r2Endpoint?: string;
+  /** Replicas behind Caddy, per registry. */
+  replicas: { private: number; mirror: number };
 }
 
 /** SSH options for the Docker provider (it runs the local `ssh` binary): a private key from the config goes to a 0600 file. */
@@ -84,21 +89,44 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
   // config (e.g. an extraConfig the server refuses) fails here, at preview.
   // Files that hold no secret come from this render as plain strings, so a
   // preview shows their diffs.
-  const plain = renderStack(cfg, { originSecret: 'placeholder', adminToken: 'placeholder', htpasswdSeed: 'placeholder' }, { image: imageName });
-  const secrets = new StackSecrets('secrets', { originSecret: cfg.originSecret, adminToken: cfg.adminToken });
+  const plain = renderStack(
+    cfg,
+    {
+      originSecret: 'placeholder',
+      adminToken: 'placeholder',
+      htpasswdSeed: 'placeholder',
+      redisPassword: 'placeholder-redis-password',
+      r2AccessKeyId: 'placeholder',
+      r2SecretAccessKey: 'placeholder',
+    },
+    { image: imageName },
+  );
+  const secrets = new StackSecrets('secrets', { originSecret: cfg.originSecret, adminToken: cfg.adminToken, redis: cfg.derived.redis });
+  const edge = new CloudflareEdge('edge', { config: cfg, originSecret: secrets.originSecret });
+  const usesR2 = cfg.derived.storage.private === 'r2' || cfg.derived.storage.mirror === 'r2';
+  if (usesR2 && !edge.r2Credentials) throw new Error('R2 storage without R2 credentials'); // the config schema prevents this
 
   // The files holding secrets, rendered with the real ones: secret outputs,
   // never in plain text in the state.
+  const none = pulumi.output(undefined as string | undefined);
   const rendered: pulumi.Output<RenderedStack> = pulumi
-    .all([secrets.originSecret, secrets.adminToken, secrets.htpasswdSeed])
-    .apply(([originSecret, adminToken, htpasswdSeed]) => renderStack(cfg, { originSecret, adminToken, htpasswdSeed }, { image: imageName }));
+    .all([
+      secrets.originSecret,
+      secrets.adminToken,
+      secrets.htpasswdSeed,
+      secrets.redisPassword ?? none,
+      edge.r2Credentials?.accessKeyId ?? none,
+      edge.r2Credentials?.secretAccessKey ?? none,
+    ])
+    .apply(([originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey]) => {
+      const s: RenderSecrets = { originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey };
+      return renderStack(cfg, s, { image: imageName });
+    });
   const file = (name: string): string => {
     if (plain.files[name].secret) throw new Error(`${name} holds a secret: use secretFile`);
     return plain.files[name].content;
   };
   const secretFile = (name: string) => pulumi.secret(rendered.apply((r) => r.files[name].content));
-
-  const edge = new CloudflareEdge('edge', { config: cfg, originSecret: secrets.originSecret });
 
   const connection: pulumi.Input<import('@pulumi/command').types.input.remote.ConnectionArgs> = {
     host: cfg.vps.host,
@@ -139,6 +167,9 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
       mirrorConfig: file('registry-cache/config.yml'),
       privateEnv: pulumi.secret(rendered.apply((r) => r.privateEnv)),
       mirrorEnv: pulumi.secret(rendered.apply((r) => r.mirrorEnv)),
+      ...(cfg.derived.redis
+        ? { redisConfig: secretFile('redis/redis.conf'), redisEnv: pulumi.secret(rendered.apply((r) => r.redisEnv ?? {})) }
+        : {}),
       after: host.steps,
     },
     { provider },
@@ -150,7 +181,7 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     publicIp: cfg.derived.publicIp,
     zoneId: edge.zoneId,
     serverImage: imageName,
-    containers: [CONTAINER_NAMES.caddy, CONTAINER_NAMES.private, CONTAINER_NAMES.mirror],
+    containers: allContainerNames(cfg),
     dnsRecords: [
       { name: cfg.derived.dcrHost, type: 'A', proxied: false },
       { name: cfg.derived.mirHost, type: 'A', proxied: true },
@@ -163,6 +194,8 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     ],
     clientSnippets: renderClientSnippets(cfg),
     ...(edge.r2Bucket ? { r2Bucket: edge.r2Bucket.name } : {}),
+    ...(usesR2 && cfg.derived.r2Endpoint ? { r2Endpoint: cfg.derived.r2Endpoint } : {}),
+    replicas: { private: cfg.replicas.private, mirror: cfg.replicas.mirror },
   };
 }
 

@@ -1,5 +1,12 @@
 // Cloudflare: the two DNS records, the mirror's cache, WAF, transform and
 // configuration rules, and an optional R2 bucket.
+//
+// When a registry stores in R2 and no r2Credentials are configured, an account
+// API token scoped to the bucket (object read and write, nothing else) is
+// created, and its S3 credentials derived as R2 documents it: the Access Key ID
+// is the token's id, the Secret Access Key the SHA-256 (hex) of its value. That
+// needs the provider's API token to hold "Account API Tokens Write".
+import { createHash } from 'node:crypto';
 import * as cloudflare from '@pulumi/cloudflare';
 import * as pulumi from '@pulumi/pulumi';
 import { isZoneId, type StackConfig } from '../config.ts';
@@ -10,11 +17,33 @@ export interface CloudflareEdgeArgs {
   originSecret: pulumi.Input<string>;
 }
 
+/** The permission groups of an R2 bucket token (object read and write). */
+export const R2_TOKEN_PERMISSION_GROUPS = ['Workers R2 Storage Bucket Item Read', 'Workers R2 Storage Bucket Item Write'] as const;
+
+/** The resource key that scopes a token to one bucket. */
+export function r2BucketResource(accountId: string, bucket: string, jurisdiction = 'default'): string {
+  return `com.cloudflare.edge.r2.bucket.${accountId}_${jurisdiction}_${bucket}`;
+}
+
+/** R2's S3 Secret Access Key for an API token: the SHA-256 of its value, in hex. */
+export function r2SecretAccessKey(tokenValue: string): string {
+  return createHash('sha256').update(tokenValue).digest('hex');
+}
+
+export interface R2Credentials {
+  accessKeyId: pulumi.Output<string>;
+  secretAccessKey: pulumi.Output<string>;
+}
+
 export class CloudflareEdge extends pulumi.ComponentResource {
   readonly zoneId: pulumi.Output<string>;
   readonly records: cloudflare.DnsRecord[] = [];
   readonly rulesets: cloudflare.Ruleset[] = [];
   readonly r2Bucket?: cloudflare.R2Bucket;
+  /** The token created for the registries' R2 access (when none is configured). */
+  readonly r2Token?: cloudflare.AccountToken;
+  /** S3 credentials of the bucket (secrets), when a registry stores in R2. */
+  readonly r2Credentials?: R2Credentials;
 
   constructor(name: string, args: CloudflareEdgeArgs, opts?: pulumi.ComponentResourceOptions) {
     super('registry-stack:index:CloudflareEdge', name, {}, opts);
@@ -65,9 +94,53 @@ export class CloudflareEdge extends pulumi.ComponentResource {
       const r2 = cfg.cloudflare.r2;
       this.r2Bucket = new cloudflare.R2Bucket(
         `${name}-r2`,
-        { accountId: r2.accountId, name: r2.bucket, ...(r2.location ? { location: r2.location } : {}) },
+        {
+          accountId: r2.accountId,
+          name: r2.bucket,
+          ...(r2.location ? { location: r2.location } : {}),
+          ...(r2.jurisdiction && r2.jurisdiction !== 'default' ? { jurisdiction: r2.jurisdiction } : {}),
+        },
         { ...child, protect: true },
       );
+      const usesR2 = cfg.derived.storage.private === 'r2' || cfg.derived.storage.mirror === 'r2';
+      if (usesR2 && cfg.r2Credentials) {
+        this.r2Credentials = {
+          accessKeyId: pulumi.secret(cfg.r2Credentials.accessKeyId),
+          secretAccessKey: pulumi.secret(cfg.r2Credentials.secretAccessKey),
+        };
+      } else if (usesR2) {
+        const groups = cloudflare.getAccountApiTokenPermissionGroupsListOutput({ accountId: r2.accountId }, child).apply((list) =>
+          R2_TOKEN_PERMISSION_GROUPS.map((wanted) => {
+            const g = (list.results ?? []).find((x) => x.name === wanted);
+            if (!g) {
+              throw new Error(
+                `Cloudflare has no permission group "${wanted}" for account ${r2.accountId}: ` +
+                  'create an R2 API token by hand and set r2Credentials (accessKeyId, secretAccessKey)',
+              );
+            }
+            return { id: g.id };
+          }),
+        );
+        this.r2Token = new cloudflare.AccountToken(
+          `${name}-r2-token`,
+          {
+            accountId: r2.accountId,
+            name: `registry-stack ${cfg.domain} R2 ${r2.bucket}`,
+            policies: [
+              {
+                effect: 'allow',
+                permissionGroups: groups,
+                resources: this.r2Bucket.name.apply((bucket) => JSON.stringify({ [r2BucketResource(r2.accountId, bucket, r2.jurisdiction)]: '*' })),
+              },
+            ],
+          },
+          child,
+        );
+        this.r2Credentials = {
+          accessKeyId: pulumi.secret(this.r2Token.id),
+          secretAccessKey: pulumi.secret(this.r2Token.value.apply(r2SecretAccessKey)),
+        };
+      }
     }
     this.registerOutputs({ zoneId: this.zoneId });
   }

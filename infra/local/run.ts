@@ -1,6 +1,8 @@
-// `npm run stack:local [-- stack-config.yaml]`: the whole stack on this
+// `npm run stack:local [-- [--replicas N] stack-config.yaml]`: the whole stack on this
 // machine (Caddy with `tls internal` on high ports, the private registry and
-// the mirror on loopback), from the same renderers as `pulumi up`.
+// the mirror on loopback), from the same renderers as `pulumi up`. With
+// --replicas N, N processes of each registry behind Caddy's load balancer,
+// sharing their data directory and a local redis-server.
 // STACK_LOCAL_DIR (default .tmp/stack-local), STACK_LOCAL_HTTPS_PORT (8443)
 // and STACK_LOCAL_HTTP_PORT (8080) choose where and on which ports.
 import { readFileSync } from 'node:fs';
@@ -14,12 +16,27 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === '--help' || argv[0] === '-h') {
-    process.stdout.write('usage: npm run stack:local [-- stack-config.yaml]\n');
+    process.stdout.write('usage: npm run stack:local [-- [--replicas N] stack-config.yaml]\n');
     return 0;
   }
+  let replicas: number | undefined;
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = a.startsWith('--replicas=') ? a.slice('--replicas='.length) : a === '--replicas' ? argv[++i] : undefined;
+    if (value === undefined) {
+      args.push(a);
+      continue;
+    }
+    if (!/^\d+$/.test(value ?? '') || Number(value) < 1 || Number(value) > 16) {
+      process.stderr.write(`stack:local: --replicas takes a number from 1 to 16, got ${value}\n`);
+      return 2;
+    }
+    replicas = Number(value);
+  }
   let stackConfig: Record<string, unknown> | undefined;
-  if (argv[0]) {
-    const { raw, encrypted } = rawFromStackFile(parseYaml(readFileSync(argv[0], 'utf8')));
+  if (args[0]) {
+    const { raw, encrypted } = rawFromStackFile(parseYaml(readFileSync(args[0], 'utf8')));
     if (encrypted.length) process.stderr.write(`note: encrypted keys are ignored locally: ${encrypted.join(', ')}\n`);
     stackConfig = raw;
     // Encrypted users cannot be read here: fall back to the local admin user.
@@ -34,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
     httpsPort: port('STACK_LOCAL_HTTPS_PORT', 8443),
     httpPort: port('STACK_LOCAL_HTTP_PORT', 8080),
     stackConfig,
+    replicas,
   });
   process.stdout.write(localStackBanner(stack));
   const reason = await new Promise<string | undefined>((resolve) => {

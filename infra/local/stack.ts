@@ -7,16 +7,25 @@
 // container names, temp paths instead of volumes, Caddy's own CA instead of
 // Let's Encrypt, and no Cloudflare (clients add the origin header themselves
 // to reach the mirror, as Cloudflare's transform rule does in production).
+//
+// With `replicas` > 1 each registry runs that many processes behind Caddy's
+// load balancer (the rendered lb_policy and health checks), sharing their data
+// directory (on one machine a directory is shared storage, which the VPS gets
+// from R2) and a local redis-server started from the rendered redis.conf.
+// Storage is always the local directory: the twin never touches R2.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { parseStackConfig, type StackConfig } from '../config.ts';
 import { renderCaddyfile } from '../render/caddyfile.ts';
 import { renderHtpasswd } from '../render/htpasswd.ts';
+import { loadBalancingFor } from '../render/index.ts';
+import { replicaNames } from '../render/layout.ts';
+import { renderRedisConf } from '../render/redis.ts';
 import { registryEnv, renderMirrorConfig, renderPrivateConfig } from '../render/registry-config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -41,6 +50,9 @@ export interface LocalStackOptions {
   caddyBin?: string;
   /** How long to wait for each process to come up (ms). */
   startTimeoutMs?: number;
+  /** Processes per registry behind Caddy (default 1); more than one also starts redis-server. */
+  replicas?: number;
+  redisBin?: string;
 }
 
 export interface LocalStack {
@@ -54,9 +66,15 @@ export interface LocalStack {
   /** The header Cloudflare would add; required by the mirror host. */
   originHeader: { name: string; value: string };
   users: Record<string, string>;
-  /** Loopback addresses of the servers behind Caddy. */
+  /** Loopback addresses of the servers behind Caddy (the first replica of each). */
   backends: { private: string; mirror: string };
-  files: { caddyfile: string; privateConfig: string; mirrorConfig: string; htpasswd: string };
+  /** Every replica: name → loopback URL, e.g. registry-2 → http://127.0.0.1:41235. */
+  replicas: { private: Record<string, string>; mirror: Record<string, string> };
+  /** The local Redis (host:port) when there are replicas. */
+  redisAddr?: string;
+  files: { caddyfile: string; privateConfig: string; mirrorConfig: string; htpasswd: string; redisConf?: string };
+  /** Stops one replica (e.g. registry-2), to watch Caddy route around it. */
+  stopReplica(name: string): Promise<void>;
   /** An undici dispatcher that trusts the CA and resolves *.localhost to 127.0.0.1. */
   dispatcher: Agent;
   /** Resolves with a message when one of the processes exits on its own. */
@@ -140,38 +158,51 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   const mirror = { ...((base.mirror as Record<string, unknown>) ?? {}) };
   if (o.upstreams) mirror.upstreams = o.upstreams;
   if (o.mirrorDefaultHost) mirror.defaultHost = o.mirrorDefaultHost;
+  const replicas = o.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 16) throw new Error(`replicas must be 1 to 16, got ${o.replicas}`);
+  // Locally the data directory is the shared storage: the stack config's storage
+  // and replica keys (which a VPS needs R2 for) are replaced by the twin's own.
+  const { storage: _storage, replicas: _replicas, r2Credentials: _r2, ...rest } = base;
   const parsed = parseStackConfig(
-    { ...base, domain: base.domain ?? 'example.com', vps: base.vps ?? { host: '127.0.0.1' }, users, mirror },
+    { ...rest, domain: base.domain ?? 'example.com', vps: base.vps ?? { host: '127.0.0.1' }, users, mirror, redis: { ...((base.redis as object) ?? {}), enabled: false } },
     'local stack config',
   );
   const cfg: StackConfig = {
     ...parsed,
+    replicas: { private: replicas, mirror: replicas },
     derived: {
       ...parsed.derived,
       dcrHost: `${parsed.hostnames.private}.${LOCAL_DOMAIN}`,
       mirHost: `${parsed.hostnames.mirror}.${LOCAL_DOMAIN}`,
+      storage: { private: 'filesystem', mirror: 'filesystem' },
+      redis: replicas > 1,
     },
   };
 
-  const [httpsPort, httpPort, privatePort, mirrorPort, privateAdmin, mirrorAdmin] = await Promise.all([
-    o.httpsPort ?? freePort(),
-    o.httpPort ?? freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
+  const ports = (n: number) => Promise.all(Array.from({ length: n }, () => freePort()));
+  const [[httpsPort, httpPort, redisPort], privatePorts, mirrorPorts, privateAdmins, mirrorAdmins] = await Promise.all([
+    Promise.all([o.httpsPort ?? freePort(), o.httpPort ?? freePort(), freePort()]),
+    ports(replicas),
+    ports(replicas),
+    ports(replicas),
+    ports(replicas),
   ]);
+  const privateNames = replicaNames('registry', replicas);
+  const mirrorNames = replicaNames('registry-cache', replicas);
   const privateUrl = `https://${cfg.derived.dcrHost}:${httpsPort}`;
   const mirrorUrl = `https://${cfg.derived.mirHost}:${httpsPort}`;
   const originSecret = cfg.originSecret ?? persistentSecret(dir, 'origin');
   const adminToken = cfg.adminToken ?? persistentSecret(dir, 'admin-token');
   const seed = persistentSecret(dir, 'htpasswd-seed');
+  const redisPassword = cfg.derived.redis ? persistentSecret(dir, 'redis') : undefined;
+  const redisAddr = cfg.derived.redis ? `127.0.0.1:${redisPort}` : undefined;
 
   const files = {
     caddyfile: path.join(dir, 'Caddyfile'),
     privateConfig: path.join(dir, 'registry.yml'),
     mirrorConfig: path.join(dir, 'registry-cache.yml'),
     htpasswd: path.join(dir, 'htpasswd'),
+    ...(cfg.derived.redis ? { redisConf: path.join(dir, 'redis.conf') } : {}),
   };
   writeFileSync(
     files.htpasswd,
@@ -190,16 +221,30 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     publicUrl: url,
     trustedProxies: ['127.0.0.1/32'],
     logFormatter: 'json' as const,
+    ...(redisAddr ? { redisAddr } : {}),
   });
-  writeFileSync(files.privateConfig, renderPrivateConfig(cfg, target('registry', privatePort, privateAdmin, privateUrl)));
-  writeFileSync(files.mirrorConfig, renderMirrorConfig(cfg, target('registry-cache', mirrorPort, mirrorAdmin, mirrorUrl)));
+  // One config per replica (each listens on its own ports); replicas of a registry share its data directory.
+  const configFile = (name: string) => path.join(dir, `${name}.yml`);
+  privateNames.forEach((n, i) => writeFileSync(configFile(n), renderPrivateConfig(cfg, target('registry', privatePorts[i], privateAdmins[i], privateUrl))));
+  mirrorNames.forEach((n, i) => writeFileSync(configFile(n), renderMirrorConfig(cfg, target('registry-cache', mirrorPorts[i], mirrorAdmins[i], mirrorUrl))));
+  files.privateConfig = configFile(privateNames[0]);
+  files.mirrorConfig = configFile(mirrorNames[0]);
+  if (files.redisConf && redisPassword) {
+    mkdirSync(path.join(dir, 'redis'), { recursive: true, mode: 0o700 });
+    writeFileSync(
+      files.redisConf,
+      renderRedisConf({ password: redisPassword, port: redisPort, memoryLimit: cfg.redis.memory, persistence: false, dir: path.join(dir, 'redis'), bind: '127.0.0.1' }),
+      { mode: 0o600 },
+    );
+  }
   writeFileSync(
     files.caddyfile,
     renderCaddyfile({
       dcrHost: cfg.derived.dcrHost,
       mirHost: cfg.derived.mirHost,
-      privateUpstream: `127.0.0.1:${privatePort}`,
-      mirrorUpstream: `127.0.0.1:${mirrorPort}`,
+      privateUpstream: privatePorts.map((p) => `127.0.0.1:${p}`),
+      mirrorUpstream: mirrorPorts.map((p) => `127.0.0.1:${p}`),
+      loadBalancing: loadBalancingFor(cfg),
       originHeader: cfg.cloudflare.originHeader,
       originSecret,
       behindCloudflare: false,
@@ -209,7 +254,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     }),
   );
 
-  const children: Array<{ name: string; proc: ChildProcess; exit?: string }> = [];
+  const children: Array<{ name: string; proc: ChildProcess; exit?: string; stopped?: boolean }> = [];
   let stopping = false;
   let reportExit: (msg: string) => void = () => {};
   const exited = new Promise<string>((resolve) => {
@@ -225,10 +270,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       proc.stdout?.pipe(log);
       proc.stderr?.pipe(log);
     }
-    const entry: { name: string; proc: ChildProcess; exit?: string } = { name, proc };
+    const entry: { name: string; proc: ChildProcess; exit?: string; stopped?: boolean } = { name, proc };
     proc.once('exit', (code, signal) => {
       entry.exit = `exited (${signal ?? code}); see ${path.join(dir, 'logs', `${name}.log`)}`;
-      if (!stopping) reportExit(`${name} ${entry.exit}`);
+      if (!stopping && !entry.stopped) reportExit(`${name} ${entry.exit}`);
     });
     proc.once('error', (err) => {
       entry.exit = `could not start: ${err.message}`;
@@ -250,6 +295,16 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     );
     await dispatcher?.close();
   };
+  const stopReplica = async (name: string) => {
+    const c = children.find((x) => x.name === name && (privateNames.includes(name) || mirrorNames.includes(name)));
+    if (!c) throw new Error(`no replica named ${name}`);
+    c.stopped = true;
+    if (c.exit !== undefined || c.proc.exitCode !== null || c.proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.proc.once('exit', () => resolve());
+      c.proc.kill('SIGTERM');
+    });
+  };
   let dispatcher: Agent | undefined;
 
   try {
@@ -259,14 +314,16 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       await res.body.dump();
       return res.statusCode < 500 ? true : undefined;
     };
-    const priv = start('registry', process.execPath, [SERVER_BIN, 'serve', files.privateConfig], {
-      ...baseEnv,
-      ...registryEnv(cfg, { adminToken }, 'private'),
-    });
-    const mir = start('registry-cache', process.execPath, [SERVER_BIN, 'serve', files.mirrorConfig], {
-      ...baseEnv,
-      ...registryEnv(cfg, { adminToken }, 'mirror'),
-    });
+    if (files.redisConf && redisAddr && redisPassword) {
+      const redis = start('redis', o.redisBin ?? 'redis-server', [files.redisConf], baseEnv);
+      await waitFor('redis-server', timeout, () => redisPing(redisPort, redisPassword), () => redis.exit);
+    }
+    const priv = privateNames.map((n) =>
+      start(n, process.execPath, [SERVER_BIN, 'serve', configFile(n)], { ...baseEnv, ...registryEnv(cfg, { adminToken, redisPassword }, 'private') }),
+    );
+    const mir = mirrorNames.map((n) =>
+      start(n, process.execPath, [SERVER_BIN, 'serve', configFile(n)], { ...baseEnv, ...registryEnv(cfg, { adminToken, redisPassword }, 'mirror') }),
+    );
     const caddyData = path.join(dir, 'caddy');
     const caddy = start('caddy', o.caddyBin ?? 'caddy', ['run', '--config', files.caddyfile, '--adapter', 'caddyfile'], {
       ...baseEnv,
@@ -274,8 +331,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       XDG_CONFIG_HOME: path.join(caddyData, 'config'),
       HOME: caddyData,
     });
-    await waitFor('the private registry', timeout, () => up(`http://127.0.0.1:${privatePort}/v2/`), () => priv.exit);
-    await waitFor('the mirror', timeout, () => up(`http://127.0.0.1:${mirrorPort}/v2/`), () => mir.exit);
+    for (const [i, p] of privatePorts.entries()) await waitFor(`the private registry (${privateNames[i]})`, timeout, () => up(`http://127.0.0.1:${p}/v2/`), () => priv[i].exit);
+    for (const [i, p] of mirrorPorts.entries()) await waitFor(`the mirror (${mirrorNames[i]})`, timeout, () => up(`http://127.0.0.1:${p}/v2/`), () => mir[i].exit);
 
     const caRootPath = path.join(caddyData, 'data', 'caddy', 'pki', 'authorities', 'local', 'root.crt');
     const caRoot = await waitFor('Caddy\'s local CA', timeout, async () => (existsSync(caRootPath) ? readFileSync(caRootPath, 'utf8') : undefined), () => caddy.exit);
@@ -297,16 +354,43 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       caRoot,
       originHeader: { name: cfg.cloudflare.originHeader, value: originSecret },
       users,
-      backends: { private: `http://127.0.0.1:${privatePort}`, mirror: `http://127.0.0.1:${mirrorPort}` },
+      backends: { private: `http://127.0.0.1:${privatePorts[0]}`, mirror: `http://127.0.0.1:${mirrorPorts[0]}` },
+      replicas: {
+        private: Object.fromEntries(privateNames.map((n, i) => [n, `http://127.0.0.1:${privatePorts[i]}`])),
+        mirror: Object.fromEntries(mirrorNames.map((n, i) => [n, `http://127.0.0.1:${mirrorPorts[i]}`])),
+      },
+      ...(redisAddr ? { redisAddr } : {}),
       files,
       dispatcher,
       exited,
       stop,
+      stopReplica,
     };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/** AUTH + PING over RESP; resolves true on PONG (undefined while Redis is not up yet). */
+function redisPing(port: number, password: string): Promise<true | undefined> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: '127.0.0.1', port });
+    let buf = '';
+    const done = (v: true | undefined) => {
+      sock.destroy();
+      resolve(v);
+    };
+    sock.setTimeout(2000, () => done(undefined));
+    sock.once('error', () => done(undefined));
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      if (buf.includes('+PONG')) done(true);
+      else if (buf.includes('-')) done(undefined);
+    });
+    const bulk = (s: string) => `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+    sock.write(`*2\r\n${bulk('AUTH')}${bulk(password)}*1\r\n${bulk('PING')}`);
+  });
 }
 
 /** What to tell a user about a running local stack. */
@@ -321,6 +405,12 @@ export function localStackBanner(s: LocalStack): string {
     'registry-stack local twin: the rendered Caddyfile and registry configs, on loopback, with no Docker',
     `  private registry  ${s.privateUrl}   (user ${user}, password ${s.users[user]})`,
     `  mirror            ${s.mirrorUrl}   (requires header ${s.originHeader.name}: ${s.originHeader.value}, as Cloudflare adds it)`,
+    ...(Object.keys(s.replicas.private).length > 1
+      ? [
+          `  replicas          ${[...Object.entries(s.replicas.private), ...Object.entries(s.replicas.mirror)].map(([n, u]) => `${n} ${u}`).join(', ')}`,
+          `  redis             ${s.redisAddr} (password in ${path.join(s.dir, 'redis.secret')})`,
+        ]
+      : []),
     `  Caddy's CA root   ${s.caRootPath}`,
     `  files and data    ${s.dir}`,
     '',

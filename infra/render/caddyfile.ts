@@ -6,13 +6,35 @@
 //     rule adds a secret origin header, and anything arriving without it gets a
 //     403. The mirror is read-only: only GET, HEAD and OPTIONS pass.
 // The local twin renders the same sites with `tls internal` on high ports.
+//
+// A host with several replicas gets one reverse_proxy to all of them, with a
+// load-balancing policy, active health checks (GET /healthz on each replica),
+// passive ones (a replica that failed a request sits out fail_duration) and
+// retries on another replica (lb_try_duration). With one replica the block is
+// exactly what it always was.
+
+/** How Caddy balances a host over its replicas (all durations are Caddy/Go durations such as 10s). */
+export interface LoadBalancing {
+  policy: string;
+  /** Active health checks: this URI on each upstream, this often, failing after healthTimeout. */
+  healthUri: string;
+  healthInterval: string;
+  healthTimeout: string;
+  /** Passive health checks: how long a failed upstream is skipped. */
+  failDuration: string;
+  /** Retry an unreachable upstream's request on another for up to tryDuration, every tryInterval. */
+  tryDuration: string;
+  tryInterval: string;
+}
 
 export interface CaddyfileOptions {
   dcrHost: string;
   mirHost: string;
-  /** Where the private registry listens (registry:5000 on the VPS, 127.0.0.1:PORT locally). */
-  privateUpstream: string;
-  mirrorUpstream: string;
+  /** Where the private registry listens (registry:5000 on the VPS, 127.0.0.1:PORT locally): one address, or one per replica. */
+  privateUpstream: string | string[];
+  mirrorUpstream: string | string[];
+  /** Applied to a host with more than one upstream. */
+  loadBalancing?: LoadBalancing;
   originHeader: string;
   originSecret: string;
   acmeEmail?: string;
@@ -40,13 +62,47 @@ function specError(code: string, message: string): string {
   return JSON.stringify({ errors: [{ code, message, detail: null }] });
 }
 
+const DURATION = /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$|^0$/;
+
+/** The lines a reverse_proxy block gets to balance over several upstreams (none for one). */
+export function loadBalancingLines(lb: LoadBalancing | undefined, upstreams: number): string[] {
+  if (upstreams < 2) return [];
+  if (!lb) throw new Error('caddyfile: several upstreams need loadBalancing options');
+  const d = (name: keyof LoadBalancing) => {
+    if (!DURATION.test(lb[name])) throw new Error(`caddyfile: loadBalancing.${name} "${lb[name]}" is not a duration`);
+    return lb[name];
+  };
+  if (!/^[a-z_]+$/.test(lb.policy)) throw new Error(`caddyfile: bad lb_policy ${lb.policy}`);
+  if (!/^\/[A-Za-z0-9._~/-]*$/.test(lb.healthUri)) throw new Error(`caddyfile: bad health URI ${lb.healthUri}`);
+  return [
+    `lb_policy ${lb.policy}`,
+    `lb_try_duration ${d('tryDuration')}`,
+    `lb_try_interval ${d('tryInterval')}`,
+    `health_uri ${lb.healthUri}`,
+    `health_interval ${d('healthInterval')}`,
+    `health_timeout ${d('healthTimeout')}`,
+    'health_status 2xx',
+    // Passive checks count failed connections only: a 5xx may be the upstream registry's
+    // or the bucket's trouble, the same on every replica, and must not empty the pool.
+    `fail_duration ${d('failDuration')}`,
+    'max_fails 1',
+  ];
+}
+
+const list = (v: string | string[]) => (Array.isArray(v) ? v : [v]);
+
 export function renderCaddyfile(o: CaddyfileOptions): string {
   const dcr = token('dcrHost', o.dcrHost);
   const mir = token('mirHost', o.mirHost);
   const header = token('originHeader', o.originHeader);
   const secret = token('originSecret', o.originSecret);
-  const privateUp = token('privateUpstream', o.privateUpstream);
-  const mirrorUp = token('mirrorUpstream', o.mirrorUpstream);
+  const privateUps = list(o.privateUpstream).map((u) => token('privateUpstream', u));
+  const mirrorUps = list(o.mirrorUpstream).map((u) => token('mirrorUpstream', u));
+  if (privateUps.length === 0 || mirrorUps.length === 0) throw new Error('caddyfile: each host needs at least one upstream');
+  const privateUp = privateUps.join(' ');
+  const mirrorUp = mirrorUps.join(' ');
+  const privateLb = loadBalancingLines(o.loadBalancing, privateUps.length).map((l) => `\t\t${l}`);
+  const mirrorLb = loadBalancingLines(o.loadBalancing, mirrorUps.length).map((l) => `\t\t\t${l}`);
 
   const global: string[] = [];
   if (o.acmeEmail) global.push(`email ${token('acmeEmail', o.acmeEmail)}`);
@@ -75,6 +131,7 @@ export function renderCaddyfile(o: CaddyfileOptions): string {
     '\t}',
     `\treverse_proxy ${privateUp} {`,
     ...proxyOpts,
+    ...privateLb,
     '\t}',
     '}',
     '',
@@ -93,6 +150,7 @@ export function renderCaddyfile(o: CaddyfileOptions): string {
     `\t\t\theader_up -${header}`,
     ...(o.behindCloudflare ? ['\t\t\theader_up X-Forwarded-For {http.request.header.CF-Connecting-IP}'] : []),
     ...proxyOpts.map((l) => `\t${l}`),
+    ...mirrorLb,
     '\t\t}',
     '\t}',
     '\thandle {',

@@ -6,15 +6,21 @@ import { renderCaddyfile } from './caddyfile.ts';
 import { renderClientSnippets } from './clients.ts';
 import { renderDaemonJson, renderFirewallScript, renderSysctl } from './host.ts';
 import { renderHtpasswd } from './htpasswd.ts';
-import { CADDY_ADMIN_SOCKET, CADDY_HEALTH_PORT, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS } from './layout.ts';
-import { opsEnv, opsJobs, renderCrontab, renderEnvFile, renderLogrotate, renderOpsWrapper } from './ops.ts';
-import { type RegistryTarget, registryEnv, renderMirrorConfig, renderPrivateConfig } from './registry-config.ts';
+import { CADDY_ADMIN_SOCKET, CADDY_HEALTH_PORT, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, REDIS_PATHS } from './layout.ts';
+import { opsDataMounts, opsEnv, opsJobs, renderCrontab, renderEnvFile, renderLogrotate, renderOpsWrapper, stackContainers } from './ops.ts';
+import { renderRedisConf } from './redis.ts';
+import { checkRegistryEnv, type RegistryTarget, registryEnv, renderMirrorConfig, renderPrivateConfig } from './registry-config.ts';
 
 export interface StackSecrets {
   originSecret: string;
   adminToken: string;
   /** Seed of the htpasswd salts. */
   htpasswdSeed: string;
+  /** The shared Redis's password (needed when the stack runs Redis). */
+  redisPassword?: string;
+  /** The R2 bucket's S3 credentials (needed when a registry stores in R2). */
+  r2AccessKeyId?: string;
+  r2SecretAccessKey?: string;
 }
 
 export interface RenderedFile {
@@ -29,9 +35,25 @@ export interface RenderedFile {
 
 export interface RenderedStack {
   files: Record<string, RenderedFile>;
-  /** Environment of the two registry containers (secrets). */
+  /** Environment of the two registries' containers (secrets), the same for each replica. */
   privateEnv: Record<string, string>;
   mirrorEnv: Record<string, string>;
+  /** Environment of the Redis container (its password for redis-cli in the healthcheck), when the stack runs Redis. */
+  redisEnv?: Record<string, string>;
+}
+
+/** Caddy's load balancing over replicas, from the stack config. */
+export function loadBalancingFor(cfg: StackConfig) {
+  const lb = cfg.loadBalancer;
+  return {
+    policy: lb.policy,
+    healthUri: '/healthz',
+    healthInterval: lb.healthInterval,
+    healthTimeout: lb.healthTimeout,
+    failDuration: lb.failDuration,
+    tryDuration: lb.tryDuration,
+    tryInterval: lb.tryInterval,
+  };
 }
 
 /** The registry targets inside the containers on the VPS. */
@@ -43,6 +65,7 @@ export function vpsTargets(cfg: StackConfig): { private: RegistryTarget; mirror:
     adminAddr: `0.0.0.0:${IMAGE_PATHS.adminPort}`,
     trustedProxies: [cfg.docker.subnet],
     logFormatter: 'json' as const,
+    ...(cfg.derived.redis ? { redisAddr: `${CONTAINER_NAMES.redis}:${REDIS_PATHS.port}` } : {}),
   };
   return {
     private: { ...base, publicUrl: `https://${cfg.derived.dcrHost}` },
@@ -54,14 +77,24 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
   const t = vpsTargets(cfg);
   const file = (target: string, content: string, mode = '0644', secret = false): RenderedFile => ({ target, content, mode, secret });
   const clients = renderClientSnippets(cfg);
+  const names = stackContainers(cfg);
+  const upstreams = (replicas: string[]) => replicas.map((n) => `${n}:${IMAGE_PATHS.port}`);
+  const privateConfig = renderPrivateConfig(cfg, t.private);
+  const mirrorConfig = renderMirrorConfig(cfg, t.mirror);
+  const privateEnv = registryEnv(cfg, secrets, 'private');
+  const mirrorEnv = registryEnv(cfg, secrets, 'mirror');
+  // The configs as the servers will load them, secrets from the environment included.
+  checkRegistryEnv(privateConfig, privateEnv, 'the private registry config');
+  checkRegistryEnv(mirrorConfig, mirrorEnv, 'the mirror config');
   const files: Record<string, RenderedFile> = {
     Caddyfile: file(
       `${CONTAINER_NAMES.caddy}:/etc/caddy/Caddyfile`,
       renderCaddyfile({
         dcrHost: cfg.derived.dcrHost,
         mirHost: cfg.derived.mirHost,
-        privateUpstream: `${CONTAINER_NAMES.private}:${IMAGE_PATHS.port}`,
-        mirrorUpstream: `${CONTAINER_NAMES.mirror}:${IMAGE_PATHS.port}`,
+        privateUpstream: upstreams(names.private),
+        mirrorUpstream: upstreams(names.mirror),
+        loadBalancing: loadBalancingFor(cfg),
         originHeader: cfg.cloudflare.originHeader,
         originSecret: secrets.originSecret,
         acmeEmail: cfg.acmeEmail,
@@ -73,8 +106,8 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
       '0644',
       true,
     ),
-    'registry/config.yml': file(`${CONTAINER_NAMES.private}:${IMAGE_PATHS.config}`, renderPrivateConfig(cfg, t.private)),
-    'registry-cache/config.yml': file(`${CONTAINER_NAMES.mirror}:${IMAGE_PATHS.config}`, renderMirrorConfig(cfg, t.mirror)),
+    'registry/config.yml': file(`${names.private.join(',')}:${IMAGE_PATHS.config}`, privateConfig),
+    'registry-cache/config.yml': file(`${names.mirror.join(',')}:${IMAGE_PATHS.config}`, mirrorConfig),
     htpasswd: file(
       HOST_PATHS.htpasswd,
       renderHtpasswd(cfg.users, { seed: secrets.htpasswdSeed, cost: cfg.docker.bcryptCost, previous: o.previousHtpasswd }),
@@ -85,7 +118,7 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
     'host/99-registry-stack.conf': file(HOST_PATHS.sysctlFile, renderSysctl()),
     'host/daemon.json': file(HOST_PATHS.daemonJson, renderDaemonJson({ logMaxSize: cfg.docker.logMaxSize, logMaxFile: cfg.docker.logMaxFile })),
     'host/registry-stack.cron': file(HOST_PATHS.cronFile, renderCrontab(opsJobs(cfg))),
-    'host/registry-stack-ops': file(HOST_PATHS.opsWrapper, renderOpsWrapper({ image: o.image, network: cfg.docker.network }), '0755'),
+    'host/registry-stack-ops': file(HOST_PATHS.opsWrapper, renderOpsWrapper({ image: o.image, network: cfg.docker.network, mounts: opsDataMounts(cfg) }), '0755'),
     'host/ops.env': file(HOST_PATHS.opsEnv, renderEnvFile(opsEnv(cfg, secrets), 'Rendered by registry-stack: settings of the ops scripts.'), '0600', true),
     'host/logrotate': file(HOST_PATHS.logrotateFile, renderLogrotate()),
     'clients/registries.yaml': file('/etc/rancher/k3s/registries.yaml', clients.k3sRegistriesYaml),
@@ -95,9 +128,23 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
   for (const [host, toml] of Object.entries(clients.containerdHosts)) {
     files[`clients/containerd/certs.d/${host}/hosts.toml`] = file(`/etc/containerd/certs.d/${host}/hosts.toml`, toml);
   }
-  return {
-    files,
-    privateEnv: registryEnv(cfg, secrets, 'private'),
-    mirrorEnv: registryEnv(cfg, secrets, 'mirror'),
-  };
+  let redisEnv: Record<string, string> | undefined;
+  if (cfg.derived.redis) {
+    if (!secrets.redisPassword) throw new Error('renderStack: the stack runs Redis but no password was given');
+    files['redis/redis.conf'] = file(
+      `${CONTAINER_NAMES.redis}:${REDIS_PATHS.config}`,
+      renderRedisConf({
+        password: secrets.redisPassword,
+        port: REDIS_PATHS.port,
+        memoryLimit: cfg.redis.memory,
+        persistence: cfg.redis.persistence,
+        dir: REDIS_PATHS.data,
+      }),
+      '0644',
+      true,
+    );
+    // redis-cli reads the password from REDISCLI_AUTH, so the healthcheck's command line holds none.
+    redisEnv = { REDISCLI_AUTH: secrets.redisPassword };
+  }
+  return { files, privateEnv, mirrorEnv, ...(redisEnv ? { redisEnv } : {}) };
 }

@@ -19,7 +19,17 @@ export const HOST_PATHS = {
   dockerSocket: '/var/run/docker.sock',
 } as const;
 
-export const CONTAINER_NAMES = { caddy: 'caddy', private: 'registry', mirror: 'registry-cache' } as const;
+export const CONTAINER_NAMES = { caddy: 'caddy', private: 'registry', mirror: 'registry-cache', redis: 'redis' } as const;
+
+/**
+ * The containers of a registry with `count` replicas: the plain name for one
+ * (so an existing single-replica stack keeps its containers), else
+ * <name>-1 … <name>-<count>.
+ */
+export function replicaNames(base: string, count: number): string[] {
+  if (!Number.isInteger(count) || count < 1) throw new Error(`bad replica count ${count}`);
+  return count === 1 ? [base] : Array.from({ length: count }, (_, i) => `${base}-${i + 1}`);
+}
 
 export const VOLUME_NAMES = {
   caddyData: 'caddy_data',
@@ -28,7 +38,22 @@ export const VOLUME_NAMES = {
   caddyAdmin: 'caddy_admin',
   privateData: 'registry_data',
   mirrorData: 'registry_cache_data',
+  /** Redis's append-only file, when redis.persistence is on. */
+  redisData: 'redis_data',
 } as const;
+
+/** Redis inside its container: the official image's paths, the port on the internal network. */
+export const REDIS_PATHS = {
+  config: '/usr/local/etc/redis/redis.conf',
+  data: '/data',
+  port: 6379,
+} as const;
+
+/** Key prefixes of the two registries in the shared R2 bucket (storage.s3.rootdirectory). */
+export const BUCKET_PREFIXES = { private: '/private', mirror: '/mirror' } as const;
+
+/** Redis logical databases: one per registry, so their keys never meet. */
+export const REDIS_DBS = { private: 0, mirror: 1 } as const;
 
 /** Paths and ports inside the server image. */
 export const IMAGE_PATHS = {

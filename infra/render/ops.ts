@@ -4,14 +4,55 @@
 // image (which has Node, tsx and the server code), with the Docker socket,
 // the data volumes (read-only) and the containers' network, so the scripts can
 // check containers, disk usage and the admin endpoints.
+//
+// With replicas, GC and prune call one replica's admin endpoint (the first):
+// the server coordinates them through Redis (one GC at a time across the
+// replicas, pins of blobs being pushed), so asking every replica would only
+// queue the same work. The monitor knows every container.
 import type { StackConfig } from '../config.ts';
-import { CADDY_ADMIN_DIR, CADDY_ADMIN_SOCKET, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, OPS_JOBS, VOLUME_NAMES } from './layout.ts';
+import { CADDY_ADMIN_DIR, CADDY_ADMIN_SOCKET, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, OPS_JOBS, replicaNames, VOLUME_NAMES } from './layout.ts';
 
-/** The data volumes the ops container sees (read-only), for the monitor's disk checks. */
-export const OPS_DATA_MOUNTS = [
+export interface OpsMount {
+  volume: string;
+  path: string;
+}
+
+/** The data volumes of a default (filesystem) stack, as the ops container sees them. */
+export const OPS_DATA_MOUNTS: OpsMount[] = [
   { volume: VOLUME_NAMES.privateData, path: `/data/${CONTAINER_NAMES.private}` },
   { volume: VOLUME_NAMES.mirrorData, path: `/data/${CONTAINER_NAMES.mirror}` },
 ];
+
+/**
+ * The volumes the ops container sees (read-only), for the monitor's disk checks:
+ * the registries' data volumes (filesystem storage only), Redis's when it keeps
+ * data. A stack with everything in R2 still watches the disk Docker's volumes
+ * live on (images, logs), through the caddy_data volume.
+ */
+export function opsDataMounts(cfg: StackConfig): OpsMount[] {
+  const mounts: OpsMount[] = [];
+  if (cfg.derived.storage.private === 'filesystem') mounts.push(OPS_DATA_MOUNTS[0]);
+  if (cfg.derived.storage.mirror === 'filesystem') mounts.push(OPS_DATA_MOUNTS[1]);
+  if (cfg.derived.redis && cfg.redis.persistence) mounts.push({ volume: VOLUME_NAMES.redisData, path: `/data/${CONTAINER_NAMES.redis}` });
+  if (mounts.length === 0) mounts.push({ volume: VOLUME_NAMES.caddyData, path: `/data/${CONTAINER_NAMES.caddy}` });
+  return mounts;
+}
+
+/** Every container of the stack, by role. */
+export function stackContainers(cfg: StackConfig): { caddy: string; private: string[]; mirror: string[]; redis?: string } {
+  return {
+    caddy: CONTAINER_NAMES.caddy,
+    private: replicaNames(CONTAINER_NAMES.private, cfg.replicas.private),
+    mirror: replicaNames(CONTAINER_NAMES.mirror, cfg.replicas.mirror),
+    ...(cfg.derived.redis ? { redis: CONTAINER_NAMES.redis } : {}),
+  };
+}
+
+/** The container names in a flat list: caddy, the private replicas, the mirror replicas, redis. */
+export function allContainerNames(cfg: StackConfig): string[] {
+  const c = stackContainers(cfg);
+  return [c.caddy, ...c.private, ...c.mirror, ...(c.redis ? [c.redis] : [])];
+}
 
 export interface OpsJob {
   name: string;
@@ -51,10 +92,16 @@ export interface OpsWrapperOptions {
   /** The server image (name:tag) the jobs run in. */
   image: string;
   network: string;
+  /** Volumes mounted read-only for the disk checks (default: both registries' data volumes). */
+  mounts?: OpsMount[];
 }
 
 export function renderOpsWrapper(o: OpsWrapperOptions): string {
   if (!/^[a-zA-Z0-9._/:@-]+$/.test(o.image)) throw new Error(`bad image name ${o.image}`);
+  const mounts = o.mounts ?? OPS_DATA_MOUNTS;
+  for (const m of mounts) {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(m.volume) || !/^\/[a-zA-Z0-9_./-]+$/.test(m.path)) throw new Error(`bad mount ${m.volume}:${m.path}`);
+  }
   return `#!/bin/sh
 # Rendered by registry-stack (infra/render/ops.ts).
 # Runs one ops command inside the registry server image, so the host needs no Node.js:
@@ -78,7 +125,7 @@ exec docker run --rm \\
   --log-driver none \\
   -v "$sock:$sock" \\
   -v ${HOST_PATHS.scripts}:${HOST_PATHS.scripts}:ro \\
-${OPS_DATA_MOUNTS.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
+${mounts.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
   -v ${VOLUME_NAMES.caddyAdmin}:${CADDY_ADMIN_DIR} \\
   -w ${IMAGE_PATHS.app} \\
   ${o.image} "$@"
@@ -90,8 +137,10 @@ ${OPS_DATA_MOUNTS.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
  * variables scripts/*.ts read as fallbacks for their flags.
  */
 export function opsEnv(cfg: StackConfig, secrets: { adminToken: string }): Record<string, string> {
-  const privateAdmin = `http://${CONTAINER_NAMES.private}:${IMAGE_PATHS.adminPort}`;
-  const mirrorAdmin = `http://${CONTAINER_NAMES.mirror}:${IMAGE_PATHS.adminPort}`;
+  const c = stackContainers(cfg);
+  // One replica of each: GC and prune are coordinated through Redis on the server side.
+  const privateAdmin = `http://${c.private[0]}:${IMAGE_PATHS.adminPort}`;
+  const mirrorAdmin = `http://${c.mirror[0]}:${IMAGE_PATHS.adminPort}`;
   const memoryMiB = Math.floor((Math.min(cfg.private.memory, cfg.mirror.memory) / 1024 ** 2) * 0.9);
   const env: Record<string, string> = {
     REGISTRY_ADMIN_TOKEN: secrets.adminToken,
@@ -99,10 +148,10 @@ export function opsEnv(cfg: StackConfig, secrets: { adminToken: string }): Recor
     GC_DELETE_UNTAGGED: String(cfg.private.gcDeleteUntagged),
     PRUNE_ADMIN_URLS: `mirror=${mirrorAdmin}`,
     MONITOR_DOCKER_SOCKET: HOST_PATHS.dockerSocket,
-    MONITOR_CONTAINERS: [CONTAINER_NAMES.caddy, CONTAINER_NAMES.private, CONTAINER_NAMES.mirror].join(','),
-    MONITOR_MEMORY_CONTAINERS: [CONTAINER_NAMES.private, CONTAINER_NAMES.mirror].join(','),
+    MONITOR_CONTAINERS: allContainerNames(cfg).join(','),
+    MONITOR_MEMORY_CONTAINERS: [...c.private, ...c.mirror].join(','),
     MONITOR_MEMORY_THRESHOLD: String(memoryMiB),
-    MONITOR_PATHS: OPS_DATA_MOUNTS.map((m) => m.path).join(','),
+    MONITOR_PATHS: opsDataMounts(cfg).map((m) => m.path).join(','),
     MONITOR_DISK_THRESHOLD: String(cfg.alerts.diskPercent),
     MONITOR_URLS: `https://${cfg.derived.dcrHost},https://${cfg.derived.mirHost}`,
     // Check Caddy's own certificates (mir's public one is Cloudflare's), reached on the containers' network.

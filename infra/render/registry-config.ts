@@ -1,11 +1,18 @@
 // The two registry configs (distribution's config.yml shape plus our keys),
 // rendered from the stack config. Secrets never go into these files: the
-// admin token and upstream logins reach the containers as REGISTRY_*
-// environment variables, which the server's loader reads.
+// admin token, upstream logins, R2 credentials and the Redis password reach
+// the containers as REGISTRY_* environment variables, which the server's
+// loader reads (REGISTRY_STORAGE_S3_SECRETKEY sets storage.s3.secretkey).
+//
+// Storage: the filesystem driver on the container's volume, or the s3 driver
+// on the R2 bucket (one bucket, a prefix per registry). With Redis, both
+// registries point their `redis` section at it (a database each) and keep
+// their blob descriptor cache there, so replicas share what they must.
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../../server/src/config/load.ts';
 import type { StackConfig } from '../config.ts';
 import { StackConfigError } from '../config.ts';
+import { BUCKET_PREFIXES, REDIS_DBS } from './layout.ts';
 
 /** Where one instance runs: container paths on the VPS, temp paths in the local twin. */
 export interface RegistryTarget {
@@ -20,6 +27,48 @@ export interface RegistryTarget {
   /** Proxies whose X-Forwarded-For the server believes (Caddy's network). */
   trustedProxies: string[];
   logFormatter: 'json' | 'text';
+  /** host:port of the shared Redis (when the stack runs one). */
+  redisAddr?: string;
+}
+
+/** The R2 region: R2 takes "auto" (S3 clients need some region to sign with). */
+export const R2_REGION = 'auto';
+
+type Service = 'private' | 'mirror';
+
+/** storage.<driver> of one registry: the filesystem driver on its volume, or s3 on the R2 bucket under its prefix. */
+function storageDriver(cfg: StackConfig, t: RegistryTarget, service: Service): Record<string, unknown> {
+  if (cfg.derived.storage[service] === 'filesystem') return { filesystem: { rootdirectory: t.rootdirectory } };
+  const r2 = cfg.cloudflare.r2;
+  if (!r2 || !cfg.derived.r2Endpoint) throw new StackConfigError('registry-stack:storage.backend: r2 storage needs cloudflare.r2 (accountId, bucket)');
+  return {
+    s3: {
+      bucket: r2.bucket,
+      region: R2_REGION,
+      regionendpoint: cfg.derived.r2Endpoint,
+      forcepathstyle: cfg.storage.forcePathStyle,
+      chunksize: cfg.storage.chunkSize,
+      rootdirectory: BUCKET_PREFIXES[service],
+    },
+  };
+}
+
+/** Keys of `storage` that only the s3 driver gets: redirects (private only) and, with Redis, the shared blob descriptor cache. */
+function storageExtras(cfg: StackConfig, service: Service): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (cfg.derived.storage[service] === 'r2') {
+    // The mirror never redirects: Cloudflare caches its blob answers for a year, longer than a presigned URL lives.
+    out.redirect = { disable: service === 'mirror' ? true : !cfg.storage.redirect };
+  }
+  if (cfg.derived.redis) out.cache = { blobdescriptor: 'redis' };
+  return out;
+}
+
+/** The `redis` section (distribution's keys); its password arrives as REGISTRY_REDIS_PASSWORD. */
+function redisSection(cfg: StackConfig, t: RegistryTarget, service: Service): Record<string, unknown> {
+  if (!cfg.derived.redis) return {};
+  if (!t.redisAddr) throw new Error('registry config: the stack runs Redis but the target has no redisAddr');
+  return { redis: { addr: t.redisAddr, db: REDIS_DBS[service] } };
 }
 
 const HEADER = '# Rendered by registry-stack (infra/render/registry-config.ts). Do not edit: `pulumi up` overwrites it.\n';
@@ -30,11 +79,13 @@ export function privateConfigObject(cfg: StackConfig, t: RegistryTarget): Record
     version: '0.1',
     log: { level: p.logLevel, formatter: t.logFormatter, fields: { service: 'registry' }, accesslog: { disabled: false } },
     storage: {
-      filesystem: { rootdirectory: t.rootdirectory },
+      ...storageDriver(cfg, t, 'private'),
       delete: { enabled: p.deleteEnabled },
       maintenance: { uploadpurging: { enabled: true, age: p.uploadPurgeAge, interval: '24h', dryrun: false } },
+      ...storageExtras(cfg, 'private'),
     },
     http: { addr: t.addr, host: t.publicUrl, headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    ...redisSection(cfg, t, 'private'),
     auth: { htpasswd: { realm: cfg.derived.dcrHost, path: t.htpasswdPath }, anonymouspull: p.anonymousPull },
     admin: { addr: t.adminAddr },
     gc: { interval: p.gcInterval, graceperiod: p.gcGracePeriod, deleteuntagged: p.gcDeleteUntagged },
@@ -49,10 +100,12 @@ export function mirrorConfigObject(cfg: StackConfig, t: RegistryTarget): Record<
     version: '0.1',
     log: { level: m.logLevel, formatter: t.logFormatter, fields: { service: 'registry-cache' }, accesslog: { disabled: false } },
     storage: {
-      filesystem: { rootdirectory: t.rootdirectory },
+      ...storageDriver(cfg, t, 'mirror'),
       maintenance: { uploadpurging: { enabled: true, age: '24h', interval: '24h', dryrun: false } },
+      ...storageExtras(cfg, 'mirror'),
     },
     http: { addr: t.addr, host: t.publicUrl, headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    ...redisSection(cfg, t, 'mirror'),
     proxy: {
       ttl: m.ttl,
       upstreams: m.upstreams.map((u) => ({ host: u.host, url: u.url })),
@@ -88,9 +141,28 @@ function finish(doc: Record<string, unknown>, extraKey: string, what: string): s
   return text;
 }
 
+/** The secrets a registry's environment carries. */
+export interface RegistrySecrets {
+  adminToken: string;
+  /** The shared Redis's password (when the stack runs Redis). */
+  redisPassword?: string;
+  /** The R2 bucket's S3 credentials (when a registry stores in R2). */
+  r2AccessKeyId?: string;
+  r2SecretAccessKey?: string;
+}
+
 /** Environment variables carrying the secrets of one instance (REGISTRY_* overrides of the server's loader). */
-export function registryEnv(cfg: StackConfig, secrets: { adminToken: string }, mode: 'private' | 'mirror'): Record<string, string> {
+export function registryEnv(cfg: StackConfig, secrets: RegistrySecrets, mode: 'private' | 'mirror'): Record<string, string> {
   const env: Record<string, string> = { REGISTRY_ADMIN_TOKEN: secrets.adminToken };
+  if (cfg.derived.storage[mode] === 'r2') {
+    if (!secrets.r2AccessKeyId || !secrets.r2SecretAccessKey) throw new Error(`registryEnv: ${mode} stores in R2 but no R2 credentials were given`);
+    env.REGISTRY_STORAGE_S3_ACCESSKEY = secrets.r2AccessKeyId;
+    env.REGISTRY_STORAGE_S3_SECRETKEY = secrets.r2SecretAccessKey;
+  }
+  if (cfg.derived.redis) {
+    if (!secrets.redisPassword) throw new Error('registryEnv: the stack runs Redis but no password was given');
+    env.REGISTRY_REDIS_PASSWORD = secrets.redisPassword;
+  }
   if (mode === 'mirror') {
     for (const [host, cred] of Object.entries(cfg.upstreamCredentials)) {
       const key = host.toUpperCase().replace(/[^A-Z0-9]/g, '_');
@@ -99,6 +171,24 @@ export function registryEnv(cfg: StackConfig, secrets: { adminToken: string }, m
     }
   }
   return env;
+}
+
+/**
+ * Checks a rendered config together with its environment, as the server will
+ * load them: every REGISTRY_* variable must name a config key (a misnamed one
+ * would be ignored, silently dropping a secret), and the result must validate.
+ */
+export function checkRegistryEnv(text: string, env: Record<string, string>, what: string): void {
+  let ignored: string[];
+  try {
+    ignored = loadConfigText(text, env, what).ignoredEnv;
+  } catch (err) {
+    if (err instanceof ConfigError) throw new Error(`${what} with its environment: ${err.message}`);
+    throw err;
+  }
+  // Upstream logins are read by the mirror's upstream code, not the loader (REGISTRY_PROXY_<HOST>_USERNAME).
+  const unknown = ignored.filter((name) => !/^REGISTRY_PROXY_[A-Z0-9_]+_(USERNAME|PASSWORD)$/.test(name));
+  if (unknown.length) throw new Error(`${what}: environment variables that name no config key: ${unknown.join(', ')}`);
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -53,8 +53,18 @@ export async function resolveOutputs(v: unknown): Promise<unknown> {
   return v;
 }
 
-/** The generated secrets the local command "prints" (the same on every run, as from the Pulumi state). */
-export const GENERATED = { origin: 'o'.repeat(64), admin: 'a'.repeat(64), seed: 's'.repeat(64) };
+/** The generated secrets the local commands "print" (the same on every run, as from the Pulumi state). */
+export const GENERATED = { origin: 'o'.repeat(64), admin: 'a'.repeat(64), seed: 's'.repeat(64), redis: 'r'.repeat(64) };
+
+/** The value Cloudflare "returns" for an account API token the program creates. */
+export const TOKEN_VALUE = 'cf-token-value-0123456789abcdefghijklmnopqrstuv';
+
+/** Permission groups the mocked Cloudflare account lists. */
+export const PERMISSION_GROUPS = [
+  { id: 'pg-dns-edit', name: 'DNS Write', category: 'dns_and_zones', isSelectable: true },
+  { id: 'pg-r2-read', name: 'Workers R2 Storage Bucket Item Read', category: 'developer_platform', isSelectable: true },
+  { id: 'pg-r2-write', name: 'Workers R2 Storage Bucket Item Write', category: 'developer_platform', isSelectable: true },
+];
 
 /**
  * Sets `config` (keys without the `registry-stack:` prefix; objects as JSON,
@@ -73,12 +83,16 @@ export async function runProgram(
         resources.push({ type: args.type, name: args.name, inputs: unwrap(args.inputs), raw: args.inputs, provider: args.provider });
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === 'command:local:Command') state.stdout = JSON.stringify(GENERATED);
-        if (args.type === 'docker:index/remoteImage:RemoteImage') state.imageId = `sha256:${'c'.repeat(64)}`;
+        if (args.type === 'docker:index/remoteImage:RemoteImage') state.imageId = `sha256:${args.inputs.name.startsWith('redis') ? 'd' : 'c'}${'c'.repeat(63)}`;
+        if (args.type === 'cloudflare:index/accountToken:AccountToken') state.value = TOKEN_VALUE;
         return { id: `${args.name}-id`, state };
       },
       call(args) {
         invokes.push({ token: args.token, inputs: args.inputs });
         if (args.token === 'cloudflare:index/getZone:getZone') return { id: 'f'.repeat(32), name: args.inputs.filter?.name };
+        if (args.token === 'cloudflare:index/getAccountApiTokenPermissionGroupsList:getAccountApiTokenPermissionGroupsList') {
+          return { accountId: args.inputs.accountId, results: PERMISSION_GROUPS };
+        }
         return {};
       },
     },

@@ -1,22 +1,25 @@
 // The renderers, checked by the real tools that will read their output:
 // caddy validate, shellcheck, the server's own config loader, a cron parser,
 // TOML and YAML parsers, Apache's htpasswd.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { CronExpressionParser } from 'cron-parser';
+import { Redis } from 'ioredis';
 import { parse as parseToml } from 'smol-toml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { loadConfigText } from '../../server/src/config/load.ts';
 import { isCronSchedule, parseStackConfig, rawFromStackFile, type StackConfig, StackConfigError } from '../../infra/config.ts';
 import { contextFiles, contextHash, IMAGE_CONTEXT } from '../../infra/image.ts';
-import { renderCaddyfile } from '../../infra/render/caddyfile.ts';
+import { freePort } from '../../infra/local/stack.ts';
+import { loadBalancingLines, renderCaddyfile } from '../../infra/render/caddyfile.ts';
 import { renderClientSnippets } from '../../infra/render/clients.ts';
 import { renderInstallScript, renderPrepareScript } from '../../infra/render/host.ts';
 import { deterministicSalt, renderHtpasswd } from '../../infra/render/htpasswd.ts';
 import { renderStack } from '../../infra/render/index.ts';
+import { renderRedisConf } from '../../infra/render/redis.ts';
 import { ROOT } from './pulumi-harness.ts';
 import { caddyValidate, shellcheck, withTempDir } from './shell.ts';
 
@@ -236,7 +239,11 @@ describe('stack config', () => {
       zone: 'example.com',
       publicIp: '203.0.113.10',
       mirrorDefaultHost: 'docker.io',
+      storage: { private: 'filesystem', mirror: 'filesystem' },
+      redis: false,
     });
+    expect(cfg.replicas).toEqual({ private: 1, mirror: 1 });
+    expect(cfg.storage).toEqual({ backend: 'filesystem', forcePathStyle: true, chunkSize: 10 * 1024 * 1024, redirect: true });
     expect(cfg.cron).toEqual({ monitor: '*/5 * * * *', gc: '30 3 * * 0', prune: '0 4 * * *', renewCert: '15 5 * * *' });
     expect(() => parseStackConfig({ domain: 'example.com' })).toThrow(StackConfigError);
   });
@@ -354,5 +361,155 @@ describe('ops jobs contract', () => {
     for (const p of env.MONITOR_PATHS.split(',')) expect(wrapper).toMatch(new RegExp(`-v \\w+:${p}:ro`));
     expect(wrapper).toContain('--network proxy_net');
     expect(wrapper).toContain(`${IMAGE} "$@"`);
+  });
+});
+
+describe('scale-out rendering (infra/examples/scale-out.yaml: R2, 3 + 2 replicas, Redis)', () => {
+  const { raw } = rawFromStackFile(parseYaml(readFileSync(path.join(ROOT, 'infra/examples/scale-out.yaml'), 'utf8')));
+  const cfg = parseStackConfig(raw);
+  const secrets = { ...SECRETS, redisPassword: 'redis-password-0123456789abcdef', r2AccessKeyId: 'r2-key-id', r2SecretAccessKey: 'r2-secret-key-0123' };
+  const rendered = renderStack(cfg, secrets, { image: IMAGE });
+  const { files } = rendered;
+
+  it('derives R2 storage for both registries, the endpoint and Redis', () => {
+    expect(cfg.derived).toMatchObject({
+      storage: { private: 'r2', mirror: 'r2' },
+      r2Endpoint: 'https://00112233445566778899aabbccddeeff.r2.cloudflarestorage.com',
+      redis: true,
+    });
+    expect(files['registry/config.yml'].target).toBe('registry-1,registry-2,registry-3:/etc/registry/config.yml');
+    expect(files['registry-cache/config.yml'].target).toBe('registry-cache-1,registry-cache-2:/etc/registry/config.yml');
+    expect(files['redis/redis.conf']).toMatchObject({ target: 'redis:/usr/local/etc/redis/redis.conf', secret: true });
+  });
+
+  it('registry configs (S3 + redis) load with the server\'s loader, secrets only from the environment', () => {
+    const privText = files['registry/config.yml'].content;
+    const mirText = files['registry-cache/config.yml'].content;
+    for (const text of [privText, mirText]) {
+      for (const secret of [secrets.redisPassword, secrets.r2AccessKeyId, secrets.r2SecretAccessKey, secrets.adminToken]) expect(text).not.toContain(secret);
+    }
+    const bare = loadConfigText(privText, {}).config;
+    expect(bare.storage.s3).toMatchObject({ bucket: 'registry-stack-blobs', region: 'auto', chunksize: 16 * 1024 * 1024, rootdirectory: '/private' });
+    expect(bare.storage.s3?.accesskey).toBeUndefined();
+    expect(bare.redis).toMatchObject({ addr: 'redis:6379', db: 0 });
+    expect(bare.redis?.password).toBeUndefined();
+
+    const priv = loadConfigText(privText, rendered.privateEnv);
+    expect(priv.ignoredEnv).toEqual([]);
+    expect(priv.config.storage.s3).toMatchObject({ accesskey: 'r2-key-id', secretkey: 'r2-secret-key-0123', forcepathstyle: true });
+    expect(priv.config.redis?.password).toBe(secrets.redisPassword);
+    expect(priv.config.storage.cache?.blobdescriptor).toBe('redis');
+    expect(priv.config.storage.redirect?.disable).toBe(false);
+    const mir = loadConfigText(mirText, rendered.mirrorEnv);
+    expect(mir.ignoredEnv).toEqual([]);
+    expect(mir.config.storage.s3).toMatchObject({ rootdirectory: '/mirror', secretkey: 'r2-secret-key-0123' });
+    expect(mir.config.storage.redirect?.disable).toBe(true);
+    expect(mir.config.redis).toMatchObject({ addr: 'redis:6379', db: 1, password: secrets.redisPassword });
+    expect(rendered.redisEnv).toEqual({ REDISCLI_AUTH: secrets.redisPassword });
+  });
+
+  it('the load-balancing Caddyfile passes caddy validate and adapts to every replica with health checks', () => {
+    const text = files.Caddyfile.content;
+    const { ok, output, json } = caddyValidate(text);
+    expect(ok, output).toBe(true);
+    const adapted = JSON.stringify(json);
+    for (const n of ['registry-1', 'registry-2', 'registry-3', 'registry-cache-1', 'registry-cache-2']) expect(adapted).toContain(`"dial":"${n}:5000"`);
+    expect(adapted).not.toContain('"dial":"registry:5000"');
+    expect(adapted.match(/"uri":"\/healthz"/g)).toHaveLength(2);
+    expect(adapted.match(/"selection_policy":\{"policy":"least_conn"\}/g)).toHaveLength(2);
+    expect(adapted).not.toContain('max_size');
+    expect(adapted).toContain(SECRETS.originSecret);
+  });
+
+  it('host scripts pass shellcheck; the crontab is unchanged; ops settings name every replica', () => {
+    expect(shellcheck(files['host/registry-stack-ops'].content)).toBe('');
+    expect(files['host/registry-stack.cron'].content).toBe(renderStack(configs.minimal, SECRETS, { image: IMAGE }).files['host/registry-stack.cron'].content);
+    const env = files['host/ops.env'].content;
+    expect(env).toContain('GC_ADMIN_URLS=private=http://registry-1:5001,mirror=http://registry-cache-1:5001\n');
+    expect(env).toContain('MONITOR_CONTAINERS=caddy,registry-1,registry-2,registry-3,registry-cache-1,registry-cache-2,redis\n');
+  });
+
+  it('redis.conf runs the real redis-server: password required, no snapshots, no AOF, noeviction under the limit', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rs-redis-'));
+    const port = await freePort();
+    const password = 'redis-password-0123456789abcdef';
+    const conf = renderRedisConf({ password, port, memoryLimit: 256 * 1024 ** 2, persistence: false, dir, bind: '127.0.0.1' });
+    // the deployed file differs only in where it listens and keeps data
+    const deployed = files['redis/redis.conf'].content;
+    const strip = (t: string) => t.split('\n').filter((l) => !/^(bind|port|dir) /.test(l)).join('\n');
+    expect(strip(conf)).toBe(strip(deployed));
+    expect(deployed).toContain('bind * -::*\nport 6379\n');
+    writeFileSync(path.join(dir, 'redis.conf'), conf);
+    const proc = spawn('redis-server', [path.join(dir, 'redis.conf')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    proc.stdout?.on('data', (d) => (log += d));
+    proc.stderr?.on('data', (d) => (log += d));
+    const clients: Redis[] = [];
+    const client = (pw?: string) => {
+      const c = new Redis({ host: '127.0.0.1', port, password: pw, lazyConnect: true, protocol: 2, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      c.on('error', () => {});
+      clients.push(c);
+      return c;
+    };
+    try {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        if (proc.exitCode !== null) throw new Error(`redis-server exited: ${log}`);
+        const c = client(password);
+        const up = await c.connect().then(() => c.ping(), () => undefined);
+        c.disconnect();
+        if (up === 'PONG') break;
+        if (Date.now() > deadline) throw new Error(`redis-server did not come up: ${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // the container's healthcheck command, with the password from REDISCLI_AUTH as in the container's env
+      const health = (auth: string | undefined) =>
+        spawnSync('sh', ['-c', `redis-cli -p ${port} ping | grep -q PONG`], { env: { ...process.env, REDISCLI_AUTH: auth ?? '' }, encoding: 'utf8' }).status;
+      expect(health(password)).toBe(0);
+      expect(health('not-the-password-at-all')).not.toBe(0);
+      const anon = spawnSync('redis-cli', ['-p', String(port), 'get', 'x'], { env: { ...process.env, REDISCLI_AUTH: '' }, encoding: 'utf8' });
+      expect(anon.stdout + anon.stderr).toMatch(/NOAUTH/);
+      const c = client(password);
+      await c.connect();
+      expect(await c.config('GET', 'save')).toEqual(['save', '']);
+      expect(await c.config('GET', 'appendonly')).toEqual(['appendonly', 'no']);
+      expect(await c.config('GET', 'maxmemory-policy')).toEqual(['maxmemory-policy', 'noeviction']);
+      expect(Number(((await c.config('GET', 'maxmemory')) as string[])[1])).toBe(Math.floor(256 * 1024 ** 2 * 0.75));
+      expect(await c.select(1)).toBe('OK');
+    } finally {
+      for (const c of clients) c.disconnect();
+      proc.kill('SIGTERM');
+      await new Promise((r) => (proc.exitCode !== null ? r(undefined) : proc.once('exit', r)));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses bad load-balancing options and an empty upstream list', () => {
+    const lb = { policy: 'least_conn', healthUri: '/healthz', healthInterval: '10s', healthTimeout: '5s', failDuration: '30s', tryDuration: '10s', tryInterval: '250ms' };
+    expect(loadBalancingLines(lb, 1)).toEqual([]);
+    expect(loadBalancingLines(lb, 2)).toContain('health_uri /healthz');
+    expect(() => loadBalancingLines({ ...lb, failDuration: '30s }' }, 2)).toThrow(/failDuration/);
+    expect(() => loadBalancingLines(undefined, 2)).toThrow(/loadBalancing/);
+    const base = { dcrHost: 'dcr.example.com', mirHost: 'mir.example.com', originHeader: 'X-Origin-Secret', originSecret: 'abcabcabcabcabcabc', behindCloudflare: true, accessLog: false };
+    expect(() => renderCaddyfile({ ...base, privateUpstream: [], mirrorUpstream: 'registry-cache:5000' })).toThrow(/at least one upstream/);
+  });
+
+  it('npm run render writes redis.conf (0600) and lists every container\'s environment', () => {
+    const out = mkdtempSync(path.join(tmpdir(), 'rs-render-scale-'));
+    try {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'infra/render-cli.ts'), out, path.join(ROOT, 'infra/examples/scale-out.yaml')], {
+        cwd: ROOT,
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toContain('the R2 credentials come from an API token created at deploy');
+      expect(statSync(path.join(out, 'redis/redis.conf')).mode & 0o777).toBe(0o600);
+      expect(readFileSync(path.join(out, 'redis/redis.conf'), 'utf8')).toContain('requirepass REDIS-PASSWORD-GENERATED-AT-DEPLOY');
+      const index = readFileSync(path.join(out, 'INDEX.txt'), 'utf8');
+      expect(index).toContain('registry-1,registry-2,registry-3:\n  REGISTRY_ADMIN_TOKEN=(secret)\n  REGISTRY_STORAGE_S3_ACCESSKEY=(secret)\n  REGISTRY_STORAGE_S3_SECRETKEY=(secret)\n  REGISTRY_REDIS_PASSWORD=(secret)');
+      expect(index).toContain('redis:\n  REDISCLI_AUTH=(secret)');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });
