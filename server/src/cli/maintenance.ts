@@ -64,7 +64,7 @@ async function open(config: RegistryConfig): Promise<{ registry: LocalRegistry; 
   const driver = createDriver(config);
   let shared;
   try {
-    shared = await createSharedState(config, driver, silentLogger);
+    shared = await createSharedState(config, silentLogger);
   } catch (err) {
     fail((err as Error).message);
   }

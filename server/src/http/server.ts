@@ -54,7 +54,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const driver = createDriver(config);
   const mirrorMode = config.proxy !== undefined;
   // With a redis section: connects now, and refuses to start if Redis cannot be reached.
-  const shared = await createSharedState(config, driver, logger, {
+  const shared = await createSharedState(config, logger, {
     onHashState: (event) => metrics.uploadHashStates.inc({ event }),
   });
   if (shared.redis) logger.info({ redis: shared.redis.addr, shared: shared.summary }, 'sharing state with other replicas through redis');

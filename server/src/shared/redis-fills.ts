@@ -82,7 +82,7 @@ class Lease implements FillObserver {
   constructor(
     private readonly key: string,
     private readonly owner: string,
-    private readonly ttlMs: number,
+    ttlMs: number,
     private readonly update: (...args: Array<string | number>) => Promise<number>,
     private readonly logger: Logger,
   ) {

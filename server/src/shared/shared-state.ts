@@ -5,8 +5,7 @@
 //   recent use
 //   GC/prune lock       in-process (KeyedLock)      RedisExclusive
 //   mirror fills        in-process single-flight    RedisFillCoordinator
-//   upload hash state   native, in memory;          RedisHashStates
-//                       on S3: in the bucket
+//   upload hash state   native, in memory           RedisHashStates
 //   rate limits         RateLimiterMemory           RateLimiterRedis
 //   blob descriptors    in-process LRU              RedisDescriptorCache
 //                                                   (unless blobdescriptor: inmemory)
@@ -18,8 +17,7 @@ import type { Logger } from '../ops/logger.ts';
 import type { FillCoordinator } from '../proxy/fill-coordinator.ts';
 import type { HashStateEvent } from '../registry/uploads.ts';
 import type { SharedRegistryState } from '../registry/local-registry.ts';
-import type { StorageDriver } from '../storage/driver.ts';
-import { RedisHashStates, StorageHashStates } from './hash-states.ts';
+import { RedisHashStates } from './hash-states.ts';
 import { RedisDescriptorCache } from './redis-descriptors.ts';
 import { RedisFillCoordinator } from './redis-fills.ts';
 import { RedisGcGuard } from './redis-gc-guard.ts';
@@ -49,20 +47,15 @@ export interface SharedStateOptions {
 /** Builds the shared state for `config`; with Redis, connects first and throws (naming redis.addr) if it cannot. */
 export async function createSharedState(
   config: RegistryConfig,
-  driver: StorageDriver,
   logger: Logger,
   options: SharedStateOptions = {},
 ): Promise<SharedState> {
   const onHashState = options.onHashState;
   if (!config.redis) {
-    // One instance, unless the storage is shared: then upload hash states go to the bucket.
-    const hashStates = driver.name === 's3' ? new StorageHashStates(driver) : undefined;
-    return {
-      registry: hashStates ? { hashStates, onHashState } : { onHashState },
-      checks: {},
-      summary: hashStates ? ['upload hash state (bucket)'] : [],
-      close: async () => {},
-    };
+    // One instance: the native hash (several times faster than hash-wasm) keeps
+    // the running state in memory; an upload continued elsewhere is re-read once
+    // at commit. Replicas are meant to share a redis section.
+    return { registry: { onHashState }, checks: {}, summary: [], close: async () => {} };
   }
   const redis = createSharedRedis(config.redis, logger);
   await redis.connect();

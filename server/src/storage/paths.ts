@@ -46,8 +46,4 @@ export const paths = {
   uploadDir: (name: string, id: string) => `${repo(name)}/_uploads/${id}`,
   uploadData: (name: string, id: string) => `${repo(name)}/_uploads/${id}/data`,
   uploadStartedAt: (name: string, id: string) => `${repo(name)}/_uploads/${id}/startedat`,
-  /** Resumable hash state of an upload after `offset` bytes (distribution's layout). */
-  uploadHashStatesDir: (name: string, id: string, algorithm: string) => `${repo(name)}/_uploads/${id}/hashstates/${algorithm}`,
-  uploadHashState: (name: string, id: string, algorithm: string, offset: number) =>
-    `${repo(name)}/_uploads/${id}/hashstates/${algorithm}/${offset}`,
 };
