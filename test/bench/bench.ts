@@ -14,13 +14,19 @@
 //   read   no auth: manifest GET (wrk), blob HEAD (autocannon), blob GET 1 and 8 clients (curl)
 //   auth10 htpasswd -B -C 10: 32 concurrent first logins, then manifest GET (wrk)
 //   auth12 the same at cost 12
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+//   mirror no auth: an upstream distribution holding a 60 MB 3-layer image; ours and
+//          distribution both as pull-through caches of it (proxy.remoteurl), restarted on
+//          fresh data directories for each repetition: cold pull, direct pull from the
+//          upstream (the reference for cold), warm pulls; then cold pulls again with the
+//          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link)
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import {
+  type BenchImage,
   MANIFEST_ACCEPT,
   type PushedImage,
   type RateResult,
@@ -30,14 +36,16 @@ import {
   coldLogins,
   curlParallel,
   htpasswdFile,
+  pullImage,
   pushBlobStreamed,
+  pushImage,
   pushSmallImage,
   sha256,
   syncDisks,
   wrkGet,
 } from './clients.ts';
 import { CpuMeter, type Noise, loadAverage, waitQuiet } from './noise.ts';
-import { type Kind, type RunningRegistry, startRegistry } from './servers.ts';
+import { type Kind, type RunningRegistry, type RunningRelay, sleep, startRegistry, startRelay } from './servers.ts';
 
 const { values: argv } = parseArgs({
   options: {
@@ -47,6 +55,8 @@ const { values: argv } = parseArgs({
     phases: { type: 'string' },
     'push-reps': { type: 'string' },
     'get-reps': { type: 'string' },
+    'mirror-reps': { type: 'string' },
+    'mirror-link': { type: 'string' },
     'content-length': { type: 'boolean', default: false },
     rounds: { type: 'string' },
     'quiet-below': { type: 'string' },
@@ -63,9 +73,14 @@ if (argv.help) {
   --quick                 smaller blobs (64 MB / 16 MB), 3 s rate rows, fewer repetitions: a smoke run
   --duration <s>          seconds per server for each rate row (default 10; --quick: 3)
   --json <file>           also write the results as JSON
-  --phases <list>         run only some phases: push,read,auth10,auth12 (push always runs: it loads the content)
+  --phases <list>         run only some phases: push,read,auth10,auth12,mirror (push also runs whenever read or
+                          an auth phase does: it loads their content; mirror loads its own upstream)
   --push-reps <n>         streamed pushes per server (default 5; --quick: 1)
   --get-reps <n>          blob GET repetitions per server and row (default 3; --quick: 1)
+  --mirror-reps <n>       mirror repetitions, each on fresh caches: per server one cold pull and 3 warm pulls (--quick: 1),
+                          and one direct pull from the upstream (default 5; --quick: 2)
+  --mirror-link <MB/s>    also measure cold pulls over a link of this speed to the upstream (a TCP relay that
+                          limits the upstream's answers; models the WAN to Docker Hub), same repetitions (default 100; 0: skip)
   --rounds <n>            split each rate row into n interleaved rounds per server (default 2: ours,dist,dist,ours)
   --quiet-below <cores>   before each measurement wait for a 1 s window in which other processes use less
                           than this many cores (default 0.3; 0 disables)
@@ -93,10 +108,20 @@ const QUIET_WAIT_MS = Number(argv['quiet-wait'] ?? 30) * 1000;
 const WARMUP = QUICK ? 1 : 2;
 const PUSH_REPS = Number(argv['push-reps'] ?? (QUICK ? 1 : 5));
 const GET_REPS = Number(argv['get-reps'] ?? (QUICK ? 1 : 3));
+const MIRROR_REPS = Math.max(1, Number(argv['mirror-reps'] ?? (QUICK ? 2 : 5)));
+/** The mirror rows' image: three random layers (the issue's "60 MB, 3-layer image"). */
+const MIRROR_LAYERS = [30 * MB, 20 * MB, 10 * MB];
+const MIRROR_IMAGE = MIRROR_LAYERS.reduce((a, b) => a + b, 0);
+/** Speed of the modelled WAN link to the upstream for the "over the link" rows, MB/s (0: skip them). */
+const MIRROR_LINK = Number(argv['mirror-link'] ?? 100);
+/** Warm pulls per server and repetition (interleaved), after its cold pull. */
+const WARM_PULLS = QUICK ? 1 : 3;
+/** Concurrent blob downloads per pull (containerd's and Docker's default is 3). */
+const PULL_CONCURRENCY = 3;
 const CONNECTIONS = 32;
 const COLD_CLIENTS = 32;
-const PHASES = new Set((argv.phases ?? 'push,read,auth10,auth12').split(',').map((s) => s.trim()));
-PHASES.add('push');
+const PHASES = new Set((argv.phases ?? 'push,read,auth10,auth12,mirror').split(',').map((s) => s.trim()));
+if (['read', 'auth10', 'auth12'].some((p) => PHASES.has(p))) PHASES.add('push');
 const USER = 'bench';
 const PASSWORD = 'bench-password-0123456789';
 const AUTH = basic(USER, PASSWORD);
@@ -152,6 +177,21 @@ const R = {
   auth12: row('manifest_get_auth12', `manifest GET, htpasswd bcrypt cost 12, wrk -c${CONNECTIONS}`, 'req/s', 'higher', 10),
   cold10: row('auth_cold10', `  ${COLD_CLIENTS} concurrent first logins, cost 10: time to all answered`, 's', 'lower'),
   cold12: row('auth_cold12', `  ${COLD_CLIENTS} concurrent first logins, cost 12: time to all answered`, 's', 'lower'),
+  mirrorCold: row(
+    'mirror_cold_pull',
+    `mirror cold pull, ${fmtMB(MIRROR_IMAGE)} 3-layer image (empty cache, ${PULL_CONCURRENCY} connections)`,
+    'MB/s',
+    'higher',
+  ),
+  mirrorDirect: row('mirror_cold_vs_direct', '  ours cold vs a direct pull from the upstream (distribution column: direct)', 'MB/s', 'higher', 0.9),
+  mirrorWarm: row('mirror_warm_pull', `mirror warm pull, ${fmtMB(MIRROR_IMAGE)} image (pulls after the cold one, from the cache)`, 'MB/s', 'higher', 1.0),
+  linkCold: row(
+    'mirror_cold_pull_link',
+    `mirror cold pull over a ${MIRROR_LINK} MB/s link to the upstream (the same image, empty cache)`,
+    'MB/s',
+    'higher',
+  ),
+  linkDirect: row('mirror_cold_vs_direct_link', '  ours cold vs a direct pull over the same link (distribution column: direct)', 'MB/s', 'higher', 0.9),
   rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run', 'MB', 'lower'),
   rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower'),
   rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
@@ -165,7 +205,9 @@ const dataDir: Record<Kind, string> = { ours: path.join(work, 'data-ours'), dist
 const peakRss: Record<Kind, number> = { ours: 0, dist: 0 };
 const phasePeaks: Record<string, Record<Kind, number>> = {};
 const running = new Set<RunningRegistry>();
-const meter = new CpuMeter(() => [...running].map((r) => r.pid));
+/** Other processes the bench started that are part of what is measured (the mirror rows' link relay). */
+const extraPids = new Set<number>();
+const meter = new CpuMeter(() => [...[...running].map((r) => r.pid), ...extraPids]);
 const loadAtStart = loadAverage();
 
 async function startBoth(label: string, htpasswd?: string): Promise<Record<Kind, RunningRegistry>> {
@@ -426,6 +468,146 @@ async function phaseAuth(cost: number, r: Row, cold: Row, loaded: Loaded): Promi
   }
 }
 
+/** The data file of a blob in a registry's filesystem storage (the same layout in ours and distribution's). */
+function blobDataFile(root: string, digest: string): string {
+  const hex = digest.slice('sha256:'.length);
+  return path.join(root, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+}
+
+/** Waits (up to 10 s: distribution stores a proxied blob in the background) until every blob of `image` is in the cache. */
+async function waitCached(kind: Kind, root: string, image: BenchImage): Promise<void> {
+  const files = [image.config, ...image.layers].map((d) => blobDataFile(root, d.digest));
+  const deadline = Date.now() + 10_000;
+  while (!files.every((f) => existsSync(f))) {
+    if (Date.now() > deadline) throw new Error(`${NAME[kind]} mirror: the image is not in its cache after a cold pull (a warm pull would not be warm)`);
+    await sleep(50);
+  }
+}
+
+async function phaseMirror(): Promise<void> {
+  const upstream = await startRegistry({ kind: 'dist', label: 'mirror-upstream', dataDir: path.join(work, 'data-upstream'), workDir: work });
+  running.add(upstream);
+  const peaks = (phasePeaks.mirror = { ours: 0, dist: 0 });
+  let relay: RunningRelay | undefined;
+  try {
+    log(`mirror: upstream distribution pid ${upstream.pid} on ${upstream.url}; pushing ${MIRROR_LAYERS.map(fmtMB).join(' + ')} layers`);
+    const image = await pushImage(
+      upstream.url,
+      'bench/mirror',
+      'v1',
+      MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n))),
+    );
+    // Another image, pulled through each fresh mirror before the measured cold pull: it warms the
+    // process (JIT, connection pool to the upstream, the cache-fill path) without caching the measured image.
+    const warmImage = await pushImage(
+      upstream.url,
+      'bench/warmup',
+      'v1',
+      [1, 2, 3].map(() => randomFillSync(Buffer.alloc(2 * MB))),
+    );
+    for (let i = 0; i < WARMUP; i++) await pullImage(upstream.url, image, PULL_CONCURRENCY);
+
+    const pull = async (r: Row, who: Kind, url: string, what: string, also?: Row) => {
+      await syncDisks();
+      await quiet();
+      const { result: res, noise } = await meter.measure(() => pullImage(url, image, PULL_CONCURRENCY));
+      const mbps = res.bytes / MB / res.seconds;
+      const detail = { seconds: res.seconds, manifestSeconds: res.manifestSeconds };
+      record(r, who, mbps, detail, noise);
+      if (also) record(also, who, mbps, detail, noise);
+      log(
+        `  ${what}: ${mbps.toFixed(0)} MB/s (${res.seconds.toFixed(3)} s, manifest ${(res.manifestSeconds * 1000).toFixed(1)} ms; ` +
+          `servers ${cpuPerGB(noise, res.bytes)} CPU-s/GB; ${fmtNoise(noise)})`,
+      );
+    };
+
+    /** Both mirrors of `remote` on fresh data directories, warmed on warmImage; stopped (and their data removed) after `body`. */
+    const withMirrors = async (label: string, remote: string, body: (m: Record<Kind, RunningRegistry>, dirs: Record<Kind, string>) => Promise<void>) => {
+      const m = {} as Record<Kind, RunningRegistry>;
+      const dirs = {} as Record<Kind, string>;
+      try {
+        for (const kind of KINDS) {
+          dirs[kind] = path.join(work, `data-${label}-${kind}`);
+          m[kind] = await startRegistry({
+            kind,
+            label,
+            dataDir: dirs[kind],
+            workDir: work,
+            proxyRemoteUrl: remote,
+            nodeArgs: kind === 'ours' && argv['ours-node-args'] ? argv['ours-node-args'].split(/\s+/).filter(Boolean) : undefined,
+            oursRoot: argv['ours-root'] ? path.resolve(argv['ours-root']) : undefined,
+          });
+          running.add(m[kind]);
+        }
+        for (const kind of KINDS) {
+          await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+          await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+        }
+        await body(m, dirs);
+      } finally {
+        for (const kind of KINDS) {
+          if (!m[kind]) continue;
+          const peak = await m[kind].stop();
+          running.delete(m[kind]);
+          peaks[kind] = Math.max(peaks[kind], peak);
+          peakRss[kind] = Math.max(peakRss[kind], peak);
+          if (!argv.keep) rmSync(dirs[kind], { recursive: true, force: true });
+        }
+      }
+    };
+
+    for (let rep = 0; rep < MIRROR_REPS; rep++) {
+      log(`mirror: repetition ${rep + 1}/${MIRROR_REPS}, both mirrors on fresh data directories`);
+      await withMirrors(`mirror${rep + 1}`, upstream.url, async (m, dirs) => {
+        // Cold pulls and the direct pull, in an order rotating from one repetition to the next.
+        const steps: Array<() => Promise<void>> = [
+          () => pull(R.mirrorCold, 'ours', m.ours.url, 'cold, ours', R.mirrorDirect),
+          () => pull(R.mirrorCold, 'dist', m.dist.url, 'cold, distribution'),
+          () => pull(R.mirrorDirect, 'dist', upstream.url, 'direct from the upstream'),
+        ];
+        for (let k = 0; k < steps.length; k++) await steps[(k + rep) % steps.length]();
+        for (const kind of KINDS) await waitCached(kind, dirs[kind], image);
+        for (let w = 0; w < WARM_PULLS; w++) {
+          for (const kind of (rep + w) % 2 ? KINDS : [...KINDS].reverse()) {
+            await pull(R.mirrorWarm, kind, m[kind].url, `warm ${w + 1}/${WARM_PULLS}, ${NAME[kind]}`);
+          }
+        }
+      });
+    }
+    summarise(R.mirrorCold);
+    summarise(R.mirrorDirect);
+    summarise(R.mirrorWarm);
+
+    if (MIRROR_LINK > 0) {
+      relay = await startRelay(upstream.port, MIRROR_LINK * MB);
+      extraPids.add(relay.pid);
+      log(`mirror: the same over a ${MIRROR_LINK} MB/s link (relay pid ${relay.pid} on ${relay.url} in front of the upstream)`);
+      const link = relay.url;
+      for (let rep = 0; rep < MIRROR_REPS; rep++) {
+        log(`mirror over the link: repetition ${rep + 1}/${MIRROR_REPS}, both mirrors on fresh data directories`);
+        await withMirrors(`mirror-link${rep + 1}`, link, async (m) => {
+          const steps: Array<() => Promise<void>> = [
+            () => pull(R.linkCold, 'ours', m.ours.url, 'cold over the link, ours', R.linkDirect),
+            () => pull(R.linkCold, 'dist', m.dist.url, 'cold over the link, distribution'),
+            () => pull(R.linkDirect, 'dist', link, 'direct from the upstream over the link'),
+          ];
+          for (let k = 0; k < steps.length; k++) await steps[(k + rep) % steps.length]();
+        });
+      }
+      summarise(R.linkCold);
+      summarise(R.linkDirect);
+    }
+    log(`mirror: peak RSS ours ${fmtMB(peaks.ours)}, distribution ${fmtMB(peaks.dist)}`);
+  } finally {
+    if (relay) {
+      await relay.stop();
+      extraPids.delete(relay.pid);
+    }
+    await upstream.stop();
+    running.delete(upstream);
+  }
+}
+
 // ---------------------------------------------------------------- table
 
 function fmtNum(v: number | undefined, unit: string): string {
@@ -485,9 +667,24 @@ function table(): string {
     `registry-stack bench${QUICK ? ' (--quick)' : ''}: ours (node ${process.version}) vs distribution ${distVersion}, ` +
       `${cpu.length} × ${cpu[0]?.model.trim()}, ${new Date().toISOString().slice(0, 16)}Z`,
     `rate rows ${DURATION} s per server in ${ROUNDS} interleaved rounds (auth rows: ${AUTH_DURATION} s, 1 round) after ${WARMUP} s warm-up, mean of rounds; ` +
-      `throughput rows median of ${GET_REPS} (GET) / ${PUSH_REPS} (push); MB = 10^6 bytes`,
+      `throughput rows median of ${GET_REPS} (GET) / ${PUSH_REPS} (push) / ${MIRROR_REPS} (mirror cold and direct) / ` +
+      `${MIRROR_REPS}×${WARM_PULLS} (mirror warm); MB = 10^6 bytes`,
     'both servers: the same config.yml (log.level error, access log off, storage.delete.enabled, inmemory blob descriptor cache); ' +
       'push phase with htpasswd (bcrypt cost 4) on both, GET/HEAD rows without auth',
+    ...(R.mirrorCold.ours !== undefined || R.mirrorCold.dist !== undefined
+      ? [
+          `mirror rows: upstream = distribution holding one image (${MIRROR_LAYERS.map(fmtMB).join(' + ')} random layers + config); ` +
+            'ours and distribution each with that config.yml + proxy.remoteurl of the upstream, no auth, restarted on a fresh data dir per repetition ' +
+            'and warmed on another image; a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ' +
+            `${PULL_CONCURRENCY} connections, every digest verified; MB/s = image bytes / wall time; direct = the same pull from the upstream itself`,
+          ...(R.linkCold.ours !== undefined
+            ? [
+                `"over a link" rows: the mirrors and the direct pull reach the upstream through a TCP relay (its own process) that limits ` +
+                  `the upstream's answers to ${MIRROR_LINK} MB/s in all, like one WAN link to a remote registry; fresh caches per repetition`,
+              ]
+            : []),
+        ]
+      : []),
     'ratio = ours/distribution; for rows marked ↓ (lower is better) ratio = distribution/ours, so > 1× always means ours is better',
     `noise o/d = CPU cores used by other processes incl. kernel threads (not the servers, not the bench/wrk/curl/autocannon) while ours / distribution was measured; ` +
       `load average at start ${loadAtStart}, max other ${maxOther().toFixed(2)} cores, hypervisor steal max ${maxSteal().toFixed(2)} cores`,
@@ -510,10 +707,13 @@ function table(): string {
 
 async function main(): Promise<void> {
   log(`work dir ${work}; blobs ${fmtMB(BIG)} / ${fmtMB(SMALL)}; ${DURATION} s per rate row; phases ${[...PHASES].join(',')}`);
-  const loaded = await phasePush();
-  if (PHASES.has('read')) await phaseRead(loaded);
-  if (PHASES.has('auth10')) await phaseAuth(10, R.auth10, R.cold10, loaded);
-  if (PHASES.has('auth12')) await phaseAuth(12, R.auth12, R.cold12, loaded);
+  if (PHASES.has('push')) {
+    const loaded = await phasePush();
+    if (PHASES.has('read')) await phaseRead(loaded);
+    if (PHASES.has('auth10')) await phaseAuth(10, R.auth10, R.cold10, loaded);
+    if (PHASES.has('auth12')) await phaseAuth(12, R.auth12, R.cold12, loaded);
+  }
+  if (PHASES.has('mirror')) await phaseMirror();
   R.rssPeak.ours = peakRss.ours / MB;
   R.rssPeak.dist = peakRss.dist / MB;
 
@@ -558,6 +758,13 @@ async function main(): Promise<void> {
 
 async function cleanup(): Promise<void> {
   for (const r of running) await r.stop().catch(() => {});
+  for (const pid of extraPids) {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      // gone already
+    }
+  }
   if (argv.keep) log(`kept ${work}`);
   else rmSync(work, { recursive: true, force: true });
 }

@@ -350,3 +350,137 @@ export async function syncDisks(): Promise<void> {
 export async function htpasswdFile(file: string, user: string, password: string, cost: number): Promise<void> {
   await execFileP('htpasswd', ['-Bbc', '-C', String(cost), file, user, password]);
 }
+
+// ---------------------------------------------------------------- image push / pull (mirror rows)
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
+
+export interface BenchImage {
+  repo: string;
+  tag: string;
+  manifestDigest: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  /** Manifest + config + layers, the bytes one pull moves. */
+  bytes: number;
+}
+
+/**
+ * An OCI image (config + the given layers) under repo:tag: layers with the
+ * streamed push (POST, PATCH, PUT ?digest=), the config with POST + PUT,
+ * then the manifest. Works against distribution 2.8 (no monolithic POST).
+ */
+export async function pushImage(base: string, repo: string, tag: string, layers: Buffer[], auth?: string): Promise<BenchImage> {
+  const layerDescs: Descriptor[] = [];
+  for (const data of layers) {
+    const digest = sha256(data);
+    await pushBlobStreamed(base, repo, data, digest, { auth });
+    layerDescs.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: data.length });
+  }
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: layerDescs.map((l) => l.digest) },
+      config: { Env: ['PATH=/usr/bin'] },
+    }),
+  );
+  const configDesc: Descriptor = {
+    mediaType: 'application/vnd.oci.image.config.v1+json',
+    digest: await pushBlobMonolithic(base, repo, config, auth),
+    size: config.length,
+  };
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: configDesc,
+      layers: layerDescs,
+    }),
+  );
+  const res = await request(`${base}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: headers(auth, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }),
+    body: manifest,
+    dispatcher: pushAgent,
+  });
+  await expectStatus(res, 201, `PUT manifest ${repo}:${tag}`);
+  return {
+    repo,
+    tag,
+    manifestDigest: sha256(manifest),
+    config: configDesc,
+    layers: layerDescs,
+    bytes: manifest.length + config.length + layerDescs.reduce((a, l) => a + l.size, 0),
+  };
+}
+
+export interface PullResult {
+  /** Bytes received and verified (manifest + config + layers). */
+  bytes: number;
+  seconds: number;
+  /** Time to the manifest, seconds. */
+  manifestSeconds: number;
+}
+
+/**
+ * A whole-image pull the way a client does it, on a fresh connection pool:
+ * the manifest by tag (with an Accept header), then the config and the layers
+ * over `concurrency` connections. Every byte is hashed as it arrives; a wrong
+ * manifest, a short blob or a digest mismatch throws (a bad pull is never
+ * measured).
+ */
+export async function pullImage(base: string, image: BenchImage, concurrency = 3, auth?: string): Promise<PullResult> {
+  const agent = new Agent({ connections: concurrency, headersTimeout: 300_000, bodyTimeout: 300_000 });
+  try {
+    const t0 = process.hrtime.bigint();
+    const res = await request(`${base}/v2/${image.repo}/manifests/${image.tag}`, {
+      headers: headers(auth, { accept: MANIFEST_ACCEPT }),
+      dispatcher: agent,
+    });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    if (res.statusCode !== 200) throw new Error(`pull ${base}: GET manifest HTTP ${res.statusCode} ${body.toString().slice(0, 300)}`);
+    if (sha256(body) !== image.manifestDigest) throw new Error(`pull ${base}: manifest bytes do not match ${image.manifestDigest}`);
+    const manifestSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const parsed = JSON.parse(body.toString()) as { config: Descriptor; layers: Descriptor[] };
+    const queue = [parsed.config, ...parsed.layers];
+    let bytes = body.length;
+    const worker = async () => {
+      for (let desc = queue.shift(); desc; desc = queue.shift()) {
+        const what = `pull ${base}: GET blob ${desc.digest}`;
+        const hash = createHash('sha256');
+        let got = 0;
+        try {
+          const blob = await request(`${base}/v2/${image.repo}/blobs/${desc.digest}`, { headers: headers(auth), dispatcher: agent });
+          if (blob.statusCode !== 200) {
+            const text = await blob.body.text().catch(() => '');
+            throw new Error(`HTTP ${blob.statusCode} ${text.slice(0, 300)}`);
+          }
+          for await (const chunk of blob.body) {
+            hash.update(chunk as Buffer);
+            got += (chunk as Buffer).length;
+          }
+        } catch (err) {
+          throw new Error(`${what}: ${(err as Error).message} (after ${got} of ${desc.size} bytes)`);
+        }
+        const digest = `sha256:${hash.digest('hex')}`;
+        if (got !== desc.size || digest !== desc.digest) {
+          throw new Error(`${what}: received ${got} bytes (wanted ${desc.size}) hashing to ${digest}`);
+        }
+        bytes += got;
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (bytes !== image.bytes) throw new Error(`pull ${base}: ${bytes} bytes received, the image has ${image.bytes}`);
+    await agent.close();
+    return { bytes, seconds, manifestSeconds };
+  } catch (err) {
+    await agent.destroy().catch(() => {});
+    throw err;
+  }
+}

@@ -2,7 +2,8 @@
 // (`node server/bin/registry.mjs serve config.yml`) and CNCF distribution
 // 2.8.2 (Debian's `docker-registry serve config.yml`). Both get the very same
 // config.yml apart from the data directory and port, so every setting the
-// bench depends on (logging, delete, cache, auth) is identical.
+// bench depends on (logging, delete, cache, auth, proxy.remoteurl for the
+// mirror rows) is identical.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -23,6 +24,8 @@ export interface ServerSpec {
   workDir: string;
   /** htpasswd file; no auth section when undefined. */
   htpasswd?: string;
+  /** proxy.remoteurl: run as a pull-through cache of this registry (distribution's key, loaded unchanged by ours). */
+  proxyRemoteUrl?: string;
   /**
    * Extra node command-line flags for our server, e.g. ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"]
    * (node 20 refuses --cpu-prof in NODE_OPTIONS, so these go on the command line).
@@ -60,7 +63,7 @@ export function freePort(): Promise<number> {
 }
 
 /** The config both servers load: distribution's config.yml shape, only keys both understand. */
-export function configFor(dataDir: string, port: number, htpasswd?: string): Record<string, unknown> {
+export function configFor(dataDir: string, port: number, htpasswd?: string, proxyRemoteUrl?: string): Record<string, unknown> {
   const config: Record<string, unknown> = {
     version: '0.1',
     // Access logs off on both, and a level at which neither logs per request
@@ -75,6 +78,7 @@ export function configFor(dataDir: string, port: number, htpasswd?: string): Rec
     http: { addr: `127.0.0.1:${port}` },
   };
   if (htpasswd) config.auth = { htpasswd: { realm: 'bench', path: htpasswd } };
+  if (proxyRemoteUrl) config.proxy = { remoteurl: proxyRemoteUrl };
   return config;
 }
 
@@ -92,7 +96,7 @@ export function procStatus(pid: number): { hwm: number; rss: number } {
 export async function startRegistry(spec: ServerSpec): Promise<RunningRegistry> {
   const port = await freePort();
   const configFile = path.join(spec.workDir, `${spec.kind}-${spec.label}.yml`);
-  writeFileSync(configFile, stringify(configFor(spec.dataDir, port, spec.htpasswd)));
+  writeFileSync(configFile, stringify(configFor(spec.dataDir, port, spec.htpasswd, spec.proxyRemoteUrl)));
   const logFile = path.join(spec.workDir, `${spec.kind}-${spec.label}.log`);
   const logFd = openSync(logFile, 'w');
 
@@ -183,4 +187,59 @@ export function tail(file: string, lines = 30): string {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+export interface RunningRelay {
+  pid: number;
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** relay.ts as a child process: 127.0.0.1:<new port> → 127.0.0.1:<targetPort>, answers limited to `bytesPerSecond`. */
+export async function startRelay(targetPort: number, bytesPerSecond: number): Promise<RunningRelay> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/relay.ts'), String(targetPort), String(bytesPerSecond)], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start the relay');
+  let exited = false;
+  const exitPromise = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the relay did not start within 30 s')), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /^(\d+)\n/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the relay exited at start (code ${code})`));
+    });
+  });
+  return {
+    pid,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        await exitPromise;
+      }
+      child.stdout?.destroy();
+    },
+  };
 }

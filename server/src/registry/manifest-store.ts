@@ -91,15 +91,17 @@ export class ManifestStore {
     try {
       if (options.verifyReferences !== false) await this.checkReferences(name, info);
 
+      // Order matters only between steps: the bytes, then the links that name
+      // them (written together), then the tag's current link, which is what
+      // makes the tag move.
       await this.blobs.putVerified(digest, body);
       this.parsed.set(digest.value, { body, info });
-      await this.blobs.writeLink(paths.revisionLink(name, digest), digest);
-      if (info.subject) await this.blobs.writeLink(paths.referrerLink(name, info.subject, digest), digest);
-      if (!byDigest) {
-        await this.blobs.writeLink(paths.tagIndexLink(name, reference, digest), digest);
-        // The current link is written last: it is what makes the tag move.
-        await this.blobs.writeLink(paths.tagCurrentLink(name, reference), digest);
-      }
+      await Promise.all([
+        this.blobs.writeLink(paths.revisionLink(name, digest), digest),
+        info.subject && this.blobs.writeLink(paths.referrerLink(name, info.subject, digest), digest),
+        !byDigest && this.blobs.writeLink(paths.tagIndexLink(name, reference, digest), digest),
+      ]);
+      if (!byDigest) await this.blobs.writeLink(paths.tagCurrentLink(name, reference), digest);
     } finally {
       await release();
     }
