@@ -5,12 +5,13 @@
 // is held back until the digest is verified, so no client ever receives a
 // complete blob whose bytes do not match it, and a bad blob is never committed.
 import { randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
+import type { Readable } from 'node:stream';
+import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import { type Digest, newHash } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
+import { type TailSource, tailStream } from './tail-reader.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
 const READ_STEP = 1024 * 1024;
@@ -38,7 +39,7 @@ export interface FillObserver {
   finished(ok: boolean, error?: string): void;
 }
 
-export class BlobFill implements Fill {
+export class BlobFill implements Fill, TailSource {
   /** Size announced by the upstream (Content-Length); undefined until known or when not sent. */
   size: number | undefined;
   /** Resolves once the upstream answered (with the size, if it sent one); rejects if it failed first. */
@@ -48,8 +49,8 @@ export class BlobFill implements Fill {
 
   private state: State = 'starting';
   private error: Error | undefined;
-  private written = 0;
-  private key: string;
+  private stored = 0;
+  private location: string;
   private readonly uploadId = randomUUID();
   private waiters: Array<{ atLeast: number; wake: () => void }> = [];
   private resolveReady!: (size: number | undefined) => void;
@@ -61,7 +62,7 @@ export class BlobFill implements Fill {
     private readonly remoteName: string,
     private readonly deps: { driver: StorageDriver; blobs: BlobStore; client: UpstreamClient; logger: Logger; observer?: FillObserver },
   ) {
-    this.key = paths.uploadData(cacheName, this.uploadId);
+    this.location = paths.uploadData(cacheName, this.uploadId);
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -83,28 +84,28 @@ export class BlobFill implements Fill {
       const hash = newHash(this.digest.algorithm);
       await driver.append(this.key, fetched.body, (chunk) => {
         hash.update(chunk);
-        this.written += chunk.length;
+        this.stored += chunk.length;
         this.wake();
-        this.deps.observer?.progress(this.written);
+        this.deps.observer?.progress(this.stored);
       });
-      if (this.size !== undefined && this.written !== this.size) {
-        throw new Error(`upstream sent ${this.written} bytes of ${this.size} for ${this.digest.value}`);
+      if (this.size !== undefined && this.stored !== this.size) {
+        throw new Error(`upstream sent ${this.stored} bytes of ${this.size} for ${this.digest.value}`);
       }
       const actual = hash.digest('hex');
       if (actual !== this.digest.hex) {
         throw new Error(`upstream sent bytes that do not match ${this.digest.value} (got ${this.digest.algorithm}:${actual}); not cached`);
       }
-      this.size = this.written;
-      await blobs.commitFrom(this.key, this.digest, this.written);
+      this.size = this.stored;
+      await blobs.commitFrom(this.key, this.digest, this.stored);
       await blobs.writeLink(paths.layerLink(this.cacheName, this.digest), this.digest);
       // Clean up before anyone learns the blob is complete: a client that has all its bytes sees no leftovers.
       await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
       cleaned = true;
-      this.key = paths.blobData(this.digest);
+      this.location = paths.blobData(this.digest);
       this.state = 'done';
       this.wake();
       this.deps.observer?.finished(true);
-      logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.written }, 'blob cached');
+      logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.stored }, 'blob cached');
     } catch (err) {
       this.error = err as Error;
       this.state = 'failed';
@@ -120,43 +121,34 @@ export class BlobFill implements Fill {
 
   /** The blob's bytes (or a range of them), read from the cache file as the fill writes it. */
   stream(range?: ByteRange): Readable {
-    return Readable.from(this.chunks(range), { objectMode: false });
+    return tailStream(this, this.deps.driver, range);
   }
 
-  private async *chunks(range?: ByteRange): AsyncGenerator<Buffer> {
-    let pos = range?.start ?? 0;
-    for (;;) {
-      const end = range?.end ?? (this.size !== undefined ? this.size - 1 : Number.POSITIVE_INFINITY);
-      if (pos > end) return;
-      // Until verified, the final byte stays back (see the header comment).
-      const readable = this.state === 'done' ? this.written : Math.max(0, this.written - 1);
-      if (this.state === 'failed') throw this.error;
-      if (this.state === 'done' && pos >= this.written) return;
-      if (pos < readable) {
-        const last = Math.min(end, readable - 1);
-        const key = this.key;
-        try {
-          const stream = await this.deps.driver.reader(key, { start: pos, end: last });
-          for await (const chunk of stream) {
-            pos += (chunk as Buffer).length;
-            yield chunk as Buffer;
-          }
-        } catch (err) {
-          // The file moved from the upload area into blobs/ between our checks: read on from there.
-          // If it is moving right now (commit renamed it, this.key not updated yet), wait for the
-          // commit to finish first; a failed fill is reported at the top of the loop.
-          if (!isNotFound(err)) throw err;
-          if (key === this.key) await this.done.catch(() => {});
-        }
-        continue;
-      }
-      // Read in steps of about READ_STEP, but never sit on bytes for long when the upstream is slow.
-      await Promise.race([this.waitFor(pos + READ_STEP), this.waitFor(pos + 1).then(() => sleep(SLOW_UPSTREAM_MS))]);
-    }
+  // ---- TailSource ----
+
+  get written(): number {
+    return this.stored;
+  }
+
+  get key(): string {
+    return this.location;
+  }
+
+  get complete(): boolean {
+    return this.state === 'done';
+  }
+
+  get failure(): Error | undefined {
+    return this.state === 'failed' ? this.error : undefined;
+  }
+
+  /** Read in steps of about READ_STEP, but never sit on bytes for long when the upstream is slow. */
+  waitForMore(pos: number): Promise<void> {
+    return Promise.race([this.waitFor(pos + READ_STEP), this.waitFor(pos + 1).then(() => sleep(SLOW_UPSTREAM_MS))]);
   }
 
   private waitFor(atLeast: number): Promise<void> {
-    if (this.state === 'done' || this.state === 'failed' || this.written - 1 >= atLeast) return Promise.resolve();
+    if (this.state === 'done' || this.state === 'failed' || this.stored - 1 >= atLeast) return Promise.resolve();
     return new Promise((wake) => this.waiters.push({ atLeast, wake }));
   }
 
@@ -165,7 +157,7 @@ export class BlobFill implements Fill {
     const finished = this.state === 'done' || this.state === 'failed';
     const still: typeof this.waiters = [];
     for (const w of this.waiters) {
-      if (finished || this.written - 1 >= w.atLeast) w.wake();
+      if (finished || this.stored - 1 >= w.atLeast) w.wake();
       else still.push(w);
     }
     this.waiters = still;

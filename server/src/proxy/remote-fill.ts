@@ -9,13 +9,14 @@
 // If the filler goes away (its lease expired, another replica took over) or
 // fails, and the blob was not committed, the readers here fail; the next
 // request starts a new fill.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
 import type { Fill } from './blob-fill.ts';
 import type { FillCoordinator, FillInfo } from './fill-coordinator.ts';
+import { type TailSource, tailStream } from './tail-reader.ts';
 
 const READ_STEP = 1024 * 1024;
 const POLL_MS = 50;
@@ -26,15 +27,15 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 type State = 'waiting' | 'running' | 'done' | 'failed';
 
-export class RemoteFill implements Fill {
+export class RemoteFill implements Fill, TailSource {
   size: number | undefined;
   readonly ready: Promise<number | undefined>;
   readonly done: Promise<void>;
 
   private state: State = 'waiting';
   private error: Error | undefined;
-  private written = 0;
-  private key: string | undefined;
+  private stored = 0;
+  private location: string | undefined;
   private readonly owner: string;
   private waiters: Array<() => void> = [];
   private resolveReady!: (size: number | undefined) => void;
@@ -93,8 +94,8 @@ export class RemoteFill implements Fill {
       this.size = info.size;
       this.resolveReady(info.size);
     }
-    if (info.key) this.key = info.key;
-    if (info.written > this.written) this.written = info.written;
+    if (info.key) this.location = info.key;
+    if (info.written > this.stored) this.stored = info.written;
     this.wake();
   }
 
@@ -114,8 +115,8 @@ export class RemoteFill implements Fill {
       return;
     }
     this.size = size;
-    this.written = size;
-    this.key = paths.blobData(this.digest);
+    this.stored = size;
+    this.location = paths.blobData(this.digest);
     this.state = 'done';
     this.resolveReady(size);
     this.resolveDone();
@@ -132,41 +133,35 @@ export class RemoteFill implements Fill {
   }
 
   stream(range?: ByteRange): Readable {
-    return Readable.from(this.chunks(range), { objectMode: false });
+    return tailStream(this, this.deps.driver, range);
   }
 
-  private async *chunks(range?: ByteRange): AsyncGenerator<Buffer> {
-    let pos = range?.start ?? 0;
-    for (;;) {
-      if (this.state === 'failed') throw this.error;
-      const end = range?.end ?? (this.size !== undefined ? this.size - 1 : Number.POSITIVE_INFINITY);
-      if (pos > end) return;
-      // Until the blob is committed, the final byte stays back (see the header comment).
-      const readable = this.state === 'done' ? this.written : Math.max(0, this.written - 1);
-      if (this.state === 'done' && pos >= this.written) return;
-      if (pos < readable && this.key) {
-        const last = Math.min(end, readable - 1);
-        const key = this.key;
-        try {
-          const stream = await this.deps.driver.reader(key, { start: pos, end: last });
-          for await (const chunk of stream) {
-            pos += (chunk as Buffer).length;
-            yield chunk as Buffer;
-          }
-        } catch (err) {
-          // The upload object became the blob between our checks: read on once the commit is seen.
-          if (!isNotFound(err)) throw err;
-          if (key === this.key) await this.done.catch(() => {});
-        }
-        continue;
-      }
-      await this.waitFor(Math.min(pos + READ_STEP, end === Number.POSITIVE_INFINITY ? pos + READ_STEP : end));
-    }
+  // ---- TailSource ----
+
+  get written(): number {
+    return this.stored;
+  }
+
+  get key(): string | undefined {
+    return this.location;
+  }
+
+  get complete(): boolean {
+    return this.state === 'done';
+  }
+
+  get failure(): Error | undefined {
+    return this.state === 'failed' ? this.error : undefined;
+  }
+
+  waitForMore(pos: number): Promise<void> {
+    const end = this.size !== undefined ? this.size - 1 : Number.POSITIVE_INFINITY;
+    return this.waitFor(Math.min(pos + READ_STEP, end));
   }
 
   /** Until at least `atLeast` + 1 bytes are readable, the fill ends, or (slow filler) the next update. */
   private waitFor(atLeast: number): Promise<void> {
-    if (this.state === 'done' || this.state === 'failed' || this.written - 1 > atLeast) return Promise.resolve();
+    if (this.state === 'done' || this.state === 'failed' || this.stored - 1 > atLeast) return Promise.resolve();
     return new Promise((wake) => this.waiters.push(wake));
   }
 

@@ -1,0 +1,58 @@
+// Reading a blob while a cache fill writes it, for any number of clients at
+// their own pace: a client reads what is stored, waits for more, and reads
+// on, switching to the committed blob when the upload object moves there.
+// The last byte is held back until the fill says the bytes are complete
+// (their digest verified), so no client receives a complete blob whose bytes
+// do not match it. Shared by this process's fills (blob-fill.ts) and other
+// replicas' (remote-fill.ts), which differ only in how they learn of progress.
+import { Readable } from 'node:stream';
+import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
+
+export interface TailSource {
+  /** The blob's size, once known. */
+  readonly size: number | undefined;
+  /** Bytes stored so far at `key`. */
+  readonly written: number;
+  /** All bytes are stored and verified: the last byte may go out. */
+  readonly complete: boolean;
+  /** Set when the fill failed. */
+  readonly failure: Error | undefined;
+  /** Where the bytes are now (the upload object, then the committed blob). */
+  readonly key: string | undefined;
+  /** Settles when the fill ended. */
+  readonly done: Promise<void>;
+  /** Resolves when more than `pos` bytes may be readable, or the fill ended. */
+  waitForMore(pos: number): Promise<void>;
+}
+
+export function tailStream(source: TailSource, driver: StorageDriver, range?: ByteRange): Readable {
+  return Readable.from(tailChunks(source, driver, range), { objectMode: false });
+}
+
+async function* tailChunks(source: TailSource, driver: StorageDriver, range?: ByteRange): AsyncGenerator<Buffer> {
+  let pos = range?.start ?? 0;
+  for (;;) {
+    if (source.failure) throw source.failure;
+    const end = range?.end ?? (source.size !== undefined ? source.size - 1 : Number.POSITIVE_INFINITY);
+    if (pos > end) return;
+    const readable = source.complete ? source.written : Math.max(0, source.written - 1);
+    if (source.complete && pos >= source.written) return;
+    const key = source.key;
+    if (pos < readable && key) {
+      try {
+        const stream = await driver.reader(key, { start: pos, end: Math.min(end, readable - 1) });
+        for await (const chunk of stream) {
+          pos += (chunk as Buffer).length;
+          yield chunk as Buffer;
+        }
+      } catch (err) {
+        // The upload object moved into blobs/ between our checks: once the commit
+        // is seen (the key changes), read on from there.
+        if (!isNotFound(err)) throw err;
+        if (key === source.key) await source.done.catch(() => {});
+      }
+      continue;
+    }
+    await source.waitForMore(pos);
+  }
+}
