@@ -6,7 +6,8 @@
 // `npm run render` (values read from a YAML file), so what the render command
 // writes is exactly what the program deploys.
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../server/src/config/units.ts';
+import { size } from '../server/src/config/schema.ts';
+import { parseDuration } from '../server/src/config/units.ts';
 
 /** The Pulumi project name, which namespaces every config key (`registry-stack:domain`). */
 export const PROJECT = 'registry-stack';
@@ -43,16 +44,6 @@ const duration = z
   .union([z.string(), z.number()])
   .transform((v) => String(v).trim())
   .refine((v) => parseDuration(v) !== undefined, { message: 'must be a duration such as 30s, 10m, 168h or 0' });
-
-/** A byte size ("512MB", "1GiB"), parsed to bytes. */
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  const bytes = parseSize(v);
-  if (bytes === undefined) {
-    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 512MB, 10GB, 1GiB)` });
-    return z.NEVER;
-  }
-  return bytes;
-});
 
 const CRON_MACROS = new Set(['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly']);
 const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];

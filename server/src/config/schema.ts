@@ -29,7 +29,7 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
 });
 
 /** A byte size ("10GB", "512MiB", 1048576), parsed to bytes. */
-const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+export const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const bytes = parseSize(v);
   if (bytes === undefined) {
     ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (use e.g. 512MB, 10GB, 1GiB)` });
