@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--duration 10] [--json out.json]`
+// `npm run bench [-- --quick] [--duration 10] [--json out.json] [--storage s3]`
 //
 // Side-by-side benchmark of our registry against CNCF distribution 2.8.2
 // (Debian's docker-registry) on the same machine, in one run. Both servers
@@ -6,6 +6,17 @@
 // the very same config.yml (access logs off, storage.delete.enabled, in-memory
 // blob descriptor cache), are loaded with the same content by the same client
 // code, and are measured with the same load generators. Prints one table.
+//
+// --storage s3: the same phases and rows with both servers on the s3 storage
+// driver instead of the filesystem, each on its own bucket of one Ceph RGW the
+// bench starts (test/tools/start-ceph-rgw.sh; see s3.ts), with the very same
+// storage.s3 section (distribution's keys, chunksize 10 MiB). storage.redirect
+// stays at its default on both: distribution answers a blob GET with a 307 to a
+// presigned RGW URL, ours serves the bytes itself; the clients (curl -L,
+// undici's redirect interceptor) follow redirects, so a GET row is what a
+// docker/containerd client would see. The mirror rows run on s3 too (a fresh
+// rootdirectory per repetition); their upstream stays a distribution on the
+// filesystem (it stands for Docker Hub).
 //
 // Phases (each restarts both servers on their data directory, because auth
 // is a config change):
@@ -31,6 +42,7 @@ import {
   type PushedImage,
   type RateResult,
   autocannonHead,
+  undiciHead,
   basic,
   checkManifest,
   coldLogins,
@@ -45,6 +57,7 @@ import {
   wrkGet,
 } from './clients.ts';
 import { CpuMeter, type Noise, loadAverage, waitQuiet } from './noise.ts';
+import { type BenchS3, deletePrefix, objectExists, startS3 } from './s3.ts';
 import { type Kind, type RunningRegistry, type RunningRelay, sleep, startRegistry, startRelay } from './servers.ts';
 
 const { values: argv } = parseArgs({
@@ -63,6 +76,8 @@ const { values: argv } = parseArgs({
     'quiet-wait': { type: 'string' },
     'ours-node-args': { type: 'string' },
     'ours-root': { type: 'string' },
+    storage: { type: 'string', default: 'filesystem' },
+    'blob-mb': { type: 'string' },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
@@ -90,14 +105,26 @@ if (argv.help) {
                           start with a dash: --ours-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof --trace-gc"
                           (one profile per server process; --trace-gc lines land in the server log, see --keep)
   --ours-root <dir>       run "ours" from another checkout (e.g. a git archive of HEAD), default: this one
-  --keep                  keep the temp directory (data, configs, server logs)
+  --storage <driver>      filesystem (default) or s3: both servers on the s3 driver, each on its own bucket of a
+                          Ceph RGW the bench starts in its temp directory (or of RS_S3_ENDPOINT, with RS_S3_ACCESS_KEY,
+                          RS_S3_SECRET_KEY, RS_S3_REGION, when set), the same storage.s3 section (chunksize 10 MiB)
+  --blob-mb <n>           size of the big blob, MB (default 500; --quick: 64)
+  --keep                  keep the temp directory (data, configs, server logs; with s3 also RGW's data and logs)
 `);
   process.exit(0);
 }
 
 const QUICK = argv.quick;
 const MB = 1_000_000;
-const BIG = QUICK ? 64 * MB : 500 * MB;
+const STORAGE = argv.storage === 'fs' ? 'filesystem' : (argv.storage as string);
+if (STORAGE !== 'filesystem' && STORAGE !== 's3') {
+  process.stderr.write(`--storage: filesystem or s3, not ${STORAGE}\n`);
+  process.exit(2);
+}
+const S3 = STORAGE === 's3';
+/** storage.s3.chunksize on both servers (distribution's default). */
+const S3_CHUNK = 10 * 1024 * 1024;
+const BIG = argv['blob-mb'] ? Math.round(Number(argv['blob-mb']) * MB) : QUICK ? 64 * MB : 500 * MB;
 const SMALL = QUICK ? 16 * MB : 50 * MB;
 const DURATION = Number(argv.duration ?? (QUICK ? 3 : 10));
 const ROUNDS = Math.max(1, Number(argv.rounds ?? 2));
@@ -169,7 +196,7 @@ function ratio(r: Row): number | undefined {
 // Declared up front so the table keeps this order whatever phases run.
 const R = {
   manifest: row('manifest_get', `manifest GET by tag, wrk -t2 -c${CONNECTIONS}`, 'req/s', 'higher', 1.5),
-  head: row('blob_head', `blob HEAD, autocannon -c${CONNECTIONS}`, 'req/s', 'higher', 1.5),
+  head: row('blob_head', `blob HEAD, ${S3 ? 'undici, redirects followed' : 'autocannon'} -c${CONNECTIONS}`, 'req/s', 'higher', 1.5),
   get1: row('blob_get_1', `blob GET ${fmtMB(BIG)}, 1 client (curl)`, 'MB/s', 'higher', 1.0),
   get8: row('blob_get_8', `blob GET ${fmtMB(BIG)}, 8 clients (curl, aggregate)`, 'MB/s', 'higher', 1.0),
   push: row('push', `push ${fmtMB(BIG)}: POST, 1 PATCH (${argv['content-length'] ? 'Content-Length' : 'chunked'}), PUT`, 'MB/s', 'higher', 1.0),
@@ -197,6 +224,11 @@ const R = {
   rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
   rssBig: row('rss_after_big', `  VmHWM after that + ${PUSH_REPS}× ${fmtMB(BIG)} push + GET`, 'MB', 'lower'),
 };
+// --storage s3 (issue 6): ours ≥ 1.0× distribution on every speed row; the "vs direct" rows compare ours with a
+// direct pull, not with distribution, and keep their 0.9×; the RSS rows stay without a target, as on the filesystem.
+if (S3) {
+  for (const r of rows) if (!r.id.startsWith('rss_') && !r.id.includes('vs_direct')) r.target = 1.0;
+}
 
 // ---------------------------------------------------------------- setup
 
@@ -207,7 +239,32 @@ const phasePeaks: Record<string, Record<Kind, number>> = {};
 const running = new Set<RunningRegistry>();
 /** Other processes the bench started that are part of what is measured (the mirror rows' link relay). */
 const extraPids = new Set<number>();
-const meter = new CpuMeter(() => [...[...running].map((r) => r.pid), ...extraPids]);
+const meter = new CpuMeter(
+  () => [...[...running].map((r) => r.pid), ...extraPids],
+  () => s3Store?.pids() ?? [],
+);
+/** --storage s3: the object store, and each server's bucket on it. */
+let s3Store: BenchS3 | undefined;
+const buckets = {} as Record<Kind, string>;
+
+/** storage.s3 for a server (the same keys and values for both but the bucket), optionally under a root prefix. */
+function s3Config(kind: Kind, root?: string): Record<string, unknown> | undefined {
+  if (!s3Store) return undefined;
+  return {
+    region: s3Store.region,
+    regionendpoint: s3Store.endpoint,
+    bucket: buckets[kind],
+    accesskey: s3Store.accessKey,
+    secretkey: s3Store.secretKey,
+    secure: false,
+    v4auth: true,
+    chunksize: S3_CHUNK,
+    ...(root ? { rootdirectory: `/${root}` } : {}),
+  };
+}
+
+/** The object key of a registry path ("docker/registry/v2/…") under an optional root prefix. */
+const s3Key = (root: string | undefined, key: string) => (root ? `${root}/${key}` : key);
 const loadAtStart = loadAverage();
 
 async function startBoth(label: string, htpasswd?: string): Promise<Record<Kind, RunningRegistry>> {
@@ -217,6 +274,7 @@ async function startBoth(label: string, htpasswd?: string): Promise<Record<Kind,
       kind,
       label,
       dataDir: dataDir[kind],
+      s3: s3Config(kind),
       workDir: work,
       htpasswd,
       nodeArgs: kind === 'ours' && argv['ours-node-args'] ? argv['ours-node-args'].split(/\s+/).filter(Boolean) : undefined,
@@ -251,18 +309,22 @@ let quietGaveUp = 0;
 /** Before a measurement: wait for the neighbours to calm down (see --quiet-below). */
 async function quiet(): Promise<void> {
   if (QUIET_BELOW <= 0) return;
-  const { waitedMs, otherCores } = await waitQuiet(meter, QUIET_BELOW, QUIET_WAIT_MS);
+  const { waitedMs, otherCores, storeCores } = await waitQuiet(meter, QUIET_BELOW, QUIET_WAIT_MS);
   quietWaits++;
   quietWaitMs += waitedMs;
-  if (otherCores >= QUIET_BELOW) {
+  if (otherCores + storeCores >= QUIET_BELOW) {
     quietGaveUp++;
-    log(`  (machine busy: other processes use ${otherCores.toFixed(2)} cores; measuring anyway)`);
+    log(
+      `  (machine busy: other processes use ${otherCores.toFixed(2)} cores` +
+        `${S3 ? `, the object store ${storeCores.toFixed(2)}` : ''}; measuring anyway)`,
+    );
   }
 }
 
 /** CPU seconds the servers used per GB moved (the idle one adds ~0). */
 const cpuPerGB = (n: Noise, bytes: number) => ((n.serverCores * n.seconds) / (bytes / 1e9)).toFixed(2);
-const fmtNoise = (n: Noise) => `other procs ${n.otherCores.toFixed(2)} cores, steal ${n.stealCores.toFixed(2)}`;
+const fmtNoise = (n: Noise) =>
+  `${S3 ? `object store ${n.storeCores.toFixed(2)} cores, ` : ''}other procs ${n.otherCores.toFixed(2)} cores, steal ${n.stealCores.toFixed(2)}`;
 
 function summarise(r: Row, how: (xs: number[]) => number = median): void {
   for (const kind of KINDS) if (r.samples[kind].length > 0) r[kind] = how(r.samples[kind]);
@@ -274,10 +336,12 @@ function checkRate(what: string, kind: Kind, res: RateResult): void {
   }
 }
 
-/** Deletes a blob's data file from a server's data directory (bench-owned, not through the API). */
-function removeBlobData(kind: Kind, digest: string): void {
+/** Deletes a blob's data file (its objects on s3) from a server's storage (bench-owned, not through the API). */
+async function removeBlobData(kind: Kind, digest: string): Promise<void> {
   const hex = digest.slice('sha256:'.length);
-  rmSync(path.join(dataDir[kind], 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex), { recursive: true, force: true });
+  const rel = `docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+  if (s3Store) await deletePrefix(s3Store.client, buckets[kind], `${rel}/`);
+  else rmSync(path.join(dataDir[kind], rel), { recursive: true, force: true });
 }
 
 /** Random bytes, the same for both servers; variant i differs in its first bytes (a new digest). */
@@ -339,7 +403,7 @@ async function phasePush(): Promise<Loaded> {
         // Only variant 0 is needed later. Removing the others' files frees their page cache, so
         // every push writes into the same memory state: on this VM, page cache growing into
         // never-touched guest memory makes later pushes (whichever server they belong to) ~2× slower.
-        if (i > 0) removeBlobData(kind, digest);
+        if (i > 0) await removeBlobData(kind, digest);
       }
     }
     // The GET rows and the RSS rows use variant 0; put its bytes back.
@@ -415,7 +479,7 @@ async function phaseRead(loaded: Loaded): Promise<void> {
 
     log(`read: blob HEAD, ${DURATION} s per server`);
     await rateRow(R.head, s, DURATION, (kind, d) =>
-      autocannonHead(`${s[kind].url}/v2/${loaded.image.repo}/blobs/${loaded.image.layerDigest}`, {
+      (S3 ? undiciHead : autocannonHead)(`${s[kind].url}/v2/${loaded.image.repo}/blobs/${loaded.image.layerDigest}`, {
         connections: CONNECTIONS,
         durationS: d,
         headers: {},
@@ -468,17 +532,22 @@ async function phaseAuth(cost: number, r: Row, cold: Row, loaded: Loaded): Promi
   }
 }
 
-/** The data file of a blob in a registry's filesystem storage (the same layout in ours and distribution's). */
-function blobDataFile(root: string, digest: string): string {
+/** The data file of a blob in a registry's storage (the same layout in ours and distribution's). */
+function blobDataFile(digest: string): string {
   const hex = digest.slice('sha256:'.length);
-  return path.join(root, 'docker/registry/v2/blobs/sha256', hex.slice(0, 2), hex, 'data');
+  return `docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
 }
 
-/** Waits (up to 10 s: distribution stores a proxied blob in the background) until every blob of `image` is in the cache. */
+/**
+ * Waits (up to 10 s: distribution stores a proxied blob in the background) until every blob of `image` is in the cache.
+ * `root`: the data directory, or on s3 the rootdirectory in the server's bucket.
+ */
 async function waitCached(kind: Kind, root: string, image: BenchImage): Promise<void> {
-  const files = [image.config, ...image.layers].map((d) => blobDataFile(root, d.digest));
+  const keys = [image.config, ...image.layers].map((d) => blobDataFile(d.digest));
+  const cached = async (key: string) =>
+    s3Store ? objectExists(s3Store.client, buckets[kind], s3Key(root, key)) : existsSync(path.join(root, key));
   const deadline = Date.now() + 10_000;
-  while (!files.every((f) => existsSync(f))) {
+  while (!(await Promise.all(keys.map(cached))).every(Boolean)) {
     if (Date.now() > deadline) throw new Error(`${NAME[kind]} mirror: the image is not in its cache after a cold pull (a warm pull would not be warm)`);
     await sleep(50);
   }
@@ -527,11 +596,13 @@ async function phaseMirror(): Promise<void> {
       const dirs = {} as Record<Kind, string>;
       try {
         for (const kind of KINDS) {
-          dirs[kind] = path.join(work, `data-${label}-${kind}`);
+          // On s3: a fresh rootdirectory in the server's bucket (removed afterwards, as the data directory).
+          dirs[kind] = s3Store ? label : path.join(work, `data-${label}-${kind}`);
           m[kind] = await startRegistry({
             kind,
             label,
             dataDir: dirs[kind],
+            s3: s3Config(kind, label),
             workDir: work,
             proxyRemoteUrl: remote,
             nodeArgs: kind === 'ours' && argv['ours-node-args'] ? argv['ours-node-args'].split(/\s+/).filter(Boolean) : undefined,
@@ -551,7 +622,10 @@ async function phaseMirror(): Promise<void> {
           running.delete(m[kind]);
           peaks[kind] = Math.max(peaks[kind], peak);
           peakRss[kind] = Math.max(peakRss[kind], peak);
-          if (!argv.keep) rmSync(dirs[kind], { recursive: true, force: true });
+          if (!argv.keep) {
+            if (s3Store) await deletePrefix(s3Store.client, buckets[kind], `${dirs[kind]}/`);
+            else rmSync(dirs[kind], { recursive: true, force: true });
+          }
         }
       }
     };
@@ -664,17 +738,27 @@ function table(): string {
     // not fatal
   }
   return [
-    `registry-stack bench${QUICK ? ' (--quick)' : ''}: ours (node ${process.version}) vs distribution ${distVersion}, ` +
+    `registry-stack bench${QUICK ? ' (--quick)' : ''}${S3 ? ' --storage s3' : ''}: ours (node ${process.version}) vs distribution ${distVersion}, ` +
       `${cpu.length} × ${cpu[0]?.model.trim()}, ${new Date().toISOString().slice(0, 16)}Z`,
     `rate rows ${DURATION} s per server in ${ROUNDS} interleaved rounds (auth rows: ${AUTH_DURATION} s, 1 round) after ${WARMUP} s warm-up, mean of rounds; ` +
       `throughput rows median of ${GET_REPS} (GET) / ${PUSH_REPS} (push) / ${MIRROR_REPS} (mirror cold and direct) / ` +
       `${MIRROR_REPS}×${WARM_PULLS} (mirror warm); MB = 10^6 bytes`,
-    'both servers: the same config.yml (log.level error, access log off, storage.delete.enabled, inmemory blob descriptor cache); ' +
-      'push phase with htpasswd (bcrypt cost 4) on both, GET/HEAD rows without auth',
+    `both servers: the same config.yml (log.level error, access log off, ${S3 ? 'storage.s3' : 'storage.filesystem'}, storage.delete.enabled, ` +
+      'inmemory blob descriptor cache); push phase with htpasswd (bcrypt cost 4) on both, GET/HEAD rows without auth',
+    ...(s3Store
+      ? [
+          `storage s3: ${s3Store.description}; one bucket per server on it; storage.s3 = region ${s3Store.region}, regionendpoint, bucket, ` +
+            `accesskey, secretkey, secure: false, v4auth: true, chunksize ${S3_CHUNK} (path-style: both default to it with a regionendpoint)`,
+          'storage.redirect at its default on both: distribution answers blob GETs with a 307 to a presigned RGW URL, ours serves the ' +
+            'bytes itself (no redirect); clients follow redirects (curl -L, undici redirect interceptor), so GET and pull rows are ' +
+            'what a client sees, the RGW transfer included; the object store\'s CPU (ceph-mon, ceph-osd, radosgw) is counted apart, ' +
+            'neither as servers\' nor as other processes\' (the quiet wait includes it)',
+        ]
+      : []),
     ...(R.mirrorCold.ours !== undefined || R.mirrorCold.dist !== undefined
       ? [
-          `mirror rows: upstream = distribution holding one image (${MIRROR_LAYERS.map(fmtMB).join(' + ')} random layers + config); ` +
-            'ours and distribution each with that config.yml + proxy.remoteurl of the upstream, no auth, restarted on a fresh data dir per repetition ' +
+          `mirror rows: upstream = distribution${S3 ? ' on the filesystem (it stands for Docker Hub)' : ''} holding one image (${MIRROR_LAYERS.map(fmtMB).join(' + ')} random layers + config); ` +
+            `ours and distribution each with that config.yml + proxy.remoteurl of the upstream, no auth, restarted on a fresh ${S3 ? 'rootdirectory in its bucket' : 'data dir'} per repetition ` +
             'and warmed on another image; a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ' +
             `${PULL_CONCURRENCY} connections, every digest verified; MB/s = image bytes / wall time; direct = the same pull from the upstream itself`,
           ...(R.linkCold.ours !== undefined
@@ -706,7 +790,12 @@ function table(): string {
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
-  log(`work dir ${work}; blobs ${fmtMB(BIG)} / ${fmtMB(SMALL)}; ${DURATION} s per rate row; phases ${[...PHASES].join(',')}`);
+  log(`work dir ${work}; storage ${STORAGE}; blobs ${fmtMB(BIG)} / ${fmtMB(SMALL)}; ${DURATION} s per rate row; phases ${[...PHASES].join(',')}`);
+  if (S3) {
+    s3Store = await startS3(work, log);
+    for (const kind of KINDS) buckets[kind] = await s3Store.createBucket(kind);
+    log(`s3: ${s3Store.endpoint}, buckets ours ${buckets.ours}, distribution ${buckets.dist}; store pids ${s3Store.pids().join(' ') || '(external)'}`);
+  }
   if (PHASES.has('push')) {
     const loaded = await phasePush();
     if (PHASES.has('read')) await phaseRead(loaded);
@@ -726,6 +815,8 @@ async function main(): Promise<void> {
       node: process.version,
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model,
+      storage: STORAGE,
+      s3: s3Store ? { store: s3Store.description, chunkSize: S3_CHUNK, redirect: 'default on both' } : undefined,
       blobBytes: BIG,
       smallBlobBytes: SMALL,
       durationS: DURATION,
@@ -764,6 +855,10 @@ async function cleanup(): Promise<void> {
     } catch {
       // gone already
     }
+  }
+  if (s3Store) {
+    await s3Store.stop(Boolean(argv.keep)).catch((err) => log(`s3: stop failed: ${(err as Error).message}`));
+    s3Store = undefined;
   }
   if (argv.keep) log(`kept ${work}`);
   else rmSync(work, { recursive: true, force: true });

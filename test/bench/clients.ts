@@ -1,12 +1,13 @@
 // The load generators, identical for both servers: a push client over undici
 // (POST, one streamed PATCH, PUT ?digest=), wrk for manifest GETs, autocannon
-// for blob HEADs, curl for blob GETs.
+// for blob HEADs (undici loops that follow redirects with --storage s3), curl
+// for blob GETs.
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher, interceptors, request } from 'undici';
 
 const execFileP = promisify(execFile);
 const require = createRequire(import.meta.url);
@@ -277,6 +278,60 @@ export async function autocannonHead(
   };
 }
 
+// ---------------------------------------------------------------- undici (HEAD, redirects followed)
+
+/**
+ * HEAD load that follows redirects, for registries that answer a blob HEAD
+ * with a redirect to their object store (distribution on s3: a 307 to a
+ * presigned HEAD URL of the bucket; docker's and containerd's HTTP clients
+ * follow it). autocannon and wrk cannot follow redirects, so this is
+ * `connections` request loops on one undici Agent with the redirect
+ * interceptor, for `durationS` seconds; a request counts when its final
+ * answer is in. The same code for both servers.
+ */
+export async function undiciHead(
+  url: string,
+  opts: { connections: number; durationS: number; headers: Record<string, string> },
+): Promise<RateResult> {
+  const agent = new Agent({ connections: opts.connections, headersTimeout: 30_000, bodyTimeout: 30_000 }).compose(
+    interceptors.redirect({ maxRedirections: 3 }),
+  );
+  const latencies: number[] = [];
+  let errors = 0;
+  let non2xx = 0;
+  const t0 = performance.now();
+  const end = t0 + opts.durationS * 1000;
+  const loop = async () => {
+    while (performance.now() < end) {
+      const t = performance.now();
+      try {
+        const res = await request(url, { method: 'HEAD', headers: opts.headers, dispatcher: agent });
+        await res.body.dump();
+        if (res.statusCode < 200 || res.statusCode >= 300) non2xx++;
+      } catch {
+        errors++;
+      }
+      latencies.push(performance.now() - t);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: opts.connections }, loop));
+  } finally {
+    await agent.close();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+  return {
+    rps: latencies.length / seconds,
+    requests: latencies.length,
+    errors,
+    non2xx,
+    latencyP50ms: pct(50),
+    latencyP99ms: pct(99),
+  };
+}
+
 // ---------------------------------------------------------------- curl (blob GET)
 
 export interface DownloadResult {
@@ -284,9 +339,14 @@ export interface DownloadResult {
   seconds: number;
 }
 
-/** `clients` concurrent curl -o /dev/null of the same URL; wall time until all are done. */
+/**
+ * `clients` concurrent curl -o /dev/null of the same URL; wall time until all are done.
+ * Redirects are followed (-L), as docker and containerd do: a registry that answers a blob GET
+ * with a redirect to its object store (distribution with s3) is measured as its clients see it.
+ * curl does not send the Authorization header on to another host or port.
+ */
 export async function curlParallel(url: string, clients: number, expectBytes: number, auth?: string): Promise<DownloadResult> {
-  const args = ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}\\n'];
+  const args = ['-sS', '-L', '--max-redirs', '3', '-o', '/dev/null', '-w', '%{http_code} %{size_download}\\n'];
   if (auth) args.push('-H', `Authorization: ${auth}`);
   args.push(url);
   const t0 = process.hrtime.bigint();
@@ -430,12 +490,16 @@ export interface PullResult {
 /**
  * A whole-image pull the way a client does it, on a fresh connection pool:
  * the manifest by tag (with an Accept header), then the config and the layers
- * over `concurrency` connections. Every byte is hashed as it arrives; a wrong
- * manifest, a short blob or a digest mismatch throws (a bad pull is never
- * measured).
+ * over `concurrency` connections (per origin). Redirects are followed, as
+ * clients do (a blob GET of distribution on s3 is a redirect to a presigned
+ * URL of the object store; undici drops the Authorization header when the
+ * origin changes). Every byte is hashed as it arrives; a wrong manifest, a
+ * short blob or a digest mismatch throws (a bad pull is never measured).
  */
 export async function pullImage(base: string, image: BenchImage, concurrency = 3, auth?: string): Promise<PullResult> {
-  const agent = new Agent({ connections: concurrency, headersTimeout: 300_000, bodyTimeout: 300_000 });
+  const agent: Dispatcher = new Agent({ connections: concurrency, headersTimeout: 300_000, bodyTimeout: 300_000 }).compose(
+    interceptors.redirect({ maxRedirections: 3 }),
+  );
   try {
     const t0 = process.hrtime.bigint();
     const res = await request(`${base}/v2/${image.repo}/manifests/${image.tag}`, {

@@ -1,9 +1,9 @@
 // Starts the two registries under test as child processes: ours
 // (`node server/bin/registry.mjs serve config.yml`) and CNCF distribution
 // 2.8.2 (Debian's `docker-registry serve config.yml`). Both get the very same
-// config.yml apart from the data directory and port, so every setting the
-// bench depends on (logging, delete, cache, auth, proxy.remoteurl for the
-// mirror rows) is identical.
+// config.yml apart from the data directory (or bucket) and port, so every
+// setting the bench depends on (logging, storage driver and its options,
+// delete, cache, auth, proxy.remoteurl for the mirror rows) is identical.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
@@ -18,8 +18,10 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 
 export interface ServerSpec {
   kind: Kind;
-  /** Data directory (storage.filesystem.rootdirectory); reused across restarts. */
+  /** Data directory (storage.filesystem.rootdirectory); reused across restarts. Ignored when `s3` is set. */
   dataDir: string;
+  /** storage.s3 (distribution's keys): the server stores in this bucket instead of `dataDir`. */
+  s3?: Record<string, unknown>;
   /** Where config.yml and the server's stderr/stdout go. */
   workDir: string;
   /** htpasswd file; no auth section when undefined. */
@@ -63,14 +65,20 @@ export function freePort(): Promise<number> {
 }
 
 /** The config both servers load: distribution's config.yml shape, only keys both understand. */
-export function configFor(dataDir: string, port: number, htpasswd?: string, proxyRemoteUrl?: string): Record<string, unknown> {
+export function configFor(
+  dataDir: string,
+  port: number,
+  htpasswd?: string,
+  proxyRemoteUrl?: string,
+  s3?: Record<string, unknown>,
+): Record<string, unknown> {
   const config: Record<string, unknown> = {
     version: '0.1',
     // Access logs off on both, and a level at which neither logs per request
     // (distribution logs "response completed" at info even without access logs).
     log: { level: 'error', accesslog: { disabled: true } },
     storage: {
-      filesystem: { rootdirectory: dataDir },
+      ...(s3 ? { s3 } : { filesystem: { rootdirectory: dataDir } }),
       delete: { enabled: true },
       // distribution's usual registry:2 config; ours has its descriptor cache always on.
       cache: { blobdescriptor: 'inmemory' },
@@ -96,7 +104,7 @@ export function procStatus(pid: number): { hwm: number; rss: number } {
 export async function startRegistry(spec: ServerSpec): Promise<RunningRegistry> {
   const port = await freePort();
   const configFile = path.join(spec.workDir, `${spec.kind}-${spec.label}.yml`);
-  writeFileSync(configFile, stringify(configFor(spec.dataDir, port, spec.htpasswd, spec.proxyRemoteUrl)));
+  writeFileSync(configFile, stringify(configFor(spec.dataDir, port, spec.htpasswd, spec.proxyRemoteUrl, spec.s3)));
   const logFile = path.join(spec.workDir, `${spec.kind}-${spec.label}.log`);
   const logFd = openSync(logFile, 'w');
 

@@ -1,0 +1,236 @@
+// The S3 side of `npm run bench -- --storage s3`: a Ceph RGW of the bench's
+// own (test/tools/start-ceph-rgw.sh: one mon, one OSD on bluestore, one
+// radosgw, all on 127.0.0.1 under the bench's temp directory), one bucket per
+// server on it, and the few object operations the bench needs on its own
+// (removing a blob's objects between pushes, checking that a mirror cached a
+// blob). RS_S3_ENDPOINT (+ RS_S3_ACCESS_KEY, RS_S3_SECRET_KEY, RS_S3_REGION),
+// as for the tests, points the bench at an S3 that is already running
+// instead: nothing is started or stopped then, and the bench's buckets are
+// emptied and removed at the end.
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import {
+  AbortMultipartUploadCommand,
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import { REPO_ROOT, tail } from './servers.ts';
+
+const TOOLS = path.join(REPO_ROOT, 'test/tools');
+const START_TIMEOUT_MS = 180_000;
+
+export interface BenchS3 {
+  endpoint: string;
+  accessKey: string;
+  secretKey: string;
+  region: string;
+  client: S3Client;
+  /** What the S3 is, for the table's header. */
+  description: string;
+  /** PIDs of the S3 service's processes on this machine (ceph-mon, ceph-osd, radosgw); none for an external S3. */
+  pids(): number[];
+  /** Creates a bucket the bench owns (removed at stop() on an external S3). */
+  createBucket(label: string): Promise<string>;
+  /** Stops what was started (`keep`: leave RGW's data directory and logs behind). */
+  stop(keep: boolean): Promise<void>;
+}
+
+export async function startS3(workDir: string, log: (msg: string) => void): Promise<BenchS3> {
+  const env = process.env;
+  const buckets: string[] = [];
+  let cephDir: string | undefined;
+  let endpoint: string;
+  let accessKey = 'benchaccesskey';
+  let secretKey = 'benchsecretkey';
+  let region = 'us-east-1';
+  let description: string;
+  if (env.RS_S3_ENDPOINT) {
+    endpoint = env.RS_S3_ENDPOINT;
+    accessKey = env.RS_S3_ACCESS_KEY ?? 'testaccesskey';
+    secretKey = env.RS_S3_SECRET_KEY ?? 'testsecretkey';
+    region = env.RS_S3_REGION ?? region;
+    description = `the S3 at ${endpoint} (RS_S3_ENDPOINT)`;
+  } else {
+    cephDir = path.join(workDir, 'ceph');
+    mkdirSync(cephDir, { recursive: true });
+    const rgwPort = await pickPort();
+    let monPort = await pickPort();
+    while (monPort === rgwPort) monPort = await pickPort();
+    const logFile = path.join(workDir, 'ceph-start.log');
+    log(`s3: starting Ceph RGW in ${cephDir} (rgw port ${rgwPort}, mon port ${monPort})`);
+    const fd = openSync(logFile, 'a');
+    let code: number | null;
+    try {
+      // The daemons inherit the log file, not a pipe: the script's exit does not wait for them.
+      const child = spawn('bash', [path.join(TOOLS, 'start-ceph-rgw.sh')], {
+        env: {
+          ...env,
+          CEPH_RGW_DIR: cephDir,
+          RGW_PORT: String(rgwPort),
+          CEPH_MON_PORT: String(monPort),
+          S3_ACCESS_KEY: accessKey,
+          S3_SECRET_KEY: secretKey,
+        },
+        stdio: ['ignore', fd, fd],
+      });
+      code = await new Promise<number | null>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          child.kill('SIGKILL');
+          reject(new Error(`start-ceph-rgw.sh did not finish in ${START_TIMEOUT_MS / 1000} s\n${tail(logFile)}`));
+        }, START_TIMEOUT_MS);
+        child.once('error', reject);
+        child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+    } finally {
+      closeSync(fd);
+    }
+    endpoint = `http://127.0.0.1:${rgwPort}`;
+    if (code !== 0) {
+      stopCeph(cephDir, false);
+      throw new Error(
+        `Ceph RGW did not start (start-ceph-rgw.sh exited with ${code}).\n` +
+          `Install: apt-get install -y --no-install-recommends radosgw ceph-mon ceph-osd ceph-common\n${tail(logFile)}`,
+      );
+    }
+    let version = '';
+    try {
+      version = spawnSync('radosgw', ['--version'], { encoding: 'utf8' }).stdout.trim().split(' ').slice(0, 3).join(' ');
+    } catch {
+      // not fatal
+    }
+    description =
+      `Ceph RGW (${version || 'radosgw'}) on 127.0.0.1: 1 mon, 1 OSD (bluestore on a sparse file on the same disk), ` +
+      'beast frontend, test/tools/start-ceph-rgw.sh';
+  }
+
+  const client = new S3Client({
+    region,
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: accessKey, secretAccessKey: secretKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+
+  const cephPids = (): number[] => {
+    if (!cephDir) return [];
+    const run = path.join(cephDir, 'run');
+    if (!existsSync(run)) return [];
+    const pids: number[] = [];
+    for (const f of readdirSync(run)) {
+      if (!f.endsWith('.pid')) continue;
+      const pid = Number(readFileSync(path.join(run, f), 'utf8').trim());
+      if (pid > 0) pids.push(pid);
+    }
+    return pids;
+  };
+  // Read once: the pid files are only rewritten by a restart, which the bench never does.
+  const pids = cephPids();
+
+  return {
+    endpoint,
+    accessKey,
+    secretKey,
+    region,
+    client,
+    description,
+    pids: () => pids,
+    async createBucket(label: string): Promise<string> {
+      const bucket = `rs-bench-${label}-${randomBytes(3).toString('hex')}`;
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      buckets.push(bucket);
+      return bucket;
+    },
+    async stop(keep: boolean): Promise<void> {
+      if (cephDir) {
+        client.destroy();
+        stopCeph(cephDir, !keep);
+        return;
+      }
+      for (const bucket of buckets) {
+        await removeBucket(client, bucket).catch((err) => log(`s3: could not remove bucket ${bucket}: ${(err as Error).message}`));
+      }
+      client.destroy();
+    },
+  };
+}
+
+function stopCeph(cephDir: string, purge: boolean): void {
+  spawnSync('bash', [path.join(TOOLS, 'stop-ceph-rgw.sh'), ...(purge ? ['--purge'] : [])], {
+    env: { ...process.env, CEPH_RGW_DIR: cephDir },
+    stdio: 'ignore',
+    timeout: 60_000,
+  });
+}
+
+/** Every key under `prefix` in `bucket`. */
+async function listKeys(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const out: ListObjectsV2CommandOutput = await client.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+    );
+    for (const o of out.Contents ?? []) if (o.Key) keys.push(o.Key);
+    token = out.IsTruncated ? out.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+/** Deletes every object under `prefix` (and unfinished multipart uploads there). */
+export async function deletePrefix(client: S3Client, bucket: string, prefix: string): Promise<void> {
+  const keys = await listKeys(client, bucket, prefix);
+  for (let i = 0; i < keys.length; i += 1000) {
+    await client.send(
+      new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }),
+    );
+  }
+  const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+  for (const u of uploads.Uploads ?? []) {
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+  }
+}
+
+export async function objectExists(client: S3Client, bucket: string, key: string): Promise<boolean> {
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return true;
+  } catch (err) {
+    if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) return false;
+    throw err;
+  }
+}
+
+async function removeBucket(client: S3Client, bucket: string): Promise<void> {
+  await deletePrefix(client, bucket, '');
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+/** A free 127.0.0.1 port below the ephemeral range (so that no outgoing connection takes it meanwhile). */
+async function pickPort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no free port found for RGW');
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: '127.0.0.1', port }, () => srv.close(() => resolve(true)));
+  });
+}
