@@ -1,7 +1,7 @@
 // A thin registry client over undici for API tests: raw requests plus the
 // push/pull steps a real client performs.
 import * as net from 'node:net';
-import { request } from 'undici';
+import { type Dispatcher, request } from 'undici';
 import type { Blob, Image, IndexImage } from './oci.ts';
 
 export interface Response {
@@ -17,6 +17,37 @@ export interface RequestOptions {
   method?: string;
   headers?: Record<string, string>;
   body?: Buffer | string | AsyncIterable<Buffer> | NodeJS.ReadableStream;
+  /** 'manual': return a redirect as it is instead of following it (see requestFollowing). */
+  redirect?: 'follow' | 'manual';
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * undici's request(), following a GET/HEAD's redirects to another origin the way
+ * registry clients do (storage.redirect sends blob GETs to presigned storage
+ * URLs): the Range header goes along, the Authorization header does not.
+ */
+export async function requestFollowing(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: unknown; headersTimeout?: number; bodyTimeout?: number } = {},
+): Promise<Dispatcher.ResponseData> {
+  const timeouts = { headersTimeout: options.headersTimeout, bodyTimeout: options.bodyTimeout };
+  let current = url;
+  let headers = { ...options.headers };
+  for (let hop = 0; ; hop++) {
+    const res = await request(current, { method: (options.method ?? 'GET') as any, headers, body: options.body as any, ...timeouts });
+    const method = options.method ?? 'GET';
+    const location = res.headers.location;
+    if (!REDIRECTS.has(res.statusCode) || typeof location !== 'string' || (method !== 'GET' && method !== 'HEAD')) return res;
+    const next = new URL(location, current);
+    if (next.origin === new URL(current).origin) return res;
+    if (hop === 5) throw new Error(`too many redirects from ${url}`);
+    await res.body.dump();
+    const { authorization: _dropped, ...rest } = headers;
+    headers = rest;
+    current = next.toString();
+  }
 }
 
 export class RegistryClient {
@@ -33,11 +64,10 @@ export class RegistryClient {
     const url = pathOrUrl.startsWith('http') ? pathOrUrl : `${this.baseUrl}${pathOrUrl}`;
     const headers: Record<string, string> = { ...options.headers };
     if (this.auth && !('authorization' in headers)) headers.authorization = this.auth;
-    const res = await request(url, {
-      method: (options.method ?? 'GET') as any,
-      headers,
-      body: options.body as any,
-    });
+    const res =
+      options.redirect === 'manual'
+        ? await request(url, { method: (options.method ?? 'GET') as any, headers, body: options.body as any })
+        : await requestFollowing(url, { method: options.method, headers, body: options.body });
     const body = Buffer.from(await res.body.arrayBuffer());
     const text = body.toString('utf8');
     return {

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { type Dispatcher, request } from 'undici';
 import { cleanEnv, makeTempDir, OutputLog, sleep } from './process.ts';
+import { requestFollowing } from './client.ts';
 
 export interface RunResult {
   code: number;
@@ -319,7 +320,7 @@ export async function fetchBlobDigest(
   repo: string,
   digest: string,
 ): Promise<{ status: number; digest?: string; size: number }> {
-  const res = await request(`${baseUrl}/v2/${repo}/blobs/${digest}`, { headers: auth ? { authorization: auth } : {} });
+  const res = await requestFollowing(`${baseUrl}/v2/${repo}/blobs/${digest}`, { headers: auth ? { authorization: auth } : {} });
   if (res.statusCode !== 200) {
     await res.body.dump();
     return { status: res.statusCode, size: 0 };

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { RegistryClient } from '../helpers/client.ts';
+import { RegistryClient, requestFollowing } from '../helpers/client.ts';
 import { ContainersClients, fetchManifest, listTags, verifyPull } from '../helpers/clients.ts';
 import { blobOf, buildArtifact, buildImage, buildIndex, manifestDescriptor, randomBlob, writeOciLayout } from '../helpers/oci.ts';
 import { adminReq } from '../helpers/ops/servers.ts';
@@ -71,8 +71,8 @@ function keystream(seed: string) {
 
 /** GET a blob, streaming: its digest and size as served. */
 async function pullDigest(srv: TestServer, repo: string, digest: string, range?: string) {
-  const res = await request(`${srv.url}/v2/${repo}/blobs/${digest}`, {
-    headers: { authorization: srv.auth, ...(range ? { range } : {}) },
+  const res = await requestFollowing(`${srv.url}/v2/${repo}/blobs/${digest}`, {
+    headers: { authorization: srv.auth!, ...(range ? { range } : {}) },
   });
   const hash = createHash('sha256');
   let size = 0;
@@ -86,18 +86,23 @@ async function pullDigest(srv: TestServer, repo: string, digest: string, range?:
 describe('registry on S3 storage (Ceph RGW)', () => {
   let bucket: TestBucket;
   let srv: TestServer;
+  /** The same bucket and root, with storage.redirect.disable: blob bytes come through the server. */
+  let direct: TestServer;
   let client: RegistryClient;
 
   beforeAll(async () => {
     bucket = await createTestBucket('registry');
+    const s3 = bucket.storageConfig({ rootdirectory: `/${ROOT}`, chunksize: 5 * MiB });
     srv = await startTestServer({
-      storageDriver: { s3: bucket.storageConfig({ rootdirectory: `/${ROOT}`, chunksize: 5 * MiB }) },
+      storageDriver: { s3 },
       extra: { admin: { addr: '127.0.0.1:0' }, gc: { graceperiod: 0 } },
     });
+    direct = await startTestServer({ storageDriver: { s3, redirect: { disable: true } } });
     client = new RegistryClient(srv.url, srv.auth);
   });
   afterAll(async () => {
     await srv?.stop();
+    await direct?.stop();
     await bucket?.destroy();
   });
 
@@ -133,8 +138,9 @@ describe('registry on S3 storage (Ceph RGW)', () => {
       const next = client.resolve(patch.header('location')!);
       const put = await client.req(`${next}${next.includes('?') ? '&' : '?'}digest=${digest}`, { method: 'PUT' });
       expect(put.status).toBe(201);
-      expect(await pullDigest(srv, 'team/big', digest)).toEqual({ status: 200, digest, size: total });
-      ranged = await pullDigest(srv, 'team/big', digest, `bytes=${100 * MiB}-${150 * MiB - 1}`);
+      // Through the server (no redirect), so its S3 reader is what streams the bytes.
+      expect(await pullDigest(direct, 'team/big', digest)).toEqual({ status: 200, digest, size: total });
+      ranged = await pullDigest(direct, 'team/big', digest, `bytes=${100 * MiB}-${150 * MiB - 1}`);
     } finally {
       clearInterval(sampler);
     }
@@ -159,6 +165,48 @@ describe('registry on S3 storage (Ceph RGW)', () => {
     const got = await client.req(`/v2/team/mono/blobs/${blob.digest}`);
     expect(got.status).toBe(200);
     expect(got.body.equals(blob.data)).toBe(true);
+  });
+
+  test('storage.redirect (on by default for s3): a blob GET is a 307 to a presigned bucket URL that needs no credentials', async () => {
+    const blob = randomBlob(2 * MiB + 7);
+    await client.pushBlob('team/redirect', blob);
+    const url = `/v2/team/redirect/blobs/${blob.digest}`;
+
+    const res = await client.req(url, { redirect: 'manual' });
+    expect(res.status).toBe(307);
+    expect(res.header('docker-content-digest')).toBe(blob.digest);
+    expect(res.header('cache-control')).toBe('no-store');
+    const location = new URL(res.header('location')!);
+    expect(`${location.origin}/`).toBe(new URL(bucket.endpoint).origin + '/');
+    expect(location.pathname).toBe(`/${bucket.bucket}/${blobKey(blob.digest)}`);
+    expect(location.searchParams.get('X-Amz-Expires')).toBe('1200');
+    // The presigned URL itself is the credential: no Authorization header, whole blob and ranges.
+    const whole = await request(location.toString());
+    expect(whole.statusCode).toBe(200);
+    expect(Buffer.from(await whole.body.arrayBuffer()).equals(blob.data)).toBe(true);
+    const part = await request(location.toString(), { headers: { range: 'bytes=1000-1999' } });
+    expect(part.statusCode).toBe(206);
+    expect(Buffer.from(await part.body.arrayBuffer()).equals(blob.data.subarray(1000, 2000))).toBe(true);
+    // Tampering with the signed key is refused by the storage.
+    const forged = new URL(location);
+    forged.pathname = forged.pathname.replace(/\/data$/, '/link');
+    expect((await request(forged.toString())).statusCode).toBe(403);
+
+    // HEAD is answered by the server itself; unknown blobs and anonymous GETs never get a URL.
+    const head = await client.req(url, { method: 'HEAD', redirect: 'manual' });
+    expect(head.status).toBe(200);
+    expect(head.header('content-length')).toBe(String(blob.size));
+    const unknown = await client.req(`/v2/team/redirect/blobs/sha256:${'0'.repeat(64)}`, { redirect: 'manual' });
+    expect(unknown.status).toBe(404);
+    expect(unknown.json().errors[0].code).toBe('BLOB_UNKNOWN');
+    const anonymous = await client.withAuth(undefined).req(url, { redirect: 'manual', headers: {} });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.header('location')).toBeUndefined();
+
+    // storage.redirect.disable: the same blob, served by the server.
+    const served = await new RegistryClient(direct.url, direct.auth).req(url, { redirect: 'manual' });
+    expect(served.status).toBe(200);
+    expect(served.body.equals(blob.data)).toBe(true);
   });
 
   test('chunked push in small PATCHes with Content-Range, status in between, then PUT', async () => {

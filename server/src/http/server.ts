@@ -62,6 +62,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     deleteEnabled: config.storage.delete.enabled && !mirrorMode,
     readOnly: mirrorMode || (config.storage.maintenance?.readonly?.enabled ?? false),
     blobDescriptorCacheSize: config.storage.cache?.blobdescriptorsize,
+    redirect: !(config.storage.redirect?.disable ?? false),
     shared: shared.registry,
   });
   const mirror = config.proxy

@@ -100,6 +100,18 @@ export class BlobStore {
     return this.driver.sender !== undefined;
   }
 
+  /** Whether the driver can hand out direct URLs to blob data (storage.redirect). */
+  get canRedirect(): boolean {
+    return this.driver.urlFor !== undefined;
+  }
+
+  /** A URL from which the client fetches the blob's bytes from the storage itself (presigned, expiring). */
+  async redirectUrl(digest: Digest, expiresInS: number): Promise<string> {
+    const urlFor = this.driver.urlFor;
+    if (!urlFor) throw new Error(`the ${this.driver.name} driver has no direct URLs`);
+    return urlFor.call(this.driver, paths.blobData(digest), expiresInS);
+  }
+
   async sender(digest: Digest, range?: ByteRange): Promise<(dest: Writable) => Promise<void>> {
     const sender = this.driver.sender;
     if (!sender) throw new Error(`the ${this.driver.name} driver has no sender`);

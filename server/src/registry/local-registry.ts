@@ -25,10 +25,19 @@ import type {
 } from './types.ts';
 import { type HashStateStore, type HashStateEvent, UploadStore } from './uploads.ts';
 
+/** How long a redirect URL stays valid (distribution's s3 driver: 20 minutes). */
+const REDIRECT_EXPIRY_S = 20 * 60;
+
 export interface LocalRegistryOptions {
   deleteEnabled: boolean;
   readOnly: boolean;
   blobDescriptorCacheSize?: number;
+  /**
+   * storage.redirect: answer blob GETs with a 307 to a presigned storage URL when
+   * the driver has them (S3), so the bytes bypass this process. Off by default here;
+   * the server turns it on unless storage.redirect.disable is set.
+   */
+  redirect?: boolean;
   /** State shared with other replicas (Redis, or the bucket); each piece stays in-process when absent. */
   shared?: SharedRegistryState;
 }
@@ -52,11 +61,13 @@ export class LocalRegistry implements RegistryService {
   readonly uploads: UploadStore;
   readonly guard: GcGuard;
   private readonly maintenance: Exclusive;
+  private readonly redirect: boolean;
 
   constructor(
     readonly driver: StorageDriver,
     options: LocalRegistryOptions,
   ) {
+    this.redirect = (options.redirect ?? false) && driver.urlFor !== undefined;
     this.capabilities = { write: !options.readOnly, delete: options.deleteEnabled && !options.readOnly };
     const shared = options.shared ?? {};
     this.guard = shared.guard ?? new InProcessGcGuard();
@@ -90,6 +101,7 @@ export class LocalRegistry implements RegistryService {
       cache,
       open: (range?: ByteRange) => this.blobs.open(digest, range),
       sender: this.blobs.canSend ? (range?: ByteRange) => this.blobs.sender(digest, range) : undefined,
+      redirect: this.redirect ? () => this.blobs.redirectUrl(digest, REDIRECT_EXPIRY_S) : undefined,
     };
   }
 

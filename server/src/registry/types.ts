@@ -68,6 +68,8 @@ export interface BlobHandle {
   open(range?: ByteRange): Promise<Readable>;
   /** Faster alternative to open() when the storage has one (see StorageDriver.sender). */
   sender?(range?: ByteRange): Promise<(dest: Writable) => Promise<void>>;
+  /** storage.redirect: a URL where the client GETs the bytes from the storage directly, instead of through us. */
+  redirect?(): Promise<string>;
 }
 
 export interface RegistryService {

@@ -46,6 +46,12 @@ export interface StorageDriver {
    */
   sender?(key: string, range?: ByteRange): Promise<(dest: Writable) => Promise<void>>;
   /**
+   * Optional: a URL from which a client can GET the object directly for
+   * `expiresInS` seconds (an S3 presigned URL), for storage.redirect. Drivers
+   * whose objects are not reachable by clients (the filesystem) leave it out.
+   */
+  urlFor?(key: string, expiresInS: number): Promise<string>;
+  /**
    * Appends a stream to an object (created if missing), calling `tap` with every chunk
    * actually written, and resolves with the number of bytes appended. If the source fails
    * half way, the bytes written so far stay (the upload's offset says how many).

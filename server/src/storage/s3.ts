@@ -47,6 +47,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { type ByteRange, type FileInfo, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 const MiB = 1024 * 1024;
@@ -212,6 +213,14 @@ export class S3Driver implements StorageDriver {
     const chunks: Buffer[] = [];
     for await (const chunk of this.partsReader(key, appendable, 0, appendable.size - 1)) chunks.push(chunk);
     return Buffer.concat(chunks);
+  }
+
+  /**
+   * A presigned GET URL of a stored object (computed locally, no request). Only
+   * for whole objects: an appendable object's parts have no single URL.
+   */
+  async urlFor(key: string, expiresInS: number): Promise<string> {
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), { expiresIn: expiresInS });
   }
 
   async putContent(key: string, data: Uint8Array): Promise<void> {

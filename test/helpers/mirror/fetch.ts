@@ -3,6 +3,7 @@
 // reported, not thrown.
 import { createHash } from 'node:crypto';
 import { request } from 'undici';
+import { requestFollowing } from '../client.ts';
 
 export interface BlobRead {
   status: number;
@@ -25,7 +26,8 @@ export async function readBlob(
   let size = 0;
   let status = 0;
   try {
-    const res = await request(`${baseUrl}/v2/${repo}/blobs/${digest}`, {
+    // Follows storage.redirect (a mirror on S3 sends cached blobs to presigned bucket URLs).
+    const res = await requestFollowing(`${baseUrl}/v2/${repo}/blobs/${digest}`, {
       headers: auth ? { authorization: auth } : {},
       headersTimeout: 60_000,
       bodyTimeout: 60_000,

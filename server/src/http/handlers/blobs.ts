@@ -22,6 +22,13 @@ export async function getBlob(ctx: RequestContext, name: string, reference: stri
     res.writeHead(304, headers).end();
     return;
   }
+  if (handle?.redirect) {
+    // storage.redirect: the client fetches the bytes (and any Range) from the storage itself. The URL
+    // expires, so neither a CDN nor the client may keep this answer.
+    const location = await handle.redirect();
+    res.writeHead(307, { 'Docker-Content-Digest': digest.value, Location: location, 'Cache-Control': 'no-store', 'Content-Length': 0 }).end();
+    return;
+  }
   const wanted = parseRangeHeader(req.headers.range, info.size);
   if (wanted.kind === 'unsatisfiable') {
     res.writeHead(416, { ...headers, 'Content-Range': `bytes */${info.size}`, 'Content-Length': 0 }).end();
