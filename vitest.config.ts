@@ -1,8 +1,14 @@
 import { defineConfig } from 'vitest/config';
 
+// The suites of the HTTP API and the end-to-end client tests run twice: on the
+// filesystem driver (project "fs", with everything else) and on the s3 driver
+// (project "s3": RS_TEST_STORAGE=s3, every test server on its own bucket of the
+// run's Ceph RGW; see test/helpers/storage.ts). Both projects share one worker
+// pool (maxWorkers) and one RGW.
+const DRIVER_SUITES = ['test/api/**/*.test.ts', 'test/e2e/**/*.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     // Starts Ceph RGW (real S3) lazily, once per run, for the suites that ask for a bucket.
     globalSetup: ['test/helpers/s3.ts'],
     testTimeout: 60_000,
@@ -11,5 +17,15 @@ export default defineConfig({
     // End-to-end suites start real clients and servers; two at a time keeps a
     // 2-core machine responsive without serialising everything.
     maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: { name: 'fs', include: ['test/**/*.test.ts'] },
+      },
+      {
+        extends: true,
+        test: { name: 's3', include: DRIVER_SUITES, env: { RS_TEST_STORAGE: 's3' } },
+      },
+    ],
   },
 });

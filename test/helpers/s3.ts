@@ -6,6 +6,7 @@
 // Two halves:
 // - vitest globalSetup (vitest.config.ts): setup() makes the run's directory
 //   and hands it to the workers; teardown() stops the cluster if one started.
+//   Every project of the run shares the one directory (and cluster).
 // - test files: `const s3 = await createTestBucket('name')` (in beforeAll)
 //   starts RGW if this run has none yet (under a lock: workers run in
 //   parallel) and creates the bucket; `await s3.destroy()` empties and removes it.
@@ -51,20 +52,35 @@ export interface S3Target {
 
 // ---------------------------------------------------------------- globalSetup
 
-let runDir: string | undefined;
+/**
+ * The run's directory, shared by every vitest project of the run: each project
+ * (vitest.config.ts has two, and the root config counts as one) loads this file
+ * and calls setup() and teardown() once, so the first setup makes the directory
+ * and the last teardown stops the cluster. Kept on globalThis, which all of
+ * them share (they run in vitest's main process), not in this module, which
+ * each project may load on its own.
+ */
+const SHARED = Symbol.for('registry-stack.test-s3-run');
+type Shared = { dir: string; users: number };
+const shared = globalThis as { [SHARED]?: Shared };
 
 export function setup(project: TestProject): void {
   if (process.env.RS_S3_ENDPOINT) return;
-  cleanUpAbandonedRuns();
-  runDir = mkdtempSync(path.join(tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`));
-  project.provide('rsS3RunDir', runDir);
+  let run = shared[SHARED];
+  if (!run) {
+    cleanUpAbandonedRuns();
+    run = shared[SHARED] = { dir: mkdtempSync(path.join(tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`)), users: 0 };
+  }
+  run.users++;
+  project.provide('rsS3RunDir', run.dir);
 }
 
 export function teardown(): void {
-  if (!runDir) return;
-  stopCluster(runDir);
-  rmSync(runDir, { recursive: true, force: true });
-  runDir = undefined;
+  const run = shared[SHARED];
+  if (!run || --run.users > 0) return;
+  stopCluster(run.dir);
+  rmSync(run.dir, { recursive: true, force: true });
+  delete shared[SHARED];
 }
 
 function stopCluster(dir: string): void {

@@ -1,16 +1,21 @@
 // Starts a real registry server (in this process) on a random loopback port,
-// storing in a fresh temp directory, for API tests.
-import { createHash } from 'node:crypto';
-import { type Dirent, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+// storing in a fresh temp directory, or with RS_TEST_STORAGE=s3 (the "s3"
+// vitest project) in a fresh bucket of the run's RGW, for API tests.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { loadConfigObject } from '../../server/src/config/load.ts';
 import { type RunningServer, startServer } from '../../server/src/http/server.ts';
 import { silentLogger } from '../../server/src/ops/logger.ts';
+import { createTestStorage, type TestStorage } from './storage.ts';
+
+export { snapshotTree } from './storage.ts';
 
 export interface TestServer extends RunningServer {
   root: string;
+  /** Where it stores (the data directory, or the bucket with RS_TEST_STORAGE=s3), and a view of it. */
+  storage: TestStorage;
   /** Basic auth header for the test user (when users were configured). */
   auth: string;
   stop(): Promise<void>;
@@ -29,8 +34,19 @@ export interface TestServerOptions {
   /**
    * The storage driver section(s) to use instead of storage.filesystem, e.g.
    * `{ s3: bucket.storageConfig() }`; delete/maintenance settings stay as above.
+   * Then `storage` describes the data directory, whatever the driver.
    */
   storageDriver?: Record<string, unknown>;
+  /**
+   * Store there (shared with other servers; not destroyed by stop()). Default:
+   * `root`/data on the filesystem, or with RS_TEST_STORAGE=s3 a fresh bucket
+   * that stop() removes (unless `root` or `storageDriver` is given).
+   */
+  storage?: TestStorage;
+  /** Extra keys of the driver section (storage.filesystem / storage.s3) when it is not `storageDriver`. */
+  driverExtra?: Record<string, unknown>;
+  /** Extra keys of the storage section, e.g. `{ redirect: { disable: true } }`. */
+  storageExtra?: Record<string, unknown>;
 }
 
 export const TEST_USER = 'tester';
@@ -53,13 +69,23 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const users = options.users ?? { [TEST_USER]: TEST_PASSWORD };
   const root = options.root ?? makeTempDir();
   const ownsRoot = options.root === undefined;
+  // A given root keeps its data directory (shared with an earlier server), whatever the driver.
+  const useDefault = options.storage === undefined && options.storageDriver === undefined;
+  const storage =
+    options.storage ??
+    (await createTestStorage('api', {
+      dataDir: path.join(root, 'data'),
+      kind: useDefault && options.root === undefined ? undefined : 'filesystem',
+    }));
+  const ownsStorage = options.storage === undefined;
   const raw: Record<string, unknown> = {
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
     storage: {
-      ...(options.storageDriver ?? { filesystem: { rootdirectory: path.join(root, 'data') } }),
+      ...(options.storageDriver ?? storage.driverConfig(options.driverExtra)),
       delete: { enabled: options.deleteEnabled ?? true },
       ...(options.readOnly ? { maintenance: { readonly: { enabled: true } } } : {}),
+      ...options.storageExtra,
     },
     http: { addr: '127.0.0.1:0' },
     ...options.extra,
@@ -69,52 +95,27 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     writeHtpasswd(htpasswdPath, users);
     raw.auth = { htpasswd: { realm: 'test-realm', path: htpasswdPath }, anonymouspull: options.anonymousPull ?? false };
   }
-  const { config } = loadConfigObject(raw, {});
-  const running = await startServer(config, { logger: silentLogger });
+  let running: RunningServer;
+  try {
+    const { config } = loadConfigObject(raw, {});
+    running = await startServer(config, { logger: silentLogger });
+  } catch (err) {
+    if (ownsStorage) await storage.destroy();
+    if (ownsRoot) rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
   const [firstUser, firstPassword] = Object.entries(users)[0] ?? ['', ''];
   return {
     ...running,
     root,
+    storage,
     auth: basicAuth(firstUser, firstPassword),
     async stop() {
       await running.close();
+      if (ownsStorage) await storage.destroy();
       if (ownsRoot) rmSync(root, { recursive: true, force: true });
     },
   };
-}
-
-/**
- * Every file and directory under `dir` (recursively, nothing ignored), as
- * relative path → "dir", "file <size> <sha256>" or "symlink <target>". Two
- * snapshots are equal exactly when the tree's names and file contents are.
- * A missing `dir` is an empty tree.
- */
-export function snapshotTree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (rel: string) => {
-    const full = rel ? path.join(dir, rel) : dir;
-    let entries: Dirent[];
-    try {
-      entries = readdirSync(full, { withFileTypes: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && rel === '') return;
-      throw err;
-    }
-    for (const e of entries) {
-      const childRel = rel ? `${rel}/${e.name}` : e.name;
-      const childFull = path.join(dir, childRel);
-      if (e.isSymbolicLink()) out[childRel] = `symlink ${readlinkSync(childFull)}`;
-      else if (e.isDirectory()) {
-        out[childRel] = 'dir';
-        walk(childRel);
-      } else {
-        const data = readFileSync(childFull);
-        out[childRel] = `file ${data.length} ${createHash('sha256').update(data).digest('hex')}`;
-      }
-    }
-  };
-  walk('');
-  return out;
 }
 
 /** The data directory of a test server (storage.filesystem.rootdirectory). */

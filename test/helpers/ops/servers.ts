@@ -13,6 +13,7 @@ import { loadConfigObject } from '../../../server/src/config/load.ts';
 import { startServer } from '../../../server/src/http/server.ts';
 import { cleanEnv, REPO_ROOT } from '../process.ts';
 import { basicAuth, makeTempDir, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, writeHtpasswd } from '../server.ts';
+import { createTestStorage } from '../storage.ts';
 
 export const ADMIN = { admin: { addr: '127.0.0.1:0' } };
 
@@ -184,6 +185,7 @@ export async function startLoggedServer(
   return {
     ...running,
     root,
+    storage: await createTestStorage('ops', { dataDir: path.join(root, 'data'), kind: 'filesystem' }),
     sink,
     auth: basicAuth(firstUser, firstPassword),
     async stop() {
