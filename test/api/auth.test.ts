@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { buildImage, MT, randomBlob } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, startTestServer, type TestServer } from '../helpers/server.ts';
+import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
 
 const ANONYMOUS_EMPTY = 'Basic Og=='; // base64(":")
 
@@ -249,23 +250,23 @@ describe('no auth configured (users: {})', () => {
 });
 
 describe('read-only mode', () => {
-  let root: string;
+  let storage: TestStorage;
   let server: TestServer;
   let client: RegistryClient;
   const image = buildImage();
 
   beforeAll(async () => {
-    // Fill a data directory with a writable server, then serve it read-only.
-    root = makeTempDir('rs-readonly-');
-    const writer = await startTestServer({ root });
+    // Fill a data directory (or bucket) with a writable server, then serve it read-only.
+    storage = await createTestStorage('readonly');
+    const writer = await startTestServer({ storage });
     await new RegistryClient(writer.url, writer.auth).pushImage('ro/app', 'v1', image);
     await writer.stop();
-    server = await startTestServer({ root, readOnly: true });
+    server = await startTestServer({ storage, readOnly: true });
     client = new RegistryClient(server.url, server.auth);
   });
   afterAll(async () => {
     await server.stop();
-    rmSync(root, { recursive: true, force: true });
+    await storage.destroy();
   });
 
   it('serves what is stored', async () => {

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { errorCodes, rawHttp, type RawRequest, RegistryClient } from '../helpers/client.ts';
 import { blobOf, buildImage, type Image, MT, randomBlob } from '../helpers/oci.ts';
-import { dataDir, snapshotTree, startTestServer, type TestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 describe('bad input', () => {
   let server: TestServer;
@@ -24,7 +24,7 @@ describe('bad input', () => {
   });
   afterAll(() => server.stop());
 
-  const snapshot = () => snapshotTree(dataDir(server));
+  const snapshot = () => server.storage.snapshot();
 
   /** The server still answers normal requests correctly. */
   async function expectHealthy() {
@@ -38,9 +38,9 @@ describe('bad input', () => {
 
   /** Runs `request`, then checks that nothing on disk changed and the server is healthy. */
   async function untouched<T>(request: () => Promise<T>): Promise<T> {
-    const before = snapshot();
+    const before = await snapshot();
     const result = await request();
-    expect(snapshot()).toEqual(before);
+    expect(await snapshot()).toEqual(before);
     await expectHealthy();
     return result;
   }
@@ -215,13 +215,13 @@ describe('bad input', () => {
   describe('bodies that do not match their Content-Length (raw socket, then close)', () => {
     /** Waits for the server to finish cleaning up after the broken request, then compares. */
     async function settlesBackTo(before: Record<string, string>) {
-      await vi.waitFor(() => expect(snapshot()).toEqual(before), { timeout: 10_000, interval: 50 });
+      await vi.waitFor(async () => expect(await snapshot()).toEqual(before), { timeout: 10_000, interval: 50 });
       await expectHealthy();
     }
 
     it('monolithic POST with a truncated body: no blob, no session, nothing left on disk', async () => {
       const blob = randomBlob(1000);
-      const before = snapshot();
+      const before = await snapshot();
       const res = await raw({
         method: 'POST',
         path: `/v2/${REPO}/blobs/uploads/?digest=${blob.digest}`,
@@ -237,7 +237,7 @@ describe('bad input', () => {
       const other = buildImage({ files: [{ f: 'x' }] });
       await client.pushBlob(REPO, other.config);
       for (const l of other.layers) await client.pushBlob(REPO, l);
-      const before = snapshot();
+      const before = await snapshot();
       const res = await raw({
         method: 'PUT',
         path: `/v2/${REPO}/manifests/truncated`,
@@ -251,7 +251,7 @@ describe('bad input', () => {
 
     it('manifest PUT with a body longer than Content-Length: refused (400), nothing stored', async () => {
       // Node's parser reads the surplus as a second, malformed request and answers 400 itself.
-      const before = snapshot();
+      const before = await snapshot();
       const res = await raw({
         method: 'PUT',
         path: `/v2/${REPO}/manifests/overlong`,
@@ -265,7 +265,7 @@ describe('bad input', () => {
     });
 
     it('a non-numeric Content-Length is refused before anything is written', async () => {
-      const before = snapshot();
+      const before = await snapshot();
       const res = await raw({
         method: 'POST',
         path: `/v2/${REPO}/blobs/uploads/?digest=${randomBlob(4).digest}`,
@@ -312,7 +312,7 @@ describe('bad input', () => {
 
     it('a streamed (chunked) body cut off mid-way commits nothing', async () => {
       const blob = randomBlob(3000);
-      const before = snapshot();
+      const before = await snapshot();
       const res = await raw({
         method: 'POST',
         path: `/v2/${REPO}/blobs/uploads/?digest=${blob.digest}`,
@@ -391,7 +391,7 @@ describe('bad input', () => {
 
   describe('a refused push into a repository that does not exist yet', () => {
     it('leaves no file behind and does not create the repository', async () => {
-      const before = snapshot();
+      const before = await snapshot();
       const blob = randomBlob(100);
       const res = await client.req(`/v2/brand/new/blobs/uploads/?digest=${randomBlob(100).digest}`, {
         method: 'POST',
@@ -404,7 +404,7 @@ describe('bad input', () => {
         body: Readable.from([blob.data]),
       });
       expect(streamed.status).toBe(400);
-      const after = snapshot();
+      const after = await snapshot();
       // Known deviation: the upload session's directories stay behind, empty
       // (repositories/brand/new/_uploads). No file is left, and the API does not
       // see a repository.

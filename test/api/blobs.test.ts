@@ -1,11 +1,10 @@
 // GET/HEAD/DELETE /v2/<name>/blobs/<digest>: headers, ranges, conditional
 // requests, and deletes that unlink a blob from one repository only.
-import { existsSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { blobOf, randomBlob } from '../helpers/oci.ts';
-import { dataDir, snapshotTree, startTestServer, type TestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { ON_S3 } from '../helpers/storage.ts';
 
 const V2 = 'docker/registry/v2';
 const blobDataPath = (digest: string) => `${V2}/blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}/data`;
@@ -14,6 +13,13 @@ const layerLinkPath = (name: string, digest: string) => `${V2}/repositories/${na
 describe('blobs', () => {
   let server: TestServer;
   let client: RegistryClient;
+  /**
+   * A server that answers blob GETs with the bytes itself: on the filesystem the
+   * same one; on s3 (where GETs are redirected to the bucket by default) a second
+   * server on the same bucket with storage.redirect disabled.
+   */
+  let direct: TestServer | undefined;
+  let served: RegistryClient;
   const blob = randomBlob(1000);
   const empty = blobOf(Buffer.alloc(0));
 
@@ -22,11 +28,44 @@ describe('blobs', () => {
     client = new RegistryClient(server.url, server.auth);
     await client.pushBlob('blobs/one', blob);
     await client.pushBlob('blobs/one', empty);
+    if (ON_S3) direct = await startTestServer({ storage: server.storage, storageExtra: { redirect: { disable: true } } });
+    served = direct ? new RegistryClient(direct.url, direct.auth) : client;
   });
-  afterAll(() => server.stop());
+  afterAll(async () => {
+    await direct?.stop();
+    await server.stop();
+  });
 
+  it.runIf(ON_S3)('s3: GET answers 307 to a presigned bucket URL, which serves the bytes (HEAD stays with the registry)', async () => {
+    const res = await client.req(`/v2/blobs/one/blobs/${blob.digest}`, { redirect: 'manual' });
+    expect(res.status).toBe(307);
+    expect(res.header('docker-content-digest')).toBe(blob.digest);
+    expect(res.header('cache-control')).toBe('no-store');
+    expect(res.header('content-length')).toBe('0');
+    const location = new URL(res.header('location')!);
+    const bucket = server.storage.bucket!;
+    expect(location.origin).toBe(new URL(bucket.endpoint).origin);
+    expect(location.pathname).toBe(`/${bucket.bucket}/${blobDataPath(blob.digest)}`);
+    expect(location.searchParams.get('X-Amz-Signature')).toMatch(/^[0-9a-f]{64}$/);
+    // What a client gets after following it (without the registry's credentials).
+    const followed = await client.req(`/v2/blobs/one/blobs/${blob.digest}`);
+    expect(followed.status).toBe(200);
+    expect(followed.body.equals(blob.data)).toBe(true);
+    expect(followed.header('content-length')).toBe('1000');
+    const ranged = await client.req(`/v2/blobs/one/blobs/${blob.digest}`, { headers: { range: 'bytes=10-19' } });
+    expect(ranged.status).toBe(206);
+    expect(ranged.header('content-range')).toBe('bytes 10-19/1000');
+    expect(ranged.body.equals(blob.data.subarray(10, 20))).toBe(true);
+    const zero = await client.req(`/v2/blobs/one/blobs/${empty.digest}`);
+    expect(zero.status).toBe(200);
+    expect(zero.body.length).toBe(0);
+    const head = await client.req(`/v2/blobs/one/blobs/${blob.digest}`, { method: 'HEAD', redirect: 'manual' });
+    expect(head.status).toBe(200);
+  });
+
+  // On s3 the checks of the registry's own GET answers below go to `direct` (storage.redirect disabled).
   it('GET returns the bytes with Docker-Content-Digest, Content-Length, Accept-Ranges and an ETag', async () => {
-    const res = await client.req(`/v2/blobs/one/blobs/${blob.digest}`);
+    const res = await served.req(`/v2/blobs/one/blobs/${blob.digest}`, { redirect: 'manual' });
     expect(res.status).toBe(200);
     expect(res.body.equals(blob.data)).toBe(true);
     expect(res.header('docker-content-digest')).toBe(blob.digest);
@@ -37,10 +76,9 @@ describe('blobs', () => {
     expect(res.header('docker-distribution-api-version')).toBe('registry/2.0');
   });
 
-  it('stores the blob in distribution’s layout: blobs/sha256/<2>/<hex>/data and a _layers link', () => {
-    const root = dataDir(server);
-    expect(readFileSync(path.join(root, blobDataPath(blob.digest))).equals(blob.data)).toBe(true);
-    expect(readFileSync(path.join(root, layerLinkPath('blobs/one', blob.digest)), 'utf8')).toBe(blob.digest);
+  it('stores the blob in distribution’s layout: blobs/sha256/<2>/<hex>/data and a _layers link', async () => {
+    expect((await server.storage.read(blobDataPath(blob.digest)))?.equals(blob.data)).toBe(true);
+    expect((await server.storage.read(layerLinkPath('blobs/one', blob.digest)))?.toString('utf8')).toBe(blob.digest);
   });
 
   it('HEAD returns the same headers and no body', async () => {
@@ -53,7 +91,7 @@ describe('blobs', () => {
   });
 
   it('serves a zero-length blob', async () => {
-    const res = await client.req(`/v2/blobs/one/blobs/${empty.digest}`);
+    const res = await served.req(`/v2/blobs/one/blobs/${empty.digest}`, { redirect: 'manual' });
     expect(res.status).toBe(200);
     expect(res.header('content-length')).toBe('0');
     expect(res.body.length).toBe(0);
@@ -79,7 +117,7 @@ describe('blobs', () => {
 
   describe('Range requests', () => {
     const get = (range: string, method = 'GET') =>
-      client.req(`/v2/blobs/one/blobs/${blob.digest}`, { method, headers: { range } });
+      served.req(`/v2/blobs/one/blobs/${blob.digest}`, { method, headers: { range }, redirect: 'manual' });
 
     it('bytes=0-99 → 206 with Content-Range and exactly those bytes', async () => {
       const res = await get('bytes=0-99');
@@ -133,7 +171,7 @@ describe('blobs', () => {
     });
 
     it('any range of a zero-length blob is unsatisfiable', async () => {
-      const res = await client.req(`/v2/blobs/one/blobs/${empty.digest}`, { headers: { range: 'bytes=0-' } });
+      const res = await served.req(`/v2/blobs/one/blobs/${empty.digest}`, { headers: { range: 'bytes=0-' }, redirect: 'manual' });
       expect(res.status).toBe(416);
       expect(res.header('content-range')).toBe('bytes */0');
     });
@@ -214,10 +252,9 @@ describe('blob DELETE', () => {
     expect(other.body.equals(blob.data)).toBe(true);
 
     // Only the repository's link went; the shared data is garbage collection's to remove.
-    const root = dataDir(server);
-    expect(existsSync(path.join(root, layerLinkPath('del/a', blob.digest)))).toBe(false);
-    expect(existsSync(path.join(root, layerLinkPath('del/b', blob.digest)))).toBe(true);
-    expect(existsSync(path.join(root, blobDataPath(blob.digest)))).toBe(true);
+    expect(await server.storage.exists(layerLinkPath('del/a', blob.digest))).toBe(false);
+    expect(await server.storage.exists(layerLinkPath('del/b', blob.digest))).toBe(true);
+    expect(await server.storage.exists(blobDataPath(blob.digest))).toBe(true);
   });
 
   it('a second DELETE, and a DELETE of a blob the repository never had, are 404 BLOB_UNKNOWN', async () => {
@@ -252,14 +289,14 @@ describe('blob DELETE with storage.delete.enabled: false', () => {
   });
   afterAll(() => server.stop());
 
-  it('405 UNSUPPORTED, and the blob stays (nothing on disk changes)', async () => {
+  it('405 UNSUPPORTED, and the blob stays (nothing in storage changes)', async () => {
     const blob = randomBlob(100);
     await client.pushBlob('nodel/a', blob);
-    const before = snapshotTree(dataDir(server));
+    const before = await server.storage.snapshot();
     const res = await client.req(`/v2/nodel/a/blobs/${blob.digest}`, { method: 'DELETE' });
     expect(res.status).toBe(405);
     expect(errorCodes(res)).toEqual(['UNSUPPORTED']);
-    expect(snapshotTree(dataDir(server))).toEqual(before);
+    expect(await server.storage.snapshot()).toEqual(before);
     expect((await client.req(`/v2/nodel/a/blobs/${blob.digest}`)).status).toBe(200);
   });
 });

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { blobOf, buildArtifact, buildImage, type Image, manifestDescriptor, MT, randomBlob } from '../helpers/oci.ts';
-import { dataDir, snapshotTree, startTestServer, type TestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 const SBOM = 'application/vnd.example.sbom.v1+json';
 const SIG = 'application/vnd.example.signature.v1';
@@ -157,13 +157,13 @@ describe('referrers', () => {
   });
 
   it('a malformed digest → 400 DIGEST_INVALID, nothing changes', async () => {
-    const before = snapshotTree(dataDir(server));
+    const before = await server.storage.snapshot();
     for (const d of ['latest', 'sha256:abc', `sha256:${'A'.repeat(64)}`, 'md5:d41d8cd98f00b204e9800998ecf8427e']) {
       const res = await referrers(d);
       expect(res.status, d).toBe(400);
       expect(errorCodes(res), d).toEqual(['DIGEST_INVALID']);
     }
-    expect(snapshotTree(dataDir(server))).toEqual(before);
+    expect(await server.storage.snapshot()).toEqual(before);
   });
 
   it('only GET is served on the referrers endpoint', async () => {

@@ -2,13 +2,11 @@
 // streamed PATCH (chunked transfer encoding), status, cancel, digest checks
 // and cross-repository mounts.
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
-import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient, type Response } from '../helpers/client.ts';
 import { blobOf, randomBlob } from '../helpers/oci.ts';
-import { dataDir, snapshotTree, startTestServer, type TestServer } from '../helpers/server.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
 
 const V2 = 'docker/registry/v2';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -23,9 +21,11 @@ describe('blob uploads', () => {
   });
   afterAll(() => server.stop());
 
-  const blobPath = (digest: string) => path.join(dataDir(server), V2, 'blobs/sha256', digest.slice(7, 9), digest.slice(7), 'data');
-  const uploadsDir = (name: string) => path.join(dataDir(server), V2, 'repositories', name, '_uploads');
-  const sessions = (name: string) => (existsSync(uploadsDir(name)) ? readdirSync(uploadsDir(name)) : []);
+  const blobDir = (digest: string) => `${V2}/blobs/sha256/${digest.slice(7, 9)}/${digest.slice(7)}`;
+  const blobPath = (digest: string) => `${blobDir(digest)}/data`;
+  /** The upload sessions stored for a repository (their ids). */
+  const sessions = (name: string) => server.storage.list(`${V2}/repositories/${name}/_uploads`);
+  const snapshot = () => server.storage.snapshot();
 
   /** POST to start a session; returns the absolute upload URL. */
   async function start(name: string): Promise<{ url: string; res: Response }> {
@@ -51,7 +51,7 @@ describe('blob uploads', () => {
     expect(res.header('location')).toBe(`/v2/up/mono/blobs/${blob.digest}`);
     expect(res.header('docker-content-digest')).toBe(blob.digest);
     await expectBlob('up/mono', blob);
-    expect(sessions('up/mono')).toEqual([]);
+    expect(await sessions('up/mono')).toEqual([]);
   });
 
   it('monolithic POST of a zero-length blob', async () => {
@@ -71,7 +71,7 @@ describe('blob uploads', () => {
     expect(res.header('location')).toBe(`/v2/up/two-step/blobs/uploads/${uuid}`);
     expect(res.header('range')).toBe('0-0');
     expect(res.header('content-length')).toBe('0');
-    expect(sessions('up/two-step')).toEqual([uuid]);
+    expect(await sessions('up/two-step')).toEqual([uuid]);
 
     const put = await client.req(`${url}?digest=${blob.digest}`, {
       method: 'PUT',
@@ -82,8 +82,8 @@ describe('blob uploads', () => {
     expect(put.header('location')).toBe(`/v2/up/two-step/blobs/${blob.digest}`);
     expect(put.header('docker-content-digest')).toBe(blob.digest);
     await expectBlob('up/two-step', blob);
-    expect(existsSync(blobPath(blob.digest))).toBe(true);
-    expect(sessions('up/two-step')).toEqual([]);
+    expect(await server.storage.exists(blobPath(blob.digest))).toBe(true);
+    expect(await sessions('up/two-step')).toEqual([]);
   });
 
   it('chunked PATCH with Content-Range: Range grows as 0-<last byte>, GET reports it, PUT without body commits', async () => {
@@ -150,7 +150,7 @@ describe('blob uploads', () => {
       body: blob.data.subarray(0, 100),
     });
     expect(first.status).toBe(202);
-    const before = snapshotTree(dataDir(server));
+    const before = await snapshot();
     for (const range of ['150-249', '0-99', '50-149']) {
       const [a, b] = range.split('-').map(Number);
       const res = await client.req(url, {
@@ -161,7 +161,7 @@ describe('blob uploads', () => {
       expect(res.status, range).toBe(416);
       expect(errorCodes(res), range).toEqual(['BLOB_UPLOAD_INVALID']);
     }
-    expect(snapshotTree(dataDir(server))).toEqual(before);
+    expect(await snapshot()).toEqual(before);
     const status = await client.req(url);
     expect(status.header('range')).toBe('0-99');
     const rest = await client.req(`${url}?digest=${blob.digest}`, {
@@ -175,7 +175,7 @@ describe('blob uploads', () => {
 
   it('a Content-Range whose length disagrees with Content-Length → 416 BLOB_UPLOAD_INVALID, nothing appended', async () => {
     const { url } = await start('up/order');
-    const before = snapshotTree(dataDir(server));
+    const before = await snapshot();
     const res = await client.req(url, {
       method: 'PATCH',
       headers: { 'content-range': '0-49', 'content-length': '100' },
@@ -183,7 +183,7 @@ describe('blob uploads', () => {
     });
     expect(res.status).toBe(416);
     expect(errorCodes(res)).toEqual(['BLOB_UPLOAD_INVALID']);
-    expect(snapshotTree(dataDir(server))).toEqual(before);
+    expect(await snapshot()).toEqual(before);
     expect((await client.req(url)).header('range')).toBe('0-0');
   });
 
@@ -201,10 +201,10 @@ describe('blob uploads', () => {
     const blob = randomBlob(100);
     const { url, res } = await start('up/cancel');
     await client.req(url, { method: 'PATCH', headers: { 'content-range': '0-49' }, body: blob.data.subarray(0, 50) });
-    expect(sessions('up/cancel')).toEqual([res.header('docker-upload-uuid')]);
+    expect(await sessions('up/cancel')).toEqual([res.header('docker-upload-uuid')]);
     const del = await client.req(url, { method: 'DELETE' });
     expect(del.status).toBe(204);
-    expect(sessions('up/cancel')).toEqual([]);
+    expect(await sessions('up/cancel')).toEqual([]);
     for (const [method, body] of [
       ['GET', undefined],
       ['PATCH', blob.data.subarray(50)],
@@ -250,7 +250,7 @@ describe('blob uploads', () => {
   it('PUT with the wrong digest → 400 DIGEST_INVALID; no blob under either digest and no session or data left', async () => {
     const blob = randomBlob(500);
     const claimed = randomBlob(500);
-    const before = snapshotTree(dataDir(server));
+    const before = await snapshot();
     const { url } = await start('up/bad-digest');
     await client.req(url, { method: 'PATCH', headers: { 'content-range': '0-499' }, body: blob.data });
     const put = await client.req(`${url}?digest=${claimed.digest}`, { method: 'PUT' });
@@ -258,14 +258,15 @@ describe('blob uploads', () => {
     expect(errorCodes(put)).toEqual(['DIGEST_INVALID']);
     for (const d of [blob.digest, claimed.digest]) {
       expect((await client.req(`/v2/up/bad-digest/blobs/${d}`)).status).toBe(404);
-      expect(existsSync(blobPath(d))).toBe(false);
+      expect(await server.storage.exists(blobPath(d))).toBe(false);
     }
     // The failed session is dropped, as distribution does.
     const status = await client.req(url);
     expect(status.status).toBe(404);
     expect(errorCodes(status)).toEqual(['BLOB_UPLOAD_UNKNOWN']);
-    const after = snapshotTree(dataDir(server));
-    // The only trace of the repository is the (empty) _uploads directory the session lived in.
+    const after = await snapshot();
+    // The only trace of the repository is the (empty) _uploads directory the session lived in
+    // (on the filesystem; a bucket has no empty directories).
     const added = Object.keys(after).filter((k) => !(k in before));
     expect(added.every((k) => after[k] === 'dir')).toBe(true);
     expect(Object.entries(before).every(([k, v]) => after[k] === v)).toBe(true);
@@ -274,14 +275,14 @@ describe('blob uploads', () => {
   it('monolithic POST with the wrong digest → 400 DIGEST_INVALID and no blob', async () => {
     const blob = randomBlob(100);
     await client.pushBlob('up/mono', randomBlob(5)); // the repository exists already
-    const before = snapshotTree(dataDir(server));
+    const before = await snapshot();
     const res = await client.req(`/v2/up/mono/blobs/uploads/?digest=${randomBlob(100).digest}`, {
       method: 'POST',
       body: blob.data,
     });
     expect(res.status).toBe(400);
     expect(errorCodes(res)).toEqual(['DIGEST_INVALID']);
-    expect(snapshotTree(dataDir(server))).toEqual(before);
+    expect(await snapshot()).toEqual(before);
     expect((await client.req(`/v2/up/mono/blobs/${blob.digest}`)).status).toBe(404);
   });
 
@@ -299,8 +300,7 @@ describe('blob uploads', () => {
     await client.pushBlob('up/dedupe-b', blob);
     await expectBlob('up/dedupe-a', blob);
     await expectBlob('up/dedupe-b', blob);
-    const dir = path.dirname(blobPath(blob.digest));
-    expect(readdirSync(dir)).toEqual(['data']);
+    expect(await server.storage.list(blobDir(blob.digest))).toEqual(['data']);
   });
 
   describe('cross-repository mount', () => {
@@ -313,7 +313,7 @@ describe('blob uploads', () => {
       expect(res.header('docker-content-digest')).toBe(blob.digest);
       expect(res.header('docker-upload-uuid')).toBeUndefined();
       await expectBlob('mount/dst', blob);
-      expect(sessions('mount/dst')).toEqual([]);
+      expect(await sessions('mount/dst')).toEqual([]);
     });
 
     it('a blob that `from` does not have → 202 with an upload session that works', async () => {
@@ -359,7 +359,7 @@ describe('blob uploads', () => {
     for (const id of ids) {
       it(`id ${id.slice(0, 40)}`, async () => {
         await client.pushBlob('ids/repo', randomBlob(3));
-        const before = snapshotTree(dataDir(server));
+        const before = await snapshot();
         const digest = randomBlob(3).digest;
         for (const [method, suffix, body] of [
           ['GET', '', undefined],
@@ -371,18 +371,18 @@ describe('blob uploads', () => {
           expect(res.status, `${method} ${id}`).toBe(404);
           expect(errorCodes(res), `${method} ${id}`).toEqual(['BLOB_UPLOAD_UNKNOWN']);
         }
-        expect(snapshotTree(dataDir(server))).toEqual(before);
+        expect(await snapshot()).toEqual(before);
       });
     }
 
     it('a session is bound to its repository: using it under another name is 404', async () => {
       const { url, res } = await start('ids/owner');
       const id = res.header('docker-upload-uuid')!;
-      const before = snapshotTree(dataDir(server));
+      const before = await snapshot();
       const other = await client.req(`/v2/ids/thief/blobs/uploads/${id}`, { method: 'PATCH', body: 'stolen' });
       expect(other.status).toBe(404);
       expect(errorCodes(other)).toEqual(['BLOB_UPLOAD_UNKNOWN']);
-      expect(snapshotTree(dataDir(server))).toEqual(before);
+      expect(await snapshot()).toEqual(before);
       expect((await client.req(url)).status).toBe(204);
     });
   });
