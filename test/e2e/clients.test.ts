@@ -11,6 +11,7 @@ import { RegistryClient } from '../helpers/client.ts';
 import { Containerd, ContainersClients, fetchManifest, listTags, run, verifyPull } from '../helpers/clients.ts';
 import { buildImage, buildIndex, MT, writeOciLayout } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, type ServerProcess, startServerProcess } from '../helpers/process.ts';
+import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
 
 const USER = 'alice';
 const PASSWORD = 'alice-e2e-pw';
@@ -40,6 +41,7 @@ function tarContains(layer: Buffer, needle: string): boolean {
 
 describe('real clients against our server (htpasswd auth, child process)', () => {
   let work: string;
+  let storage: TestStorage | undefined;
   let srv: ServerProcess;
   let cli: ContainersClients;
   let http: RegistryClient;
@@ -48,7 +50,13 @@ describe('real clients against our server (htpasswd auth, child process)', () =>
 
   beforeAll(async () => {
     work = makeTempDir('rs-e2e-clients-');
-    srv = await startServerProcess({ dataDir: path.join(work, 'data'), users: { [USER]: PASSWORD }, workDir: path.join(work, 'srv') });
+    storage = await createTestStorage('e2e-clients', { dataDir: path.join(work, 'data') });
+    srv = await startServerProcess({
+      dataDir: path.join(work, 'data'),
+      storageDriver: storage.driverConfig(),
+      users: { [USER]: PASSWORD },
+      workDir: path.join(work, 'srv'),
+    });
     cli = new ContainersClients([srv.host], path.join(work, 'cli'));
     http = new RegistryClient(srv.url, AUTH);
     ref = (repoTag) => `${srv.host}/${repoTag}`;
@@ -57,6 +65,7 @@ describe('real clients against our server (htpasswd auth, child process)', () =>
   afterAll(async () => {
     await ctrd?.stop();
     await srv?.stop();
+    await storage?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
@@ -382,6 +391,7 @@ describe('real clients against our server (htpasswd auth, child process)', () =>
 
 describe('anonymous pull (auth.anonymouspull: true), users from Apache htpasswd -B', () => {
   let work: string;
+  let storage: TestStorage | undefined;
   let srv: ServerProcess;
   let anon: ContainersClients;
   let ctrd: Containerd | undefined;
@@ -393,8 +403,10 @@ describe('anonymous pull (auth.anonymouspull: true), users from Apache htpasswd 
     const htpasswdFile = path.join(work, 'htpasswd');
     await run('htpasswd', ['-B', '-b', '-c', '-C', '5', htpasswdFile, USER, PASSWORD]);
     expect(readFileSync(htpasswdFile, 'utf8')).toMatch(new RegExp(`^${USER}:\\$2y\\$05\\$`));
+    storage = await createTestStorage('e2e-anon', { dataDir: path.join(work, 'data') });
     srv = await startServerProcess({
       dataDir: path.join(work, 'data'),
+      storageDriver: storage.driverConfig(),
       htpasswdFile,
       anonymousPull: true,
       workDir: path.join(work, 'srv'),
@@ -406,6 +418,7 @@ describe('anonymous pull (auth.anonymouspull: true), users from Apache htpasswd 
   afterAll(async () => {
     await ctrd?.stop();
     await srv?.stop();
+    await storage?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 

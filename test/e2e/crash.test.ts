@@ -1,10 +1,11 @@
 // Crash safety: SIGKILL the server (as a child process) in the middle of a
-// 200 MB blob push, restart it on the same data directory, and show that no
+// 200 MB blob push, restart it on the same data directory (or bucket, on the
+// s3 driver: there an upload is stored as part objects), and show that no
 // partial blob is visible under its digest, that everything pushed before
 // still pulls intact, and that the push can be retried (or resumed) to a blob
 // that reads back with the right digest.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -14,6 +15,7 @@ import { RegistryClient } from '../helpers/client.ts';
 import { ContainersClients, fetchBlobDigest, listTags, verifyPull } from '../helpers/clients.ts';
 import { buildImage, type Image, writeOciLayout } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
+import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
 
 const USER = 'carol';
 const PASSWORD = 'carol-crash-pw';
@@ -110,53 +112,39 @@ async function startPartialUpload(
   return { closed };
 }
 
-const V2 = (dataDir: string) => path.join(dataDir, 'docker', 'registry', 'v2');
-const blobDataFile = (dataDir: string, hex: string) => path.join(V2(dataDir), 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+const V2 = 'docker/registry/v2';
+const blobDataKey = (hex: string) => `${V2}/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
 
-/** data files of the upload sessions of `repo` → size. */
-function uploadFiles(dataDir: string, repo: string): Map<string, number> {
-  const dir = path.join(V2(dataDir), 'repositories', repo, '_uploads');
+/** data of the upload sessions of `repo` → size (on s3: of the parts stored so far). */
+async function uploadFiles(storage: TestStorage, repo: string): Promise<Map<string, number>> {
+  const dir = `${V2}/repositories/${repo}/_uploads`;
   const out = new Map<string, number>();
-  if (!existsSync(dir)) return out;
-  for (const id of readdirSync(dir)) {
-    const data = path.join(dir, id, 'data');
-    if (existsSync(data)) out.set(id, statSync(data).size);
+  for (const id of await storage.list(dir)) {
+    const size = await storage.size(`${dir}/${id}/data`);
+    if (size !== undefined) out.set(id, size);
   }
   return out;
 }
 
-async function waitForUploadBytes(dataDir: string, repo: string, atLeast: number, timeoutMs = 60_000): Promise<[string, number]> {
+async function waitForUploadBytes(storage: TestStorage, repo: string, atLeast: number, timeoutMs = 60_000): Promise<[string, number]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    for (const [id, size] of uploadFiles(dataDir, repo)) if (size >= atLeast) return [id, size];
-    if (Date.now() > deadline) throw new Error(`no upload in ${repo} reached ${atLeast} bytes: ${[...uploadFiles(dataDir, repo)]}`);
+    for (const [id, size] of await uploadFiles(storage, repo)) if (size >= atLeast) return [id, size];
+    if (Date.now() > deadline) throw new Error(`no upload in ${repo} reached ${atLeast} bytes: ${[...(await uploadFiles(storage, repo))]}`);
     await sleep(50);
   }
 }
 
-/** sha256 (hex) of a file, read in 4 MiB pieces. */
-function hashFile(file: string): string {
-  const hash = createHash('sha256');
-  const buf = Buffer.alloc(CHUNK);
-  const fd = openSync(file, 'r');
-  try {
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) hash.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
-/** Every blob file under blobs/ holds exactly the bytes its path names. */
-function expectEveryBlobMatchesItsPath(dataDir: string): number {
-  const root = path.join(V2(dataDir), 'blobs', 'sha256');
+/** Every blob under blobs/ holds exactly the bytes its path names. */
+async function expectEveryBlobMatchesItsPath(storage: TestStorage): Promise<number> {
+  const root = `${V2}/blobs/sha256`;
   let count = 0;
-  for (const prefix of readdirSync(root)) {
-    for (const entry of readdirSync(path.join(root, prefix))) {
+  for (const prefix of await storage.list(root)) {
+    for (const entry of await storage.list(`${root}/${prefix}`)) {
       expect(entry.startsWith(prefix), `${prefix}/${entry}`).toBe(true);
-      const files = readdirSync(path.join(root, prefix, entry));
+      const files = await storage.list(`${root}/${prefix}/${entry}`);
       expect(files, `${prefix}/${entry}`).toEqual(['data']);
-      expect(hashFile(path.join(root, prefix, entry, 'data'))).toBe(entry);
+      expect(await storage.sha256(`${root}/${prefix}/${entry}/data`)).toBe(entry);
       count++;
     }
   }
@@ -168,13 +156,14 @@ function expectEveryBlobMatchesItsPath(dataDir: string): number {
 describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }, () => {
   let work: string;
   let dataDir: string;
+  let storage: TestStorage;
   let srv: ServerProcess | undefined;
   let http: RegistryClient;
   let before: { image: Image; repo: string; tag: string }[];
   let skopeoImage: Image;
 
   const start = async () => {
-    srv = await startServerProcess({ dataDir, users: USERS, workDir: path.join(work, 'srv') });
+    srv = await startServerProcess({ dataDir, storageDriver: storage.driverConfig(), users: USERS, workDir: path.join(work, 'srv') });
     http = new RegistryClient(srv.url, AUTH);
     return srv;
   };
@@ -195,6 +184,7 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
   beforeAll(async () => {
     work = makeTempDir('rs-e2e-crash-');
     dataDir = path.join(work, 'data');
+    storage = await createTestStorage('e2e-crash', { dataDir });
     await start();
     // Earlier pushes: two images over HTTP (one with a 12 MB layer) and one with skopeo.
     before = [
@@ -212,6 +202,7 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
 
   afterAll(async () => {
     await srv?.kill();
+    await storage?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
@@ -228,20 +219,20 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
       false,
     );
     // The server is writing the body into an upload session ...
-    const [orphan, written] = await waitForUploadBytes(dataDir, repo, WRITTEN_BEFORE_KILL);
+    const [orphan, written] = await waitForUploadBytes(storage, repo, WRITTEN_BEFORE_KILL);
     expect(written).toBeLessThan(blob.size);
     // ... when it is killed.
     await srv!.kill();
     const answer = await closed;
     expect(answer).not.toMatch(/^HTTP\/1\.1 201/);
-    expect(existsSync(blobDataFile(dataDir, blob.hex))).toBe(false);
+    expect(await storage.exists(blobDataKey(blob.hex))).toBe(false);
 
     await start();
     const head = await http.req(`/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD' });
     expect(head.status).toBe(404);
     expect((await fetchBlobDigest(srv!.url, AUTH, repo, blob.digest)).status).toBe(404);
-    expect(existsSync(blobDataFile(dataDir, blob.hex))).toBe(false);
-    expectEveryBlobMatchesItsPath(dataDir);
+    expect(await storage.exists(blobDataKey(blob.hex))).toBe(false);
+    await expectEveryBlobMatchesItsPath(storage);
     await expectEarlierPushesIntact();
 
     // The partial session the crash left behind cannot be committed under the digest:
@@ -249,8 +240,8 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
     const finishOrphan = await http.req(`/v2/${repo}/blobs/uploads/${orphan}?digest=${blob.digest}`, { method: 'PUT' });
     expect(finishOrphan.status).toBe(400);
     expect(finishOrphan.json().errors[0].code).toBe('DIGEST_INVALID');
-    expect(existsSync(blobDataFile(dataDir, blob.hex))).toBe(false);
-    expect(uploadFiles(dataDir, repo).has(orphan)).toBe(false);
+    expect(await storage.exists(blobDataKey(blob.hex))).toBe(false);
+    expect((await uploadFiles(storage, repo)).has(orphan)).toBe(false);
 
     // Retry the whole push: 201, and the blob reads back with the right digest.
     const retry = await request(`${srv!.url}/v2/${repo}/blobs/uploads/?digest=${blob.digest}`, {
@@ -265,7 +256,7 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
     expect(headAfter.status).toBe(200);
     expect(headAfter.header('content-length')).toBe(String(blob.size));
     expect(await fetchBlobDigest(srv!.url, AUTH, repo, blob.digest)).toEqual({ status: 200, digest: blob.digest, size: blob.size });
-    expect(statSync(blobDataFile(dataDir, blob.hex)).size).toBe(blob.size);
+    expect(await storage.size(blobDataKey(blob.hex))).toBe(blob.size);
   });
 
   test('streamed (chunked) PATCH killed mid-body: the session survives the restart and resumes to the right blob', async () => {
@@ -285,22 +276,22 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
       SENT_BEFORE_KILL,
       true,
     );
-    const [sessionId, written] = await waitForUploadBytes(dataDir, repo, WRITTEN_BEFORE_KILL);
+    const [sessionId, written] = await waitForUploadBytes(storage, repo, WRITTEN_BEFORE_KILL);
     expect(sessionId).toBe(id);
     expect(written).toBeLessThan(blob.size);
     await srv!.kill();
     expect(await closed).not.toMatch(/^HTTP\/1\.1 20/);
-    expect(existsSync(blobDataFile(dataDir, blob.hex))).toBe(false);
+    expect(await storage.exists(blobDataKey(blob.hex))).toBe(false);
 
     await start();
     expect((await http.req(`/v2/${repo}/blobs/${blob.digest}`, { method: 'HEAD' })).status).toBe(404);
-    expectEveryBlobMatchesItsPath(dataDir);
+    await expectEveryBlobMatchesItsPath(storage);
     await expectEarlierPushesIntact();
 
     // The session's offset is what reached the disk before the kill.
     const status = await http.req(`/v2/${repo}/blobs/uploads/${id}`);
     expect(status.status).toBe(204);
-    const onDisk = uploadFiles(dataDir, repo).get(id)!;
+    const onDisk = (await uploadFiles(storage, repo)).get(id)!;
     expect(status.header('range')).toBe(`0-${onDisk - 1}`);
     expect(onDisk).toBeGreaterThanOrEqual(WRITTEN_BEFORE_KILL);
 
@@ -321,8 +312,8 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
     const put = await http.req(`/v2/${repo}/blobs/uploads/${id}?digest=${blob.digest}`, { method: 'PUT' });
     expect(put.status).toBe(201);
     expect(await fetchBlobDigest(srv!.url, AUTH, repo, blob.digest)).toEqual({ status: 200, digest: blob.digest, size: blob.size });
-    expect(statSync(blobDataFile(dataDir, blob.hex)).size).toBe(blob.size);
-    expect(uploadFiles(dataDir, repo).has(id)).toBe(false);
+    expect(await storage.size(blobDataKey(blob.hex))).toBe(blob.size);
+    expect((await uploadFiles(storage, repo)).has(id)).toBe(false);
 
     // And a manifest can now refer to it.
     const image = buildImage();
@@ -374,16 +365,16 @@ describe('crash safety: SIGKILL during a 200 MB blob push', { timeout: 180_000 }
     await srv!.kill();
     const answer = await closed;
 
-    const file = blobDataFile(dataDir, blob.hex);
-    if (existsSync(file)) {
+    const key = blobDataKey(blob.hex);
+    if (await storage.exists(key)) {
       // Committed before the kill: then all of it, verified.
-      expect(statSync(file).size).toBe(blob.size);
-      expect(hashFile(file)).toBe(blob.hex);
+      expect(await storage.size(key)).toBe(blob.size);
+      expect(await storage.sha256(key)).toBe(blob.hex);
     } else {
       expect(answer).not.toMatch(/^HTTP\/1\.1 201/);
     }
     await start();
-    expectEveryBlobMatchesItsPath(dataDir);
+    await expectEveryBlobMatchesItsPath(storage);
     await expectEarlierPushesIntact();
 
     // Finish the push: the session if it is still there, else a fresh monolithic upload.

@@ -1,15 +1,17 @@
 // Interop with CNCF distribution 2.8.2 (Debian's docker-registry) on one shared
-// data directory: what one registry writes, the other serves with the same
-// digests, tags and catalog, whether they run side by side or one at a time.
+// data directory (on the s3 driver: one shared bucket, both registries with the
+// same storage.s3 section): what one registry writes, the other serves with the
+// same digests, tags and catalog, whether they run side by side or one at a time.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RegistryClient } from '../helpers/client.ts';
 import { ContainersClients, catalog, fetchManifest, listTags, verifyPull } from '../helpers/clients.ts';
-import { type DistributionProcess, distributionGarbageCollect, startDistribution } from '../helpers/distribution.ts';
+import { type DistributionProcess, distributionGarbageCollect, distributionS3Config, startDistribution } from '../helpers/distribution.ts';
 import { type Blob, buildImage, buildIndex, type IndexImage, MT, writeOciLayout } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, type ServerProcess, startServerProcess } from '../helpers/process.ts';
+import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
 
 const USER = 'bob';
 const PASSWORD = 'bob-interop-pw';
@@ -19,9 +21,9 @@ const USERS = { [USER]: PASSWORD };
 
 const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
-function blobFile(dataDir: string, digest: string): string {
+function blobKey(digest: string): string {
   const hex = digest.slice('sha256:'.length);
-  return path.join(dataDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+  return `docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
 }
 
 /**
@@ -48,20 +50,23 @@ async function pushIndexTwoStep(client: RegistryClient, repo: string, tag: strin
   await client.pushManifest(repo, tag, index.index, index.mediaType);
 }
 
-describe('interop with distribution 2.8.2 on one data directory', () => {
+describe('interop with distribution 2.8.2 on one data directory (or bucket)', () => {
   let work: string;
   let dataDir: string;
+  let storage: TestStorage;
+  /** The storage section's driver part, the same for both registries (and distribution's GC). */
+  let driver: Record<string, unknown>;
   let ours: ServerProcess | undefined;
   let dist: DistributionProcess | undefined;
   let cli: ContainersClients;
 
   const startOurs = async () => {
-    ours = await startServerProcess({ dataDir, users: USERS, workDir: path.join(work, 'ours') });
+    ours = await startServerProcess({ dataDir, storageDriver: driver, users: USERS, workDir: path.join(work, 'ours') });
     cli.addInsecureRegistry(ours.host);
     return ours;
   };
   const startDist = async () => {
-    dist = await startDistribution({ dataDir, users: USERS, workDir: path.join(work, 'dist') });
+    dist = await startDistribution({ dataDir, storageDriver: driver, users: USERS, workDir: path.join(work, 'dist') });
     cli.addInsecureRegistry(dist.host);
     return dist;
   };
@@ -73,16 +78,20 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
   beforeAll(async () => {
     work = makeTempDir('rs-e2e-interop-');
     dataDir = path.join(work, 'data');
+    storage = await createTestStorage('e2e-interop', { dataDir });
+    // distribution 2.8 takes only its own storage.s3 keys (ours takes the same section).
+    driver = storage.bucket ? { s3: distributionS3Config(storage.bucket) } : storage.driverConfig();
     cli = new ContainersClients([], path.join(work, 'cli'));
     await Promise.all([startOurs(), startDist()]);
   });
 
   afterAll(async () => {
     await Promise.allSettled([ours?.stop(), dist?.stop()]);
+    await storage?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  test('both registries run, side by side, on the same directory', async () => {
+  test('both registries run, side by side, on the same directory (or bucket)', async () => {
     // Told apart by their realms: ours says "e2e", distribution "e2e-dist".
     const challenge = async (url: string) => {
       const res = await fetch(`${url}/v2/`);
@@ -102,7 +111,7 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
 
     // The blobs are in distribution's layout, under their digests.
     for (const blob of [image.config, ...image.layers, image.manifest]) {
-      expect(sha256(readFileSync(blobFile(dataDir, blob.digest)))).toBe(blob.digest);
+      expect(`sha256:${await storage.sha256(blobKey(blob.digest))}`).toBe(blob.digest);
     }
     expect(sha256(await rawManifest(`${dist!.host}/shared/from-ours:v1`))).toBe(image.manifest.digest);
     const viaDist = await verifyPull(dist!.url, AUTH, 'shared/from-ours', 'v1');
@@ -251,7 +260,7 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
     await ours!.stop();
     await push(srcFirst, 'v1', `${dist!.host}/seq/app:1`);
     await dist!.stop();
-    expect(existsSync(blobFile(dataDir, first.manifest.digest))).toBe(true);
+    expect(await storage.exists(blobKey(first.manifest.digest))).toBe(true);
 
     // ... ours alone serves it and writes more ...
     await startOurs();
@@ -267,7 +276,7 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
     expect(await catalog(dist!.url, AUTH)).toContain('seq/app');
   });
 
-  test("distribution's garbage-collect on the shared directory keeps every tagged image and sweeps the deleted ones", async () => {
+  test("distribution's garbage-collect on the shared directory (or bucket) keeps every tagged image and sweeps the deleted ones", async () => {
     // Something only deleted manifests refer to: an image pushed to ours, then deleted there.
     const doomed = buildImage({ files: [{ 'doomed.txt': 'delete me\n' }] });
     const src = path.join(work, 'src-doomed');
@@ -277,7 +286,7 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
     await startOurs();
     await push(src, 'v1', `${ours!.host}/gc/doomed:v1`);
     await cli.skopeo(['delete', '--tls-verify=false', '--creds', CREDS, `docker://${ours!.host}/gc/doomed:v1`]);
-    expect(existsSync(blobFile(dataDir, doomed.layers[0].digest))).toBe(true);
+    expect(await storage.exists(blobKey(doomed.layers[0].digest))).toBe(true);
 
     // Every tag of every repository, as ours serves them before GC.
     const before = new Map<string, Awaited<ReturnType<typeof verifyPull>>>();
@@ -287,11 +296,11 @@ describe('interop with distribution 2.8.2 on one data directory', () => {
     expect(before.size).toBeGreaterThanOrEqual(8);
 
     await Promise.all([ours?.stop(), dist?.stop()]);
-    await distributionGarbageCollect(dataDir, { workDir: path.join(work, 'gc') });
+    await distributionGarbageCollect(dataDir, { workDir: path.join(work, 'gc'), storageDriver: driver });
 
     // The deleted image's own blobs are gone; everything tagged still pulls from both.
-    expect(existsSync(blobFile(dataDir, doomed.layers[0].digest))).toBe(false);
-    expect(existsSync(blobFile(dataDir, doomed.manifest.digest))).toBe(false);
+    expect(await storage.exists(blobKey(doomed.layers[0].digest))).toBe(false);
+    expect(await storage.exists(blobKey(doomed.manifest.digest))).toBe(false);
     await Promise.all([startOurs(), startDist()]);
     for (const [key, expected] of before) {
       const [repo, tag] = key.split(':');

@@ -11,8 +11,13 @@ import { cleanEnv, freePort, makeTempDir, OutputLog, waitForHttp, writeHtpasswd 
 export const DISTRIBUTION_BIN = 'docker-registry';
 
 export interface DistributionOptions {
-  /** storage.filesystem.rootdirectory */
+  /** storage.filesystem.rootdirectory; ignored with `storageDriver`. */
   dataDir: string;
+  /**
+   * The storage driver section instead of storage.filesystem, e.g. `{ s3: {…} }`
+   * with distribution 2.8's s3 keys (see distributionS3Config).
+   */
+  storageDriver?: Record<string, unknown>;
   /** user → password: htpasswd auth on. */
   users?: Record<string, string>;
   deleteEnabled?: boolean;
@@ -43,7 +48,7 @@ export async function startDistribution(options: DistributionOptions, timeoutMs 
       version: 0.1,
       log: { level: 'info', accesslog: { disabled: true } },
       storage: {
-        filesystem: { rootdirectory: options.dataDir },
+        ...(options.storageDriver ?? { filesystem: { rootdirectory: options.dataDir } }),
         delete: { enabled: options.deleteEnabled ?? true },
         // No storage.cache: no blob descriptor cache that the other registry on the same directory
         // could make stale. No upload purging of the other registry's sessions either.
@@ -111,19 +116,47 @@ export async function startDistribution(options: DistributionOptions, timeoutMs 
 }
 
 /**
+ * storage.s3 for distribution 2.8 on a test bucket (test/helpers/s3.ts): its
+ * keys only (no forcepathstyle in 2.8: it goes path-style whenever
+ * regionendpoint is set), as test/bench runs it. Ours takes the same section.
+ */
+export function distributionS3Config(bucket: {
+  bucket: string;
+  endpoint: string;
+  region: string;
+  accessKey: string;
+  secretKey: string;
+}): Record<string, unknown> {
+  return {
+    bucket: bucket.bucket,
+    region: bucket.region,
+    regionendpoint: bucket.endpoint,
+    accesskey: bucket.accessKey,
+    secretkey: bucket.secretKey,
+    secure: false,
+    v4auth: true,
+  };
+}
+
+/**
  * `docker-registry garbage-collect config.yml` (distribution's offline mark and
- * sweep) over `dataDir`. No registry should write to the directory meanwhile.
+ * sweep) over `dataDir`, or over the storage of `options.storageDriver`. No
+ * registry should write to it meanwhile.
  */
 export async function distributionGarbageCollect(
   dataDir: string,
-  options: { dryRun?: boolean; deleteUntagged?: boolean; workDir?: string } = {},
+  options: { dryRun?: boolean; deleteUntagged?: boolean; workDir?: string; storageDriver?: Record<string, unknown> } = {},
 ): Promise<string> {
   const workDir = options.workDir ?? makeTempDir('rs-e2e-dist-gc-');
   mkdirSync(workDir, { recursive: true });
   const configFile = path.join(workDir, 'gc-config.yml');
   writeFileSync(
     configFile,
-    toYaml({ version: 0.1, log: { level: 'info' }, storage: { filesystem: { rootdirectory: dataDir }, delete: { enabled: true } } }),
+    toYaml({
+      version: 0.1,
+      log: { level: 'info' },
+      storage: { ...(options.storageDriver ?? { filesystem: { rootdirectory: dataDir } }), delete: { enabled: true } },
+    }),
   );
   const args = ['garbage-collect'];
   if (options.dryRun) args.push('--dry-run');

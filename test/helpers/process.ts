@@ -91,8 +91,13 @@ export class OutputLog {
 }
 
 export interface ServerProcessOptions {
-  /** storage.filesystem.rootdirectory; shared between restarts and with distribution. */
+  /** storage.filesystem.rootdirectory; shared between restarts and with distribution. Ignored with `storageDriver`. */
   dataDir: string;
+  /**
+   * The storage driver section to use instead of storage.filesystem, e.g.
+   * `storage.driverConfig()` of a TestStorage (test/helpers/storage.ts).
+   */
+  storageDriver?: Record<string, unknown>;
   /** user → password: htpasswd auth on (file written into `workDir`). */
   users?: Record<string, string>;
   /** An existing htpasswd file to use instead of writing one from `users`. */
@@ -133,7 +138,7 @@ export function writeServerConfig(options: ServerProcessOptions): string {
     version: '0.1',
     log: { level: 'info', accesslog: { disabled: !(options.accessLog ?? false) } },
     storage: {
-      filesystem: { rootdirectory: options.dataDir },
+      ...(options.storageDriver ?? { filesystem: { rootdirectory: options.dataDir } }),
       delete: { enabled: options.deleteEnabled ?? true },
     },
     http: { addr: options.addr ?? '127.0.0.1:0' },
