@@ -585,6 +585,39 @@ describe('S3 driver specifics (Ceph RGW)', () => {
     }
   });
 
+  test('parts are stored several at a time; a part that fails leaves a prefix, and parts stored past it are no part of the object', async () => {
+    const { driver } = recordingDriver({ rootDirectory: '/concurrent', appendConcurrency: 3 });
+    try {
+      const data = randomBytes(4 * PART + 1000);
+      // The second part's PUT fails; the third and fourth are stored meanwhile (in flight together).
+      let puts = 0;
+      const send = driver.client.send.bind(driver.client);
+      driver.client.send = ((command: { constructor: { name: string }; input?: { Key?: string } }, ...rest: unknown[]) => {
+        if (command.constructor.name === 'PutObjectCommand' && /\.parts\//.test(command.input?.Key ?? '') && ++puts === 2) {
+          return new Promise((_, reject) => setTimeout(() => reject(new Error('injected part failure')), 200));
+        }
+        return (send as (...a: unknown[]) => unknown)(command, ...rest);
+      }) as typeof driver.client.send;
+      await expect(driver.append('/up/data', chunked(data))).rejects.toThrow(/injected part failure/);
+      driver.client.send = send as typeof driver.client.send;
+      // Parts past the failed one were stored meanwhile.
+      expect((await bucket.keys('concurrent/up/data/.parts/')).length).toBeGreaterThan(1);
+      // Only the first part counts; the parts stored after the gap are not the object's bytes.
+      expect((await driver.stat('/up/data')).size).toBe(PART);
+      expect((await driver.getContent('/up/data')).equals(data.subarray(0, PART))).toBe(true);
+      // Continuing from what stat() says removes the strays first, so the object is exactly what was appended.
+      const rest = randomBytes(PART + 7);
+      expect(await driver.append('/up/data', chunked(rest))).toBe(rest.length);
+      const expected = Buffer.concat([data.subarray(0, PART), rest]);
+      expect((await driver.stat('/up/data')).size).toBe(expected.length);
+      await driver.move('/up/data', '/blob/data');
+      expect(digest(await driver.getContent('/blob/data'))).toBe(digest(expected));
+      expect(await bucket.keys('concurrent/up/')).toEqual([]);
+    } finally {
+      driver.destroy();
+    }
+  });
+
   test('touch never rewrites the object (its ETag and Last-Modified stay)', async () => {
     const driver = new S3Driver({ ...s3Options(bucket), rootDirectory: '/touch' });
     try {

@@ -99,6 +99,8 @@ export interface S3DriverOptions {
    * a (smaller) part, so that readers tailing the object see them (default 500 ms; 0: never).
    */
   appendIdleFlushMs?: number;
+  /** Parts an append stores at the same time (default 2; memory: one more part than this per append). */
+  appendConcurrency?: number;
   /** Only for tests: a custom client. */
   client?: S3Client;
 }
@@ -114,6 +116,8 @@ interface Appendable {
   parts: Part[];
   size: number;
   lastModified: Date;
+  /** Part objects after a gap: not part of the object. */
+  stray: string[];
 }
 
 interface Times {
@@ -147,6 +151,7 @@ export class S3Driver implements StorageDriver {
   private readonly storageClass: StorageClass | undefined;
   private readonly ownsClient: boolean;
   private readonly idleFlushMs: number;
+  private readonly appendConcurrency: number;
 
   constructor(options: S3DriverOptions) {
     this.bucket = options.bucket;
@@ -164,6 +169,7 @@ export class S3Driver implements StorageDriver {
     const sc = options.storageClass?.toUpperCase();
     this.storageClass = sc && sc !== 'NONE' ? (sc as StorageClass) : undefined;
     this.idleFlushMs = options.appendIdleFlushMs ?? 500;
+    this.appendConcurrency = Math.max(1, options.appendConcurrency ?? 2);
     this.ownsClient = options.client === undefined;
     this.client = options.client ?? createClient(options);
   }
@@ -299,24 +305,38 @@ export class S3Driver implements StorageDriver {
     let written = 0;
     let pending: Buffer[] = [];
     let pendingBytes = 0;
-    // Parts are stored one after the other (so tap sees the bytes in order); the
-    // next part fills while the previous one is stored: at most two in memory.
-    let chain: Promise<void> = Promise.resolve();
-    const store = (): Promise<void> => {
+    // Up to `appendConcurrency` parts are stored at the same time while the next one fills
+    // (a single PUT at a time caps an append at one request's throughput); tap sees them in
+    // order, and only once every part before them is stored too.
+    let ordered: Promise<void> = Promise.resolve();
+    const inFlight: Array<Promise<void>> = [];
+    const store = (): void => {
       const data = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
       pending = [];
       pendingBytes = 0;
       const at = offset;
       offset += data.length;
-      const previous = chain;
-      chain = (async () => {
+      const put = this.put(this.partKey(k, at), data);
+      put.catch(() => {}); // awaited in order below
+      const previous = ordered;
+      ordered = (async () => {
         await previous;
-        await this.put(this.partKey(k, at), data);
+        await put;
         tap?.(data);
         written += data.length;
       })();
-      chain.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-      return previous;
+      ordered.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
+      inFlight.push(ordered);
+    };
+    /** Backpressure: wait until fewer than appendConcurrency parts are being stored. */
+    let storeFailed = false;
+    const drain = async (): Promise<void> => {
+      try {
+        while (inFlight.length >= this.appendConcurrency) await inFlight.shift();
+      } catch (err) {
+        storeFailed = true;
+        throw err;
+      }
     };
     // A source that pauses (a slow upstream, a client between writes) gets what it
     // sent so far stored as a smaller part, so that readers need not wait for a full one.
@@ -325,7 +345,7 @@ export class S3Driver implements StorageDriver {
       clearTimeout(idle);
       if (pendingBytes > 0 && this.idleFlushMs > 0) {
         idle = setTimeout(() => {
-          if (pendingBytes > 0) void store();
+          if (pendingBytes > 0) store();
         }, this.idleFlushMs);
       }
     };
@@ -340,8 +360,10 @@ export class S3Driver implements StorageDriver {
           pending.push(take === chunk.length ? chunk : chunk.subarray(0, take));
           pendingBytes += take;
           chunk = chunk.subarray(take);
-          // Backpressure: wait for the part before this one to be stored.
-          if (pendingBytes === this.chunkSize) await store();
+          if (pendingBytes === this.chunkSize) {
+            store();
+            await drain();
+          }
         }
         armIdleFlush();
       }
@@ -351,9 +373,11 @@ export class S3Driver implements StorageDriver {
       clearTimeout(idle);
     }
     // The bytes received before a source failure stay, as in a file: the caller resumes from stat().
-    if (pendingBytes > 0) void store();
-    // A failed part write ends the append with that error (the parts before it stay).
-    await chain;
+    if (pendingBytes > 0 && !storeFailed) store();
+    // A failed part write ends the append with that error (the parts before it stay; any stored
+    // after it are not contiguous, so they are no part of the object, and the next append removes them).
+    await Promise.allSettled(inFlight);
+    await ordered;
     if (sourceError) throw sourceError;
     if (written === 0 && startOffset === 0) {
       // Appending nothing still creates the (empty) object, as a file would be created.
@@ -505,6 +529,9 @@ export class S3Driver implements StorageDriver {
   /** The offset the next part starts at; a plain object at the key becomes the first part. */
   private async prepareAppend(k: string): Promise<number> {
     const [head, appendable] = await Promise.all([this.head(k), this.listParts(k)]);
+    // Parts past a gap (stored while an earlier part of a failed append was not) would be
+    // taken for data once the gap is written again: they go before anything is appended.
+    if (appendable && appendable.stray.length > 0) await this.deleteKeys(appendable.stray);
     if (!head) return appendable?.size ?? 0;
     // A plain object (written by putContent or move) wins over parts; turn it into part 0.
     if (appendable) await this.deleteKeys(appendable.parts.map((p) => p.key));
@@ -772,7 +799,8 @@ function contiguous(
     lastModified = Math.max(lastModified, p.lastModified.getTime());
   }
   if (kept.length === 0) return undefined;
-  return { parts: kept, size, lastModified: new Date(lastModified) };
+  const stray = parts.slice(kept.length).map((p) => p.key);
+  return { parts: kept, size, lastModified: new Date(lastModified), stray };
 }
 
 /**
