@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { ContainersClients } from '../helpers/clients.ts';
-import { type Mirror, startMirror } from '../helpers/mirror/mirror.ts';
+import { type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { buildImage, MT, writeOciLayout } from '../helpers/oci.ts';
 import { makeTempDir, snapshotTree, TEST_PASSWORD, TEST_USER, basicAuth } from '../helpers/server.ts';
@@ -13,9 +13,9 @@ import * as path from 'node:path';
 
 describe('mirror: read-only, pull access and caching headers', () => {
   let upstream: FakeUpstream;
-  let open: Mirror;
-  let locked: Mirror;
-  let anonPull: Mirror;
+  let open: LocalMirror;
+  let locked: LocalMirror;
+  let anonPull: LocalMirror;
   const image = buildImage({ files: [{ 'x.txt': 'mirror access test\n' }, { 'y.txt': 'second layer\n' }] });
   const users = { [TEST_USER]: TEST_PASSWORD };
   const tmp = makeTempDir('rs-mirror-access-');
@@ -42,6 +42,7 @@ describe('mirror: read-only, pull access and caching headers', () => {
     // Something cached first, so that deletes have a target.
     expect((await c.req('/v2/team/app/manifests/v1', { headers: { accept: MT.ociManifest } })).status).toBe(200);
     expect((await c.req(`/v2/team/app/blobs/${image.layers[0].digest}`)).status).toBe(200);
+    await open.settled();
     const before = snapshotTree(open.dataDir);
     const upstreamBefore = await upstream.count();
     const layer = image.layers[1];
@@ -83,6 +84,7 @@ describe('mirror: read-only, pull access and caching headers', () => {
     const layout = path.join(tmp, 'layout');
     const pushed = buildImage();
     writeOciLayout(layout, 'v1', pushed);
+    await open.settled();
     const before = snapshotTree(open.dataDir);
     const res = await clients.skopeo(['copy', '--dest-tls-verify=false', `oci:${layout}:v1`, `docker://${open.host}/team/pushed:v1`], {
       allowFailure: true,
@@ -151,6 +153,7 @@ describe('mirror: read-only, pull access and caching headers', () => {
     const blob = await anon.req(`/v2/team/app/blobs/${image.layers[1].digest}`);
     expect(blob.status).toBe(200);
     expect(blob.body.equals(image.layers[1].data)).toBe(true);
+    await anonPull.settled();
     const before = snapshotTree(anonPull.dataDir);
     for (const c of [anon, anon.withAuth(basicAuth(TEST_USER, TEST_PASSWORD))]) {
       const put = await c.req('/v2/team/app/manifests/v2', { method: 'PUT', headers: { 'content-type': image.mediaType }, body: image.manifest.data });

@@ -10,7 +10,7 @@ import { ContainersClients, fetchManifest, MANIFEST_ACCEPT, verifyPull } from '.
 import { readBlob, readBlobThenDisconnect } from '../helpers/mirror/fetch.ts';
 import { FrontProxy } from '../helpers/mirror/front-proxy.ts';
 import { randomImage } from '../helpers/mirror/images.ts';
-import { blobDataPath, cachedBlob, cachedTag, hasRevision, type Mirror, repoDir, startMirror } from '../helpers/mirror/mirror.ts';
+import { blobDataPath, cachedBlob, cachedTag, hasRevision, type LocalMirror, repoDir, startMirror } from '../helpers/mirror/mirror.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { buildImage, sha256 } from '../helpers/oci.ts';
 import { makeTempDir } from '../helpers/server.ts';
@@ -42,7 +42,7 @@ function filesUnder(dir: string): string[] {
 
 describe('mirror: upstream killed after a first pull', () => {
   let upstream: FakeUpstream;
-  let mirror: Mirror;
+  let mirror: LocalMirror;
   const tmp = makeTempDir('rs-mirror-kill-');
   const v1 = buildImage({ files: [{ 'v.txt': 'v1\n' }, { 'w.txt': 'second layer of v1\n' }] });
   const v2 = buildImage({ files: [{ 'v.txt': 'v2, never pulled before the upstream died\n' }] });
@@ -102,7 +102,7 @@ describe('mirror: upstream killed after a first pull', () => {
 describe('mirror: a corrupting upstream', () => {
   let upstream: FakeUpstream;
   let corrupting: FrontProxy;
-  let mirror: Mirror;
+  let mirror: LocalMirror;
   const tmp = makeTempDir('rs-mirror-corrupt-');
   const image = randomImage([3 * MiB + 17, 40_000]);
 
@@ -155,6 +155,7 @@ describe('mirror: a corrupting upstream', () => {
     corrupting.corrupt = false;
     const pulled = await verifyPull(mirror.url, undefined, 'team/app', 'v1');
     expect(pulled.digest).toBe(image.manifest.digest);
+    await mirror.settled();
     for (const layer of image.layers) {
       const cached = cachedBlob(mirror.dataDir, layer.digest);
       expect(cached && sha256(cached)).toBe(layer.digest);
@@ -184,7 +185,7 @@ describe('mirror: a corrupting upstream', () => {
 describe('mirror: an erroring upstream', () => {
   let upstream: FakeUpstream;
   let flaky: FrontProxy;
-  let mirror: Mirror;
+  let mirror: LocalMirror;
   const image = buildImage();
   const later = buildImage();
 
@@ -244,7 +245,7 @@ describe('mirror: an erroring upstream', () => {
 describe('mirror: a client that disconnects mid-blob', () => {
   let upstream: FakeUpstream;
   let slow: FrontProxy;
-  let mirror: Mirror;
+  let mirror: LocalMirror;
   const image = randomImage([24 * MiB, 24 * MiB + 5]);
 
   beforeAll(async () => {
@@ -270,6 +271,7 @@ describe('mirror: a client that disconnects mid-blob', () => {
     slow.release();
     const got = await staying;
     expect(got).toEqual({ status: 200, digest: layer.digest, size: layer.size });
+    await mirror.settled();
     expect(sha256(cachedBlob(mirror.dataDir, layer.digest) ?? Buffer.alloc(0))).toBe(layer.digest);
     expect(await upstream.count('GET', `/v2/team/big/blobs/${layer.digest}`)).toBe(1);
   });

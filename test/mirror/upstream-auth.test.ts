@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { fetchManifest, verifyPull } from '../helpers/clients.ts';
-import { cachedBlob, cachedTag, type Mirror, startMirror, startMirrorProcess } from '../helpers/mirror/mirror.ts';
+import { cachedBlob, cachedTag, type LocalMirror, type Mirror, startMirror, startMirrorProcess } from '../helpers/mirror/mirror.ts';
 import { FrontProxy } from '../helpers/mirror/front-proxy.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { sleep } from '../helpers/process.ts';
@@ -58,7 +58,7 @@ describe('mirror: upstream authentication', () => {
     await Promise.all([plain?.dispose(), basic?.dispose(), behindTokens?.dispose()]);
   });
 
-  async function mirror(options: Parameters<typeof startMirror>[0]): Promise<Mirror> {
+  async function mirror(options: Parameters<typeof startMirror>[0]): Promise<LocalMirror> {
     const m = await startMirror(options);
     mirrors.push(m);
     return m;
@@ -70,6 +70,7 @@ describe('mirror: upstream authentication', () => {
     expect(first.digest).toBe(image.manifest.digest);
     expect(first.blobs.sort()).toEqual(allBlobs(image).map((b) => b.digest).sort());
     // The only upstream is the default: the name is cached under its host.
+    await m.settled();
     expect(cachedTag(m.dataDir, 'plain.test/team/app', 'v1')).toBe(image.manifest.digest);
     for (const b of allBlobs(image)) expect(cachedBlob(m.dataDir, b.digest)?.equals(b.data)).toBe(true);
 
@@ -185,6 +186,7 @@ describe('mirror: upstream authentication', () => {
       [200, false],
       [200, false],
     ]);
+    await m.settled();
     for (const b of allBlobs(image)) expect(cachedBlob(m.dataDir, b.digest)?.equals(b.data)).toBe(true);
   });
 });

@@ -94,6 +94,7 @@ describe('access log (in-process, mirror)', () => {
     cleanups.push(() => mirror.stop());
     const client = new RegistryClient(mirror.url);
     await pullAndVerify(client, 'lib/app', '1');
+    await mirror.mirror!.settled(); // the second pull finds every blob committed: hits
     await pullAndVerify(client, 'lib/app', '1');
     // A request is logged once its response has been written: the client may be a step ahead.
     const blobLines = await eventually(() => {

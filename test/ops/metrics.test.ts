@@ -107,6 +107,8 @@ describe('mirror: cache and upstream metrics, readiness follows the upstream', (
     expect(upstreamRequests).toBeGreaterThanOrEqual(4); // manifest + 3 blobs (+ the auth challenge)
     expect(metric(text, 'registry_upstream_errors', { upstream: pair.upstreamHost })).toBe(0);
 
+    // (Once the first pull's fills are committed: a request that joins a fill still committing counts as a miss.)
+    await pair.mirror.mirror!.settled();
     await pullAndVerify(mirror, 'lib/app', '1');
     text = await metricsOnce(pair.mirror, (t) => metric(t, 'registry_cache_requests_total', { kind: 'blob', result: 'hit' }) === 3);
     expect(metric(text, 'registry_cache_requests_total', { kind: 'blob', result: 'miss' })).toBe(3);

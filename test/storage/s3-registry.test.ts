@@ -424,6 +424,8 @@ describe('mirror mode on S3 storage (Ceph RGW)', () => {
       }),
     );
     for (const p of pulls) expect(p).toEqual({ status: 200, digest: layer.digest, size: layer.size });
+    // The clients had their last byte once it was verified; the commit follows.
+    await mirror.mirror!.settled();
     expect(await bucket.keys(mirrorBlobKey(layer.digest))).toEqual([mirrorBlobKey(layer.digest)]);
     expect(await bucket.keys(`${MIRROR_ROOT}/docker/registry/v2/repositories/${cacheName('lib/big')}/_uploads/`)).toEqual([]);
     // Served from the cache now, ranges included.
@@ -437,6 +439,7 @@ describe('mirror mode on S3 storage (Ceph RGW)', () => {
     const tagKey = paths.tagCurrentLink(cacheName('lib/big'), '1');
     const pulled = await verifyPull(mirror.url, undefined, 'lib/big', '1');
     expect(pulled.digest).toBe(image.manifest.digest);
+    await mirror.mirror!.settled();
     // The mirror records the use (of the tag and of the manifest) in the background: wait for
     // the S3 driver's time records of both before changing them.
     const longAgo = new Date('2020-01-01T00:00:00Z');

@@ -1,11 +1,14 @@
 // One upstream fetch of one blob into the cache, readable by any number of
 // clients while it runs. The fetch writes to an upload file and hashes as it
 // goes; readers tail that file at their own pace (memory stays flat, and a
-// slow or vanished client neither slows nor aborts the fill). The last byte
-// is held back until the digest is verified, so no client ever receives a
-// complete blob whose bytes do not match it, and a bad blob is never committed.
+// slow or vanished client neither slows nor aborts the fill). The bytes on
+// their way to storage are kept in memory until they are stored, so clients at
+// the head of the fill have them as they arrive, not once stored (on S3 that
+// is a whole part later). The last byte is held back until the digest is
+// verified, so no client ever receives a complete blob whose bytes do not
+// match it, and a bad blob is never committed.
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
@@ -14,12 +17,34 @@ import type { Logger } from '../ops/logger.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
-const READ_STEP = 1024 * 1024;
-const SLOW_UPSTREAM_MS = 50;
+const MiB = 1024 * 1024;
+/**
+ * How far a fill may read the upstream ahead of what the storage has taken:
+ * clients get the bytes at the upstream's speed even when the storage is slower
+ * (S3 stores a part at a time), while memory stays bounded whatever the blob's
+ * size: at most AHEAD_PER_FILL per fill, and beyond AHEAD_MIN only while all the
+ * process's fills together hold less than AHEAD_TOTAL.
+ */
+const AHEAD_PER_FILL = 64 * MiB;
+const AHEAD_MIN = 16 * MiB;
+const AHEAD_TOTAL = 256 * MiB;
+const budget = { ahead: 0 };
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Wakes everyone waiting for the next change. */
+class Signal {
+  private waiting: Array<() => void> = [];
+  next(): Promise<void> {
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  notify(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
+  }
+}
 
-type State = 'starting' | 'running' | 'done' | 'failed';
+/** 'verified': every byte arrived and matches the digest; the commit is still running. */
+type State = 'starting' | 'running' | 'verified' | 'done' | 'failed';
 
 /** A cache fill clients can read while it runs: this process's own (BlobFill) or another replica's (RemoteFill). */
 export interface Fill {
@@ -50,6 +75,19 @@ export class BlobFill implements Fill, TailSource {
   private state: State = 'starting';
   private error: Error | undefined;
   private stored = 0;
+  /** Bytes received from the upstream; those from `windowStart` on are in `window`. */
+  private received = 0;
+  /** Received chunks not yet (wholly) stored, in order: at most what the driver buffers, a part or two on S3. */
+  private window: Buffer[] = [];
+  private windowStart = 0;
+  /** Bytes of this fill counted in the process's read-ahead budget. */
+  private accounted = 0;
+  /** When the last byte arrived and was verified (for the debug log). */
+  private verifiedAt = 0;
+  /** Why the pump gave up (upstream error, wrong size or digest). */
+  private pumpError: Error | undefined;
+  /** Any progress: bytes received or stored, the end, a failure. */
+  private readonly progressed = new Signal();
   private location: string;
   private readonly uploadId = randomUUID();
   private waiters: Array<{ atLeast: number; wake: () => void }> = [];
@@ -75,27 +113,27 @@ export class BlobFill implements Fill, TailSource {
   private async run(): Promise<void> {
     const { driver, blobs, client, logger } = this.deps;
     let cleaned = false;
+    let body: Readable | undefined;
+    const t0 = Date.now();
+    const ms: Record<string, number> = {};
     try {
       const fetched = await client.getBlob(this.remoteName, this.digest.value);
+      ms.upstreamMs = Date.now() - t0;
       this.size = fetched.size;
       this.state = 'running';
       this.resolveReady(fetched.size);
       this.deps.observer?.started(this.key, fetched.size);
-      const hash = newHash(this.digest.algorithm);
-      await driver.append(this.key, fetched.body, (chunk) => {
-        hash.update(chunk);
+      body = fetched.body;
+      const pumping = this.pump(fetched.body);
+      await driver.append(this.key, Readable.from(this.feed(), { objectMode: false }), (chunk) => {
         this.stored += chunk.length;
-        this.wake();
+        this.unaccount(chunk.length);
+        this.release();
+        this.progressed.notify();
         this.deps.observer?.progress(this.stored);
       });
-      if (this.size !== undefined && this.stored !== this.size) {
-        throw new Error(`upstream sent ${this.stored} bytes of ${this.size} for ${this.digest.value}`);
-      }
-      const actual = hash.digest('hex');
-      if (actual !== this.digest.hex) {
-        throw new Error(`upstream sent bytes that do not match ${this.digest.value} (got ${this.digest.algorithm}:${actual}); not cached`);
-      }
-      this.size = this.stored;
+      await pumping;
+      ms.storedMs = Date.now() - t0;
       await blobs.commitFrom(this.key, this.digest, this.stored);
       await blobs.writeLink(paths.layerLink(this.cacheName, this.digest), this.digest);
       // Clean up before anyone learns the blob is complete: a client that has all its bytes sees no leftovers.
@@ -105,17 +143,101 @@ export class BlobFill implements Fill, TailSource {
       this.state = 'done';
       this.wake();
       this.deps.observer?.finished(true);
-      logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.stored }, 'blob cached');
+      ms.committedMs = Date.now() - t0;
+      ms.verifiedMs = this.verifiedAt - t0;
+      logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.stored, ...ms }, 'blob cached');
     } catch (err) {
-      this.error = err as Error;
+      this.error = this.pumpError ?? (err as Error);
       this.state = 'failed';
+      this.window = [];
+      body?.destroy();
+      this.progressed.notify();
       this.rejectReady(this.error);
       this.wake();
       this.deps.observer?.finished(false, this.error.message);
       logger.warn({ digest: this.digest.value, repo: this.cacheName, err: this.error.message }, 'blob fill failed');
       throw this.error;
     } finally {
+      this.unaccount(Number.POSITIVE_INFINITY);
       if (!cleaned) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+    }
+  }
+
+  /**
+   * Reads the upstream into the window as fast as it sends (hashing, and waking
+   * readers), independently of how fast the storage takes the bytes, up to a
+   * bounded distance ahead of it (see AHEAD_*). At the end it checks the size and
+   * digest: only then may readers have the last byte, and the storage the end of
+   * the stream (feed()).
+   */
+  private async pump(body: Readable): Promise<void> {
+    const hash = newHash(this.digest.algorithm);
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        if ((this.state as State) === 'failed') return;
+        hash.update(chunk);
+        this.window.push(chunk);
+        this.received += chunk.length;
+        this.accounted += chunk.length;
+        budget.ahead += chunk.length;
+        this.wake();
+        this.progressed.notify();
+        while (this.state !== 'failed' && this.tooFarAhead()) await this.progressed.next();
+      }
+      if ((this.state as State) === 'failed') return;
+      if (this.size !== undefined && this.received !== this.size) {
+        throw new Error(`upstream sent ${this.received} bytes of ${this.size} for ${this.digest.value}`);
+      }
+      const actual = hash.digest('hex');
+      if (actual !== this.digest.hex) {
+        throw new Error(`upstream sent bytes that do not match ${this.digest.value} (got ${this.digest.algorithm}:${actual}); not cached`);
+      }
+      this.size = this.received;
+      // Readers may have the last byte now (from memory); the commit follows once it is all stored.
+      this.state = 'verified';
+      this.verifiedAt = Date.now();
+    } catch (err) {
+      this.pumpError = err as Error;
+      body.destroy();
+    } finally {
+      this.wake();
+      this.progressed.notify();
+    }
+  }
+
+  private tooFarAhead(): boolean {
+    const ahead = this.received - this.stored;
+    return ahead > AHEAD_PER_FILL || (ahead > AHEAD_MIN && budget.ahead > AHEAD_TOTAL);
+  }
+
+  /** The stream the storage stores: the window's bytes in order, ending only once the pump verified them. */
+  private async *feed(): AsyncGenerator<Buffer> {
+    let fed = 0;
+    for (;;) {
+      if (this.pumpError) throw this.pumpError;
+      const chunk = fed < this.received ? this.fromMemory(fed, Number.POSITIVE_INFINITY) : undefined;
+      if (chunk) {
+        fed += chunk.length;
+        yield chunk;
+        continue;
+      }
+      if (this.state === 'verified') return;
+      await this.progressed.next();
+    }
+  }
+
+  /** Gives the fill's share of the read-ahead budget back (all of it once the fill ended). */
+  private unaccount(bytes: number): void {
+    const freed = Math.min(bytes, this.accounted);
+    this.accounted -= freed;
+    budget.ahead -= freed;
+  }
+
+  /** Drops the window's chunks that are wholly stored (readers find them in storage). */
+  private release(): void {
+    while (this.window.length > 0 && this.windowStart + this.window[0].length <= this.stored) {
+      this.windowStart += this.window[0].length;
+      this.window.shift();
     }
   }
 
@@ -130,34 +252,52 @@ export class BlobFill implements Fill, TailSource {
     return this.stored;
   }
 
+  get available(): number {
+    return this.received;
+  }
+
+  fromMemory(pos: number, end: number): Buffer | undefined {
+    if (pos < this.windowStart || pos >= this.received) return undefined;
+    let at = this.windowStart;
+    for (const chunk of this.window) {
+      if (pos < at + chunk.length) return chunk.subarray(pos - at, Math.min(chunk.length, end - at + 1));
+      at += chunk.length;
+    }
+    return undefined;
+  }
+
   get key(): string {
     return this.location;
   }
 
   get complete(): boolean {
-    return this.state === 'done';
+    return this.state === 'verified' || this.state === 'done';
   }
 
   get failure(): Error | undefined {
     return this.state === 'failed' ? this.error : undefined;
   }
 
-  /** Read in steps of about READ_STEP, but never sit on bytes for long when the upstream is slow. */
+  /**
+   * Readers at the head of the fill take the bytes from memory as they arrive. (The
+   * byte before the last one is what a reader can have before verification.)
+   */
   waitForMore(pos: number): Promise<void> {
-    return Promise.race([this.waitFor(pos + READ_STEP), this.waitFor(pos + 1).then(() => sleep(SLOW_UPSTREAM_MS))]);
+    return this.waitFor(pos + 1);
   }
 
   private waitFor(atLeast: number): Promise<void> {
-    if (this.state === 'done' || this.state === 'failed' || this.stored - 1 >= atLeast) return Promise.resolve();
+    if (this.state !== 'starting' && this.state !== 'running') return Promise.resolve();
+    if (this.received - 1 >= atLeast) return Promise.resolve();
     return new Promise((wake) => this.waiters.push({ atLeast, wake }));
   }
 
   private wake(): void {
     if (this.waiters.length === 0) return;
-    const finished = this.state === 'done' || this.state === 'failed';
+    const settled = this.state !== 'starting' && this.state !== 'running';
     const still: typeof this.waiters = [];
     for (const w of this.waiters) {
-      if (finished || this.stored - 1 >= w.atLeast) w.wake();
+      if (settled || this.received - 1 >= w.atLeast) w.wake();
       else still.push(w);
     }
     this.waiters = still;

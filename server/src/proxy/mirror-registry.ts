@@ -305,10 +305,25 @@ export class MirrorRegistry implements RegistryService {
     return err;
   }
 
+  /**
+   * Resolves once every cache fill running now has ended (committed or failed).
+   * A client has its last byte as soon as the bytes are verified, a moment before
+   * the commit; this is for whoever needs the cache itself settled (tests, tools).
+   */
+  async settled(): Promise<void> {
+    while (this.fills.size > 0) await Promise.allSettled([...this.fills.values()].map((f) => f.done));
+  }
+
   async close(): Promise<void> {
+    // Fills whose clients are served may still be committing: give them a moment to finish
+    // (what does not is cleaned up like any abandoned upload).
+    await Promise.race([this.settled(), new Promise((resolve) => setTimeout(resolve, CLOSE_GRACE_MS).unref())]);
     await Promise.all([...this.clients.values()].map((c) => c.close()));
   }
 }
+
+/** How long close() waits for running cache fills. */
+const CLOSE_GRACE_MS = 5000;
 
 function readOnly(): Promise<never> {
   return Promise.reject(new RegistryError('UNSUPPORTED', 'this registry is a read-only mirror'));

@@ -1,6 +1,8 @@
 // Reading a blob while a cache fill writes it, for any number of clients at
-// their own pace: a client reads what is stored, waits for more, and reads
-// on, switching to the committed blob when the upload object moves there.
+// their own pace: a client reads what is stored (or, at the head of this
+// process's own fill, what is still in memory on its way to storage), waits
+// for more, and reads on, switching to the committed blob when the upload
+// object moves there.
 // The last byte is held back until the fill says the bytes are complete
 // (their digest verified), so no client receives a complete blob whose bytes
 // do not match it. Shared by this process's fills (blob-fill.ts) and other
@@ -13,6 +15,18 @@ export interface TailSource {
   readonly size: number | undefined;
   /** Bytes stored so far at `key`. */
   readonly written: number;
+  /**
+   * Bytes a reader may have so far: `written`, plus what the fill holds in
+   * memory on its way to storage (this process's own fills; see `fromMemory`).
+   */
+  readonly available?: number;
+  /**
+   * Bytes from `pos` (up to `end`) that the fill still holds in memory, or
+   * undefined when `pos` is no longer there (then it is in storage). Lets a
+   * client at the head of a fill have bytes as they arrive instead of after
+   * they were stored (on S3 a part is stored only once it is complete).
+   */
+  fromMemory?(pos: number, end: number): Buffer | undefined;
   /** All bytes are stored and verified: the last byte may go out. */
   readonly complete: boolean;
   /** Set when the fill failed. */
@@ -35,12 +49,20 @@ async function* tailChunks(source: TailSource, driver: StorageDriver, range?: By
     if (source.failure) throw source.failure;
     const end = range?.end ?? (source.size !== undefined ? source.size - 1 : Number.POSITIVE_INFINITY);
     if (pos > end) return;
-    const readable = source.complete ? source.written : Math.max(0, source.written - 1);
-    if (source.complete && pos >= source.written) return;
+    const available = source.available ?? source.written;
+    const readable = source.complete ? available : Math.max(0, available - 1);
+    if (source.complete && pos >= available) return;
+    const last = Math.min(end, readable - 1);
+    const inMemory = pos <= last ? source.fromMemory?.(pos, last) : undefined;
+    if (inMemory) {
+      pos += inMemory.length;
+      yield inMemory;
+      continue;
+    }
     const key = source.key;
-    if (pos < readable && key) {
+    if (pos < readable && pos < source.written && key) {
       try {
-        const stream = await driver.reader(key, { start: pos, end: Math.min(end, readable - 1) });
+        const stream = await driver.reader(key, { start: pos, end: Math.min(last, source.written - 1) });
         for await (const chunk of stream) {
           pos += (chunk as Buffer).length;
           yield chunk as Buffer;

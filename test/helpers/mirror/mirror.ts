@@ -36,12 +36,23 @@ export interface Mirror {
   stop(): Promise<void>;
 }
 
+/** An in-process mirror: its cache fills can be awaited. */
+export interface LocalMirror extends Mirror {
+  server: TestServer;
+  /**
+   * Resolves once the cache fills running now are committed (or failed). A client has
+   * its last byte once the bytes are verified, a moment before the commit, so a test
+   * that looks at the cache right after a pull waits for this first.
+   */
+  settled(): Promise<void>;
+}
+
 function proxySection(options: MirrorOptions): Record<string, unknown> {
   return { ...(options.upstreams ? { upstreams: options.upstreams } : {}), ...options.proxy };
 }
 
 /** The mirror in this process. */
-export async function startMirror(options: MirrorOptions): Promise<Mirror & { server: TestServer }> {
+export async function startMirror(options: MirrorOptions): Promise<LocalMirror> {
   const server = await startTestServer({
     users: options.users ?? {},
     anonymousPull: options.anonymousPull,
@@ -55,6 +66,7 @@ export async function startMirror(options: MirrorOptions): Promise<Mirror & { se
     dataDir: path.join(server.root, 'data'),
     auth: first ? basicAuth(first[0], first[1]) : undefined,
     stop: () => server.stop(),
+    settled: () => server.mirror!.settled(),
   };
 }
 
