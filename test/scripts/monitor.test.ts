@@ -251,7 +251,8 @@ describe('monitor: disk usage (statfs)', () => {
     const disk = bad.lines.filter((l) => l.fields.check === 'disk');
     expect(disk).toHaveLength(2);
     expect(disk[0].level).toBe('error');
-    expect(disk[0].msg).toMatch(new RegExp(`≥ ${threshold.replace('.', '\\.')}%`));
+    // The threshold as the script prints it: a number (13.20 → "13.2").
+    expect(disk[0].msg).toMatch(new RegExp(`≥ ${String(Number(threshold)).replace('.', '\\.')}%`));
     expect(disk[1].msg).toMatch(/statfs failed: .*ENOENT/);
     expect(hook.alerts).toHaveLength(1);
     expect(hook.alerts[0].body.details.failures.map((f: any) => f.target)).toEqual([dir, `${dir}/nope`]);
