@@ -161,6 +161,20 @@ describe.each(harnesses)('storage driver contract: $name', ({ name, open }) => {
     await expectNotFound(d.stat(`${dir}/nope`));
   });
 
+  test('exists: objects, directories and appended objects are there; missing keys, name prefixes and deleted objects are not', async () => {
+    const dir = fresh();
+    await d.putContent(`${dir}/repo/_layers/sha256/aa/link`, Buffer.from('sha256:aa'));
+    await d.append(`${dir}/repo/_uploads/u1/data`, Readable.from([randomBytes(1000)]));
+    for (const k of [`${dir}/repo/_layers/sha256/aa/link`, `${dir}/repo/_layers`, `${dir}/repo/_uploads/u1/data`]) {
+      expect(await d.exists(k), k).toBe(true);
+    }
+    for (const k of [`${dir}/repo/_layers/sha256/bb/link`, `${dir}/rep`, `${dir}/repo/_layers/sha256/aa/link/x`]) {
+      expect(await d.exists(k), k).toBe(false);
+    }
+    await d.delete(`${dir}/repo/_layers/sha256/aa`);
+    expect(await d.exists(`${dir}/repo/_layers/sha256/aa/link`)).toBe(false);
+  });
+
   test('list: names of the direct children (objects and directories), missing keys and files are errors', async () => {
     const dir = fresh();
     await d.putContent(`${dir}/tags/v1/current/link`, Buffer.from('x'));

@@ -181,13 +181,9 @@ export class BlobStore {
     }
   }
 
-  /**
-   * Whether a link exists. Read rather than stat-ed, as distribution does: a
-   * link is a few dozen bytes, and on S3 one GET is cheaper than a stat (HEAD
-   * plus the times sidecar). A link whose content is no digest counts as absent.
-   */
+  /** Whether a link exists (the driver's cheapest check: on S3 a stat would also read the times sidecar). */
   async hasLink(key: string): Promise<boolean> {
-    return (await this.readLink(key)) !== undefined;
+    return this.driver.exists(key);
   }
 
   async writeLink(key: string, digest: Digest): Promise<void> {

@@ -35,6 +35,11 @@ export interface StorageDriver {
   putContent(key: string, data: Uint8Array): Promise<void>;
   /** Throws PathNotFoundError. */
   stat(key: string): Promise<FileInfo>;
+  /**
+   * Whether an object (or directory) is there, by the cheapest check the storage
+   * has: a stat(2) on disk, one HEAD on S3 (stat() also reads S3's times sidecar).
+   */
+  exists(key: string): Promise<boolean>;
   /** Names (not keys) of the direct children of a directory. Throws PathNotFoundError. */
   list(key: string): Promise<string[]>;
   /** A stream of the object's bytes, opened before it resolves (so a missing object throws here). */

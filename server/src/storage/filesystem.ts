@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { type ByteRange, type FileInfo, PathNotFoundError, type StorageDriver } from './driver.ts';
+import { type ByteRange, type FileInfo, isNotFound, PathNotFoundError, type StorageDriver } from './driver.ts';
 
 const READ_CHUNK = 1024 * 1024;
 
@@ -65,6 +65,16 @@ export class FilesystemDriver implements StorageDriver {
       const st = await fs.stat(this.full(key));
       return { key, size: st.size, modTime: st.mtime, accessTime: st.atime, isDir: st.isDirectory() };
     } catch (err) {
+      throw mapError(err, key);
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      await fs.stat(this.full(key));
+      return true;
+    } catch (err) {
+      if (isNotFound(mapError(err, key))) return false;
       throw mapError(err, key);
     }
   }

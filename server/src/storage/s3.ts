@@ -237,6 +237,10 @@ export class S3Driver implements StorageDriver {
     return (await this.locate(key)).info;
   }
 
+  async exists(key: string): Promise<boolean> {
+    return this.existsAt(this.objectKey(key));
+  }
+
   async list(key: string): Promise<string[]> {
     const prefix = this.dirPrefix(key);
     const names = new Set<string>();
@@ -420,7 +424,7 @@ export class S3Driver implements StorageDriver {
     await this.put(timesKey, Buffer.from(JSON.stringify(sidecar)));
     // A delete that ran meanwhile must not leave the sidecar behind (it would keep
     // the deleted name visible in list()).
-    if (!(await this.exists(k))) await this.deleteKeys([timesKey]);
+    if (!(await this.existsAt(k))) await this.deleteKeys([timesKey]);
   }
 
   // ---- objects, parts and times ----
@@ -466,7 +470,7 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  private async exists(k: string): Promise<boolean> {
+  private async existsAt(k: string): Promise<boolean> {
     if (await this.head(k)) return true;
     return (await this.probe(k)).kind !== 'missing';
   }
