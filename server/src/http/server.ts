@@ -41,6 +41,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** storage.cache.blobdescriptor: inmemory — how long a repository link seen to exist is trusted. */
+const LINK_CACHE_MS = 10_000;
+
 export interface StartOptions {
   logger?: Logger;
   /** Overrides http.addr (tests pass "127.0.0.1:0"). */
@@ -62,6 +65,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     deleteEnabled: config.storage.delete.enabled && !mirrorMode,
     readOnly: mirrorMode || (config.storage.maintenance?.readonly?.enabled ?? false),
     blobDescriptorCacheSize: config.storage.cache?.blobdescriptorsize,
+    // distribution's inmemory descriptor cache also caches repository links (for good); ours for 10 s.
+    linkCacheMs: config.storage.cache?.blobdescriptor === 'inmemory' ? LINK_CACHE_MS : 0,
     redirect: !(config.storage.redirect?.disable ?? false),
     shared: shared.registry,
   });

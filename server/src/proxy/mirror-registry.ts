@@ -150,7 +150,15 @@ export class MirrorRegistry implements RegistryService {
     const { upstream } = this.upstreamFor(name);
     if (cached && this.recentlyDown(upstream.host)) return serve('hit');
     try {
-      return serve((await this.revalidateTag(name, reference, cached)) ? 'hit' : 'miss');
+      if (cached && (await this.stillCurrent(name, reference, cached))) {
+        // The upstream confirmed the cached digest: record that while the manifest is served.
+        const marking = this.markValidated(name, reference);
+        const result = await this.local.manifests.getResolved(name, cached, reference, accept);
+        await marking;
+        return { ...result, cache: 'hit' };
+      }
+      await this.fetchManifest(name, reference);
+      return serve('miss');
     } catch (err) {
       if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
@@ -162,20 +170,15 @@ export class MirrorRegistry implements RegistryService {
     }
   }
 
-  /** True when the cached copy is still current; otherwise the new manifest was fetched and stored. */
-  private async revalidateTag(name: string, tag: string, cached: Digest | undefined): Promise<boolean> {
+  /**
+   * Asks the upstream whether a cached tag still names `cached`. HEAD does not count
+   * against Docker Hub's pull limit; a GET follows only when the tag moved. No retries:
+   * if the upstream is struggling, the cached copy is served at once.
+   */
+  private async stillCurrent(name: string, tag: string, cached: Digest): Promise<boolean> {
     const { client, remoteName } = this.upstreamFor(name);
-    if (cached) {
-      // HEAD does not count against Docker Hub's pull limit; GET only when the tag moved.
-      // No retries: if the upstream is struggling, the cached copy is served at once.
-      const head = await client.headManifest(remoteName, tag, 0);
-      if (head.digest === cached.value) {
-        await this.markValidated(name, tag);
-        return true;
-      }
-    }
-    await this.fetchManifest(name, tag);
-    return false;
+    const head = await client.headManifest(remoteName, tag, 0);
+    return head.digest === cached.value;
   }
 
   /** Fetches a manifest from the upstream, verifies it, and stores it (and the tag) in the cache. */

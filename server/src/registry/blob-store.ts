@@ -34,13 +34,25 @@ export class BlobStore {
   /** Bumped before and after every deletion: a stat that overlapped one must not fill the cache. */
   private deletions = 0;
 
+  /**
+   * Links seen to exist (key → until when that is trusted), with storage.cache.blobdescriptor:
+   * inmemory, which in distribution caches repository links too (for good). Here for
+   * `linkTtlMs` at most, and forgotten at once when this process deletes a link; a deletion
+   * by another process (a replica, an offline GC) shows after the TTL.
+   */
+  private readonly seenLinks: LruCache<string, number> | undefined;
+  /** Bumped by every link deletion: an exists() that overlapped one must not fill the cache. */
+  private linkDeletions = 0;
+
   constructor(
     readonly driver: StorageDriver,
     descriptorCacheSize = 10_000,
     /** The shared cache, used instead of the in-process one when set. */
     private readonly shared?: DescriptorCache,
+    private readonly linkTtlMs = 0,
   ) {
     this.sizes = new LruCache(descriptorCacheSize, () => 1);
+    this.seenLinks = linkTtlMs > 0 ? new LruCache(descriptorCacheSize, () => 1) : undefined;
   }
 
   /** Global stat, ignoring repositories. Undefined when the blob is not stored. */
@@ -183,7 +195,24 @@ export class BlobStore {
 
   /** Whether a link exists (the driver's cheapest check: on S3 a stat would also read the times sidecar). */
   async hasLink(key: string): Promise<boolean> {
-    return this.driver.exists(key);
+    const until = this.seenLinks?.get(key);
+    if (until !== undefined && until > Date.now()) return true;
+    const epoch = this.linkDeletions;
+    const exists = await this.driver.exists(key);
+    if (exists && this.seenLinks && epoch === this.linkDeletions) this.seenLinks.set(key, Date.now() + this.linkTtlMs);
+    return exists;
+  }
+
+  /** Deletes links (a directory of them) and forgets every link seen to exist. */
+  async deleteLinks(key: string): Promise<void> {
+    this.linkDeletions++;
+    this.seenLinks?.clear();
+    try {
+      await this.driver.delete(key);
+    } finally {
+      this.linkDeletions++;
+      this.seenLinks?.clear();
+    }
   }
 
   async writeLink(key: string, digest: Digest): Promise<void> {

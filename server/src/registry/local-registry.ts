@@ -32,6 +32,8 @@ export interface LocalRegistryOptions {
   deleteEnabled: boolean;
   readOnly: boolean;
   blobDescriptorCacheSize?: number;
+  /** How long a link seen to exist is trusted without asking the storage again (0: always ask). */
+  linkCacheMs?: number;
   /**
    * storage.redirect: answer blob GETs with a 307 to a presigned storage URL when
    * the driver has them (S3), so the bytes bypass this process. Off by default here;
@@ -72,7 +74,7 @@ export class LocalRegistry implements RegistryService {
     const shared = options.shared ?? {};
     this.guard = shared.guard ?? new InProcessGcGuard();
     this.maintenance = shared.exclusive ?? new KeyedLock();
-    this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize, shared.descriptors);
+    this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize, shared.descriptors, options.linkCacheMs);
     this.manifests = new ManifestStore(driver, this.blobs, this.guard);
     this.uploads = new UploadStore(driver, this.blobs, this.guard, { hashStates: shared.hashStates, onHashState: shared.onHashState });
   }
@@ -109,7 +111,7 @@ export class LocalRegistry implements RegistryService {
     this.requireDelete();
     if (!(await this.blobs.hasLink(paths.layerLink(name, digest)))) throw blobUnknown(digest);
     // Only the repository's link goes; the data is shared and is garbage collection's to remove.
-    await this.driver.delete(paths.layerLinkDir(name, digest));
+    await this.blobs.deleteLinks(paths.layerLinkDir(name, digest));
   }
 
   // ---- uploads ----

@@ -50,7 +50,11 @@ export class ManifestStore {
   }
 
   async get(name: string, reference: string, accept?: string): Promise<ManifestResult> {
-    const digest = await this.resolve(name, reference);
+    return this.getResolved(name, await this.resolve(name, reference), reference, accept);
+  }
+
+  /** get() for a reference the caller has just resolved (to `digest`) itself. */
+  async getResolved(name: string, digest: Digest, reference: string, accept?: string): Promise<ManifestResult> {
     const { body, info } = await this.load(digest, name, reference);
     if (!accepts(accept, info.mediaType)) {
       const fallback = isIndexMediaType(info.mediaType) ? await this.platformFallback(name, info, accept) : undefined;
@@ -133,7 +137,7 @@ export class ManifestStore {
    */
   async deleteRevision(name: string, digest: Digest): Promise<void> {
     const loaded = await this.tryLoad(digest);
-    await this.driver.delete(paths.revisionDir(name, digest));
+    await this.blobs.deleteLinks(paths.revisionDir(name, digest));
     if (loaded?.info.subject) {
       await this.driver.delete(paths.referrerDir(name, loaded.info.subject, digest));
     }
