@@ -11,8 +11,9 @@
 // driver instead of the filesystem, each on its own bucket of one Ceph RGW the
 // bench starts (test/tools/start-ceph-rgw.sh; see s3.ts), with the very same
 // storage.s3 section (distribution's keys, chunksize 10 MiB). storage.redirect
-// stays at its default on both: distribution answers a blob GET with a 307 to a
-// presigned RGW URL, ours serves the bytes itself; the clients (curl -L,
+// stays at its default on both: each answers a blob GET with a 307 to a
+// presigned RGW URL (HEAD: distribution redirects it too, ours answers it
+// itself); the clients (curl -L,
 // undici's redirect interceptor) follow redirects, so a GET row is what a
 // docker/containerd client would see. The mirror rows run on s3 too (a fresh
 // rootdirectory per repetition); their upstream stays a distribution on the
@@ -749,8 +750,8 @@ function table(): string {
       ? [
           `storage s3: ${s3Store.description}; one bucket per server on it; storage.s3 = region ${s3Store.region}, regionendpoint, bucket, ` +
             `accesskey, secretkey, secure: false, v4auth: true, chunksize ${S3_CHUNK} (path-style: both default to it with a regionendpoint)`,
-          'storage.redirect at its default on both: distribution answers blob GETs with a 307 to a presigned RGW URL, ours serves the ' +
-            'bytes itself (no redirect); clients follow redirects (curl -L, undici redirect interceptor), so GET and pull rows are ' +
+          'storage.redirect at its default on both: blob GETs answer 307 to a presigned RGW URL (HEADs: distribution redirects them ' +
+            'too, ours answers them itself); clients follow redirects (curl -L, undici redirect interceptor), so GET and pull rows are ' +
             'what a client sees, the RGW transfer included; the object store\'s CPU (ceph-mon, ceph-osd, radosgw) is counted apart, ' +
             'neither as servers\' nor as other processes\' (the quiet wait includes it)',
         ]

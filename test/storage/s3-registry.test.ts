@@ -398,7 +398,8 @@ describe('mirror mode on S3 storage (Ceph RGW)', () => {
         admin: { addr: '127.0.0.1:0' },
         gc: { graceperiod: '0s' },
         cache: { maxage: '1h' },
-        proxy: { upstreams: [{ host, url: upstream.url, username: TEST_USER, password: TEST_PASSWORD }] },
+        // A freshness window makes the mirror record when the upstream last confirmed a tag (its link's mtime).
+        proxy: { upstreams: [{ host, url: upstream.url, username: TEST_USER, password: TEST_PASSWORD }], tagfreshness: '1ms' },
       },
     });
     await new RegistryClient(upstream.url, upstream.auth).pushImage('lib/big', '1', image);

@@ -234,8 +234,12 @@ export class MirrorRegistry implements RegistryService {
     }
   }
 
-  /** The tag link's mtime records when the upstream last confirmed it. */
+  /**
+   * The tag link's mtime records when the upstream last confirmed it: what isFresh()
+   * goes by. With proxy.tagfreshness 0 nothing does, so nothing is written.
+   */
   private async markValidated(name: string, tag: string): Promise<void> {
+    if (this.options.tagFreshnessMs <= 0) return;
     await this.local.driver.touch(paths.tagCurrentLink(name, tag), { modified: new Date() }).catch(() => {});
   }
 
