@@ -19,6 +19,11 @@ export interface TestServer extends RunningServer {
   /** Basic auth header for the test user (when users were configured). */
   auth: string;
   stop(): Promise<void>;
+  /**
+   * Resolves once no request is being handled (registry_http_requests_in_flight is 0), e.g.
+   * after a raw request the client gave up on, whose handler may still be cleaning up.
+   */
+  idle(): Promise<void>;
 }
 
 export interface TestServerOptions {
@@ -51,6 +56,15 @@ export interface TestServerOptions {
 
 export const TEST_USER = 'tester';
 export const TEST_PASSWORD = 'secret-pw';
+
+/** Resolves once the server handles no request (registry_http_requests_in_flight is 0). */
+export async function waitIdle(running: RunningServer): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await running.metrics.inFlight.get()).values[0]?.value !== 0) {
+    if (Date.now() > deadline) throw new Error('the server is still handling requests after 10 s');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 export function makeTempDir(prefix = 'rs-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
@@ -110,6 +124,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     root,
     storage,
     auth: basicAuth(firstUser, firstPassword),
+    idle: () => waitIdle(running),
     async stop() {
       await running.close();
       if (ownsStorage) await storage.destroy();

@@ -31,7 +31,8 @@ describe('private registry: metrics, health, admin token', () => {
     const res = await adminReq(server, 'GET', '/metrics');
     expect(res.status).toBe(200);
     expect(String(res.headers['content-type'])).toMatch(/^text\/plain/);
-    const text = res.text;
+    // A response is counted once it has been written: the client may have its last byte a moment before.
+    const text = await metricsOnce(server, (t) => metric(t, 'registry_http_sent_bytes_total', { route: 'blob' }) !== undefined);
     expect(metric(text, 'registry_http_requests_total', { route: 'manifest', method: 'GET', status: '200' })).toBe(1);
     expect(metric(text, 'registry_http_requests_total', { route: 'manifest', method: 'GET', status: '404' })).toBe(1);
     expect(metric(text, 'registry_http_requests_total', { route: 'manifest', method: 'PUT', status: '201' })).toBe(1);

@@ -143,6 +143,9 @@ export function createApp(options: AppOptions): RequestListener {
       finish(res.statusCode);
     };
 
-    run().catch(fail);
+    metrics?.inFlight.inc();
+    run()
+      .catch(fail)
+      .finally(() => metrics?.inFlight.dec());
   };
 }

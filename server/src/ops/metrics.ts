@@ -6,6 +6,7 @@ import type { UpstreamClient } from '../proxy/upstream-client.ts';
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly inFlight: Gauge;
   readonly duration: Histogram<'route' | 'method'>;
   readonly bytesIn: Counter<'route'>;
   readonly bytesOut: Counter<'route'>;
@@ -30,6 +31,11 @@ export class Metrics {
       help: 'API request latency (until the response is complete)',
       labelNames: ['route', 'method'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    this.inFlight = new Gauge({
+      name: 'registry_http_requests_in_flight',
+      help: 'Requests being handled (until their handler, cleanup included, has returned)',
       registers,
     });
     this.bytesIn = new Counter({ name: 'registry_http_received_bytes_total', help: 'Request body bytes', labelNames: ['route'], registers });

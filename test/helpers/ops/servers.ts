@@ -12,7 +12,7 @@ import { stringify as toYaml } from 'yaml';
 import { loadConfigObject } from '../../../server/src/config/load.ts';
 import { startServer } from '../../../server/src/http/server.ts';
 import { cleanEnv, REPO_ROOT } from '../process.ts';
-import { basicAuth, makeTempDir, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, writeHtpasswd } from '../server.ts';
+import { basicAuth, makeTempDir, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, waitIdle, writeHtpasswd } from '../server.ts';
 import { createTestStorage } from '../storage.ts';
 
 export const ADMIN = { admin: { addr: '127.0.0.1:0' } };
@@ -188,6 +188,7 @@ export async function startLoggedServer(
     storage: await createTestStorage('ops', { dataDir: path.join(root, 'data'), kind: 'filesystem' }),
     sink,
     auth: basicAuth(firstUser, firstPassword),
+    idle: () => waitIdle(running),
     async stop() {
       await running.close();
       rmSync(root, { recursive: true, force: true });
