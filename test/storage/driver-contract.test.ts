@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { PathNotFoundError, type StorageDriver } from '../../server/src/storage/driver.ts';
 import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
@@ -627,6 +627,39 @@ describe('S3 driver specifics (Ceph RGW)', () => {
       await driver.move('/up/data', '/blob/data');
       expect(digest(await driver.getContent('/blob/data'))).toBe(digest(expected));
       expect(await bucket.keys('concurrent/up/')).toEqual([]);
+    } finally {
+      driver.destroy();
+    }
+  });
+
+  test('putStream: the object appears whole at the end, one multipart upload, nothing copied; a failed source leaves nothing', async () => {
+    const { driver, sent } = recordingDriver({ rootDirectory: '/stream' });
+    try {
+      const data = randomBytes(2 * PART + 12345);
+      const tapped: number[] = [];
+      // Nothing is visible while the stream runs.
+      const source = new PassThrough();
+      const writing = driver.putStream('/blobs/x/data', source, (chunk) => tapped.push(chunk.length));
+      source.write(data.subarray(0, PART + 10));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await driver.exists('/blobs/x/data')).toBe(false);
+      source.end(data.subarray(PART + 10));
+      expect(await writing).toBe(data.length);
+      expect(tapped.reduce((a, b) => a + b, 0)).toBe(data.length);
+      expect(digest(await driver.getContent('/blobs/x/data'))).toBe(digest(data));
+      expect(sent.filter((c) => c === 'UploadPartCommand')).toHaveLength(3);
+      expect(sent).not.toContain('UploadPartCopyCommand');
+      expect(await bucket.keys('stream/blobs/x/')).toEqual(['stream/blobs/x/data']);
+
+      // A source that fails: no object, and the multipart upload is aborted.
+      const failing = new PassThrough();
+      const failed = driver.putStream('/blobs/y/data', failing);
+      failing.write(randomBytes(PART + 1));
+      setTimeout(() => failing.destroy(new Error('upstream went away')), 100);
+      await expect(failed).rejects.toThrow(/upstream went away/);
+      expect(await driver.exists('/blobs/y/data')).toBe(false);
+      const open = await bucket.client.send(new ListMultipartUploadsCommand({ Bucket: bucket.bucket, Prefix: 'stream/' }));
+      expect(open.Uploads ?? []).toEqual([]);
     } finally {
       driver.destroy();
     }

@@ -17,19 +17,6 @@ import type { Logger } from '../ops/logger.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
-const MiB = 1024 * 1024;
-/**
- * How far a fill may read the upstream ahead of what the storage has taken:
- * clients get the bytes at the upstream's speed even when the storage is slower
- * (S3 stores a part at a time), while memory stays bounded whatever the blob's
- * size: at most AHEAD_PER_FILL per fill, and beyond AHEAD_MIN only while all the
- * process's fills together hold less than AHEAD_TOTAL.
- */
-const AHEAD_PER_FILL = 64 * MiB;
-const AHEAD_MIN = 16 * MiB;
-const AHEAD_TOTAL = 256 * MiB;
-const budget = { ahead: 0 };
-
 /** Wakes everyone waiting for the next change. */
 class Signal {
   private waiting: Array<() => void> = [];
@@ -42,6 +29,24 @@ class Signal {
     for (const resolve of waiting) resolve();
   }
 }
+
+const MiB = 1024 * 1024;
+/**
+ * How far a fill may read the upstream ahead of what the storage has taken:
+ * clients get the bytes at the upstream's speed even when the storage is slower
+ * (S3 stores a part at a time), while memory stays bounded whatever the blob's
+ * size: at most AHEAD_PER_FILL per fill, and beyond AHEAD_MIN only while all the
+ * process's fills together hold less than AHEAD_TOTAL.
+ */
+const AHEAD_PER_FILL = 64 * MiB;
+const AHEAD_MIN = 16 * MiB;
+const AHEAD_TOTAL = 256 * MiB;
+const budget = { ahead: 0, receiving: 0, changed: new Signal() };
+const WRITE_BEHIND_MAX_WAIT_MS = 1000;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** How many bytes of a fill may wait for the storage before it starts writing them (see feed()). */
+const WRITE_BEHIND = 32 * MiB;
+
 
 /** 'verified': every byte arrived and matches the digest; the commit is still running. */
 type State = 'starting' | 'running' | 'verified' | 'done' | 'failed';
@@ -94,6 +99,13 @@ export class BlobFill implements Fill, TailSource {
   private resolveReady!: (size: number | undefined) => void;
   private rejectReady!: (err: Error) => void;
 
+  /**
+   * Written straight to the blob's key (driver.putStream) rather than to an upload
+   * that is moved there: when the driver can, and no other replica reads the fill
+   * from storage (no observer). On S3 this saves copying every byte a second time.
+   */
+  private readonly direct: boolean;
+
   constructor(
     readonly digest: Digest,
     private readonly cacheName: string,
@@ -101,6 +113,7 @@ export class BlobFill implements Fill, TailSource {
     private readonly deps: { driver: StorageDriver; blobs: BlobStore; client: UpstreamClient; logger: Logger; observer?: FillObserver },
   ) {
     this.location = paths.uploadData(cacheName, this.uploadId);
+    this.direct = deps.driver.putStream !== undefined && deps.observer === undefined;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -125,19 +138,30 @@ export class BlobFill implements Fill, TailSource {
       this.deps.observer?.started(this.key, fetched.size);
       body = fetched.body;
       const pumping = this.pump(fetched.body);
-      await driver.append(this.key, Readable.from(this.feed(), { objectMode: false }), (chunk) => {
+      const stream = Readable.from(this.feed(), { objectMode: false });
+      const tap = (chunk: Buffer) => {
         this.stored += chunk.length;
         this.unaccount(chunk.length);
         this.release();
         this.progressed.notify();
         this.deps.observer?.progress(this.stored);
-      });
-      await pumping;
-      ms.storedMs = Date.now() - t0;
-      await blobs.commitFrom(this.key, this.digest, this.stored);
+      };
+      if (this.direct && driver.putStream) {
+        // Straight to the blob's place, visible only once complete (the feed ends only after the
+        // digest checked out; a bad blob aborts the write).
+        await driver.putStream(paths.blobData(this.digest), stream, tap);
+        await pumping;
+        ms.storedMs = Date.now() - t0;
+        await blobs.recordStored(this.digest, this.stored);
+      } else {
+        await driver.append(this.key, stream, tap);
+        await pumping;
+        ms.storedMs = Date.now() - t0;
+        await blobs.commitFrom(this.key, this.digest, this.stored);
+      }
       await blobs.writeLink(paths.layerLink(this.cacheName, this.digest), this.digest);
       // Clean up before anyone learns the blob is complete: a client that has all its bytes sees no leftovers.
-      await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      if (!this.direct) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
       cleaned = true;
       this.location = paths.blobData(this.digest);
       this.state = 'done';
@@ -159,7 +183,7 @@ export class BlobFill implements Fill, TailSource {
       throw this.error;
     } finally {
       this.unaccount(Number.POSITIVE_INFINITY);
-      if (!cleaned) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      if (!cleaned && !this.direct) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
     }
   }
 
@@ -172,6 +196,7 @@ export class BlobFill implements Fill, TailSource {
    */
   private async pump(body: Readable): Promise<void> {
     const hash = newHash(this.digest.algorithm);
+    budget.receiving++;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         if ((this.state as State) === 'failed') return;
@@ -200,6 +225,8 @@ export class BlobFill implements Fill, TailSource {
       this.pumpError = err as Error;
       body.destroy();
     } finally {
+      budget.receiving--;
+      budget.changed.notify();
       this.wake();
       this.progressed.notify();
     }
@@ -212,6 +239,17 @@ export class BlobFill implements Fill, TailSource {
 
   /** The stream the storage stores: the window's bytes in order, ending only once the pump verified them. */
   private async *feed(): AsyncGenerator<Buffer> {
+    // Write-behind: the upstream gets the process first, and the storage its bytes once they are all
+    // here and verified, or once WRITE_BEHIND of them wait (readers have them from memory meanwhile).
+    // Not when other replicas follow the fill (an observer): they read it from the storage.
+    if (!this.deps.observer) {
+      while (this.state === 'running' && !this.pumpError && this.received < WRITE_BEHIND) await this.progressed.next();
+      // And, for a moment, while other fills are still downloading (their clients wait for them).
+      const until = Date.now() + WRITE_BEHIND_MAX_WAIT_MS;
+      while (budget.receiving > 0 && budget.ahead < AHEAD_TOTAL / 2 && Date.now() < until && !this.pumpError) {
+        await Promise.race([budget.changed.next(), sleep(50)]);
+      }
+    }
     let fed = 0;
     for (;;) {
       if (this.pumpError) throw this.pumpError;
@@ -249,7 +287,8 @@ export class BlobFill implements Fill, TailSource {
   // ---- TailSource ----
 
   get written(): number {
-    return this.stored;
+    // Written in place (direct), nothing is readable from storage before the end.
+    return this.direct && this.state !== 'done' ? 0 : this.stored;
   }
 
   get available(): number {
@@ -283,6 +322,9 @@ export class BlobFill implements Fill, TailSource {
    * byte before the last one is what a reader can have before verification.)
    */
   waitForMore(pos: number): Promise<void> {
+    // A reader that fell behind the window while nothing is readable from storage yet
+    // (direct) catches up from the committed blob.
+    if (pos < this.windowStart && pos >= this.written) return this.done.catch(() => {});
     return this.waitFor(pos + 1);
   }
 

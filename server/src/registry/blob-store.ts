@@ -163,6 +163,11 @@ export class BlobStore {
     await this.remember(digest, size);
   }
 
+  /** Records a blob written in place under its digest by the caller (a verified cache fill). */
+  async recordStored(digest: Digest, size: number): Promise<void> {
+    await this.remember(digest, size);
+  }
+
   /** Removes the blob data itself (garbage collection only). */
   async deleteData(digest: Digest): Promise<void> {
     this.deletions++;

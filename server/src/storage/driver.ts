@@ -62,6 +62,14 @@ export interface StorageDriver {
    * half way, the bytes written so far stay (the upload's offset says how many).
    */
   append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number>;
+  /**
+   * Optional: streams an object to `key` that appears there whole, or not at all,
+   * when the source ends (and never when it fails), calling `tap` with every chunk
+   * stored. Nothing is readable before the end. For a writer that knows the final
+   * key up front and has no reader of the bytes in storage meanwhile (a cache fill):
+   * on S3 this is one multipart upload, where append() + move() copy the data twice.
+   */
+  putStream?(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number>;
   /** Durably and atomically moves an object to a new key, replacing what is there. */
   move(from: string, to: string): Promise<void>;
   /** Deletes an object or a whole directory tree. Missing keys are not an error. */
