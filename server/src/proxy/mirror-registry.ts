@@ -84,13 +84,15 @@ export class MirrorRegistry implements RegistryService {
   }
 
   async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
-    const local = await this.localBlob(name, digest);
+    // A fill of this process already running: join it without asking the storage.
+    let fill = this.fills.get(digest.value);
+    const local = fill ? undefined : await this.localBlob(name, digest);
     if (local) {
       this.access.touch(paths.blobData(digest));
       return this.local.blobHandle(local, 'hit');
     }
 
-    let fill = this.fills.get(digest.value);
+    fill ??= this.fills.get(digest.value);
     if (!fill) {
       const { client, remoteName } = this.upstreamFor(name);
       const deps = { driver: this.local.driver, blobs: this.local.blobs, client, logger: this.options.logger };
@@ -117,15 +119,12 @@ export class MirrorRegistry implements RegistryService {
 
   /** A blob already in the cache: linked in this repository, or stored for another one (blobs are shared by digest). */
   private async localBlob(name: string, digest: Digest): Promise<BlobInfo | undefined> {
-    try {
-      return await this.local.statBlob(name, digest);
-    } catch (err) {
-      if (!isRegistryError(err, 'BLOB_UNKNOWN')) throw err;
-    }
-    const shared = await this.local.blobs.stat(digest);
-    if (!shared) return undefined;
-    await this.local.blobs.writeLink(paths.layerLink(name, digest), digest);
-    return shared;
+    // Both questions at once: on S3 each is a round trip or two, and a miss asks both.
+    const [linked, stored] = await Promise.all([this.local.blobs.hasLink(paths.layerLink(name, digest)), this.local.blobs.stat(digest)]);
+    if (!stored) return undefined;
+    if (!linked) await this.local.blobs.writeLink(paths.layerLink(name, digest), digest);
+    await this.local.guard.noteUse(digest);
+    return stored;
   }
 
   // ---- manifests ----
@@ -141,10 +140,11 @@ export class MirrorRegistry implements RegistryService {
   private async manifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
     const cached = await this.cachedDigest(name, reference);
     const serve = async (cache: 'hit' | 'miss') => ({ ...(await this.local.getManifest(name, reference, accept)), cache });
+    // Just fetched and stored: served from the digest the fetch verified, without looking it up again.
+    const serveFetched = async (digest: Digest) => ({ ...(await this.local.manifests.getResolved(name, digest, reference, accept)), cache: 'miss' as const });
     if (looksLikeDigest(reference)) {
       if (cached) return serve('hit');
-      await this.upstreamCall(() => this.fetchManifest(name, reference));
-      return serve('miss');
+      return serveFetched(await this.upstreamCall(() => this.fetchManifest(name, reference)));
     }
     if (cached && (await this.isFresh(name, reference))) return serve('hit');
     const { upstream } = this.upstreamFor(name);
@@ -157,8 +157,7 @@ export class MirrorRegistry implements RegistryService {
         await marking;
         return { ...result, cache: 'hit' };
       }
-      await this.fetchManifest(name, reference);
-      return serve('miss');
+      return await serveFetched(await this.fetchManifest(name, reference));
     } catch (err) {
       if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
