@@ -242,11 +242,16 @@ export class BlobFill implements Fill, TailSource {
     // Write-behind: the upstream gets the process first, and the storage its bytes once they are all
     // here and verified, or once WRITE_BEHIND of them wait (readers have them from memory meanwhile).
     // Not when other replicas follow the fill (an observer): they read it from the storage.
+    // Never while the fills of this process hold half the read-ahead budget: their pumps would soon
+    // wait for the storage, and the storage for them.
     if (!this.deps.observer) {
-      while (this.state === 'running' && !this.pumpError && this.received < WRITE_BEHIND) await this.progressed.next();
+      const holding = () => !this.pumpError && budget.ahead < AHEAD_TOTAL / 2;
+      while (this.state === 'running' && holding() && this.received < WRITE_BEHIND) {
+        await Promise.race([this.progressed.next(), sleep(50)]);
+      }
       // And, for a moment, while other fills are still downloading (their clients wait for them).
       const until = Date.now() + WRITE_BEHIND_MAX_WAIT_MS;
-      while (budget.receiving > 0 && budget.ahead < AHEAD_TOTAL / 2 && Date.now() < until && !this.pumpError) {
+      while (budget.receiving > 0 && holding() && Date.now() < until) {
         await Promise.race([budget.changed.next(), sleep(50)]);
       }
     }
