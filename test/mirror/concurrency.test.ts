@@ -4,7 +4,7 @@
 // holds the layer bodies after their first 4 MiB until all 20 clients are
 // receiving every layer, so the pulls really overlap the cache fills.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchManifest } from '../helpers/clients.ts';
 import { readBlob } from '../helpers/mirror/fetch.ts';
@@ -84,7 +84,11 @@ describe('mirror: concurrent cold pulls', () => {
     expect(upstream.requests('GET', /\/blobs\//)).toHaveLength(blobs.length);
     expect(upstream.requests('GET', '/v2/team/big/manifests/v1').length).toBeGreaterThanOrEqual(1);
 
-    // The cache holds the right bytes.
-    for (const b of blobs) expect(await hashFile(blobDataPath(mirror.dataDir, b.digest))).toBe(b.digest);
+    // The cache holds the right bytes (committed a moment after the clients had their last byte).
+    for (const b of blobs) {
+      const file = blobDataPath(mirror.dataDir, b.digest);
+      for (const deadline = Date.now() + 30_000; !existsSync(file) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+      expect(await hashFile(file)).toBe(b.digest);
+    }
   });
 });
