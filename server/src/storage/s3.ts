@@ -305,52 +305,17 @@ export class S3Driver implements StorageDriver {
   async append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number> {
     const k = this.objectKey(key);
     const startOffset = await this.prepareAppend(k);
-    let offset = startOffset;
-    let written = 0;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    // Up to `appendConcurrency` parts are stored at the same time while the next one fills
-    // (a single PUT at a time caps an append at one request's throughput); tap sees them in
-    // order, and only once every part before them is stored too.
-    let ordered: Promise<void> = Promise.resolve();
-    const inFlight: Array<Promise<void>> = [];
-    const store = (): void => {
-      const chunks = pending;
-      const size = pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      const at = offset;
-      offset += size;
-      const put = this.putChunks(this.partKey(k, at), chunks, size);
-      put.catch(() => {}); // awaited in order below
-      const previous = ordered;
-      ordered = (async () => {
-        await previous;
-        await put;
-        for (const chunk of chunks) tap?.(chunk);
-        written += size;
-      })();
-      ordered.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
-      inFlight.push(ordered);
-    };
-    /** Backpressure: wait until fewer than appendConcurrency parts are being stored. */
-    let storeFailed = false;
-    const drain = async (): Promise<void> => {
-      try {
-        while (inFlight.length >= this.appendConcurrency) await inFlight.shift();
-      } catch (err) {
-        storeFailed = true;
-        throw err;
-      }
-    };
+    const parts = new PartQueue(this.chunkSize, this.appendConcurrency, tap, (part) =>
+      this.putChunks(this.partKey(k, startOffset + part.offset), part.chunks, part.size),
+    );
     // A source that pauses (a slow upstream, a client between writes) gets what it
     // sent so far stored as a smaller part, so that readers need not wait for a full one.
     let idle: NodeJS.Timeout | undefined;
     const armIdleFlush = () => {
       clearTimeout(idle);
-      if (pendingBytes > 0 && this.idleFlushMs > 0) {
+      if (parts.pendingBytes > 0 && this.idleFlushMs > 0) {
         idle = setTimeout(() => {
-          if (pendingBytes > 0) store();
+          if (parts.pendingBytes > 0) parts.flush();
         }, this.idleFlushMs);
       }
     };
@@ -359,17 +324,7 @@ export class S3Driver implements StorageDriver {
     try {
       for await (const raw of source) {
         clearTimeout(idle);
-        let chunk = typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer);
-        while (chunk.length > 0) {
-          const take = Math.min(chunk.length, this.chunkSize - pendingBytes);
-          pending.push(take === chunk.length ? chunk : chunk.subarray(0, take));
-          pendingBytes += take;
-          chunk = chunk.subarray(take);
-          if (pendingBytes === this.chunkSize) {
-            store();
-            await drain();
-          }
-        }
+        await parts.write(typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer));
         armIdleFlush();
       }
     } catch (err) {
@@ -378,17 +333,16 @@ export class S3Driver implements StorageDriver {
       clearTimeout(idle);
     }
     // The bytes received before a source failure stay, as in a file: the caller resumes from stat().
-    if (pendingBytes > 0 && !storeFailed) store();
+    if (parts.pendingBytes > 0 && !parts.failed) parts.flush();
     // A failed part write ends the append with that error (the parts before it stay; any stored
     // after it are not contiguous, so they are no part of the object, and the next append removes them).
-    await Promise.allSettled(inFlight);
-    await ordered;
+    await parts.settle();
     if (sourceError) throw sourceError;
-    if (written === 0 && startOffset === 0) {
+    if (parts.written === 0 && startOffset === 0) {
       // Appending nothing still creates the (empty) object, as a file would be created.
       await this.put(this.partKey(k, 0), Buffer.alloc(0));
     }
-    return written;
+    return parts.written;
   }
 
   async putStream(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number> {
@@ -401,54 +355,24 @@ export class S3Driver implements StorageDriver {
     const uploadId = created.UploadId;
     if (!uploadId) throw new Error(`CreateMultipartUpload for ${k} returned no upload id`);
     const etags: string[] = [];
-    let written = 0;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    // As in append(): up to appendConcurrency parts in flight, tapped in order.
-    let ordered: Promise<void> = Promise.resolve();
-    const inFlight: Array<Promise<void>> = [];
-    const store = (): void => {
-      const chunks = pending;
-      const size = pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      const partNumber = etags.length + 1;
-      etags.push('');
-      const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
-      const upload = this.client.send(
-        unsignedPayload(
-          new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber: partNumber, Body: data, ContentLength: size }),
-        ),
-      );
-      upload.catch(() => {});
-      const previous = ordered;
-      ordered = (async () => {
-        await previous;
-        etags[partNumber - 1] = requireEtag((await upload).ETag, k, partNumber);
-        for (const chunk of chunks) tap?.(chunk);
-        written += size;
-      })();
-      ordered.catch(() => {});
-      inFlight.push(ordered);
-    };
+    const parts = new PartQueue(
+      this.chunkSize,
+      this.appendConcurrency,
+      tap,
+      async (part) => {
+        const data = part.chunks.length === 1 ? part.chunks[0] : Buffer.concat(part.chunks, part.size);
+        const PartNumber = part.index + 1;
+        const out = await this.client.send(
+          unsignedPayload(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber, Body: data, ContentLength: part.size })),
+        );
+        etags[part.index] = requireEtag(out.ETag, k, PartNumber);
+      },
+      { maxParts: MAX_PARTS, what: key },
+    );
     try {
-      for await (const raw of source) {
-        let chunk = typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer);
-        while (chunk.length > 0) {
-          const take = Math.min(chunk.length, this.chunkSize - pendingBytes);
-          pending.push(take === chunk.length ? chunk : chunk.subarray(0, take));
-          pendingBytes += take;
-          chunk = chunk.subarray(take);
-          if (pendingBytes === this.chunkSize) {
-            if (etags.length >= MAX_PARTS) throw new Error(`${key}: more than ${MAX_PARTS} parts of ${this.chunkSize} bytes`);
-            store();
-            while (inFlight.length >= this.appendConcurrency) await inFlight.shift();
-          }
-        }
-      }
-      if (pendingBytes > 0 || etags.length === 0) store();
-      await Promise.all(inFlight);
-      await ordered;
+      for await (const raw of source) await parts.write(typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer));
+      if (parts.pendingBytes > 0 || parts.count === 0) parts.flush();
+      await parts.settle();
       await this.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
@@ -457,9 +381,9 @@ export class S3Driver implements StorageDriver {
           MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
         }),
       );
-      return written;
+      return parts.written;
     } catch (err) {
-      await Promise.allSettled(inFlight);
+      await parts.settle().catch(() => {});
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => {});
       throw err;
     }
@@ -982,6 +906,98 @@ function isNotFoundError(err: unknown): boolean {
 
 function isInvalidRange(err: unknown): boolean {
   return errorName(err) === 'InvalidRange' || statusOf(err) === 416;
+}
+
+/** One part of a stream cut by PartQueue: its place in the stream and its bytes. */
+interface QueuedPart {
+  /** 0, 1, 2, … */
+  index: number;
+  /** Where the part starts, counted from the queue's first byte. */
+  offset: number;
+  chunks: Buffer[];
+  size: number;
+}
+
+/**
+ * Cuts a stream into parts of `partSize` bytes (flush() also cuts a shorter one)
+ * and stores up to `concurrency` of them at the same time, while the next one
+ * fills: a single request at a time would cap the stream at one request's
+ * throughput. `tap` sees each part's chunks in order, once that part and every
+ * part before it are stored. Used by append() (part objects) and putStream()
+ * (parts of a multipart upload).
+ */
+class PartQueue {
+  /** Bytes buffered for the next part. */
+  pendingBytes = 0;
+  /** Parts handed to `store` so far. */
+  count = 0;
+  /** Bytes stored (and tapped) so far, in order. */
+  written = 0;
+  /** A part failed to store (seen while waiting for room). */
+  failed = false;
+  private pending: Buffer[] = [];
+  private queued = 0;
+  private ordered: Promise<void> = Promise.resolve();
+  private readonly inFlight: Array<Promise<void>> = [];
+
+  constructor(
+    private readonly partSize: number,
+    private readonly concurrency: number,
+    private readonly tap: ((chunk: Buffer) => void) | undefined,
+    private readonly store: (part: QueuedPart) => Promise<void>,
+    /** At most this many parts (S3's limit for a multipart upload), `what` naming the object in the error. */
+    private readonly limit: { maxParts: number; what: string } = { maxParts: Number.POSITIVE_INFINITY, what: '' },
+  ) {}
+
+  /** Buffers bytes; stores every part they complete, waiting while `concurrency` parts are being stored. */
+  async write(bytes: Buffer): Promise<void> {
+    let chunk = bytes;
+    while (chunk.length > 0) {
+      const take = Math.min(chunk.length, this.partSize - this.pendingBytes);
+      this.pending.push(take === chunk.length ? chunk : chunk.subarray(0, take));
+      this.pendingBytes += take;
+      chunk = chunk.subarray(take);
+      if (this.pendingBytes === this.partSize) {
+        this.flush();
+        await this.drain();
+      }
+    }
+  }
+
+  /** Stores what is buffered as a part (a short or empty one, when that is all there is). */
+  flush(): void {
+    if (this.count >= this.limit.maxParts) throw new Error(`${this.limit.what}: more than ${this.limit.maxParts} parts of ${this.partSize} bytes`);
+    const part: QueuedPart = { index: this.count++, offset: this.queued, chunks: this.pending, size: this.pendingBytes };
+    this.queued += part.size;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const stored = this.store(part);
+    stored.catch(() => {}); // awaited in order below
+    const previous = this.ordered;
+    this.ordered = (async () => {
+      await previous;
+      await stored;
+      for (const chunk of part.chunks) this.tap?.(chunk);
+      this.written += part.size;
+    })();
+    this.ordered.catch(() => {}); // awaited by drain() or settle(); not an unhandled rejection meanwhile
+    this.inFlight.push(this.ordered);
+  }
+
+  /** Resolves once every part is stored; rejects with the first failure. */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.inFlight);
+    await this.ordered;
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.inFlight.length >= this.concurrency) await this.inFlight.shift();
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    }
+  }
 }
 
 /**
