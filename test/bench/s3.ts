@@ -7,10 +7,9 @@
 // as for the tests, points the bench at an S3 that is already running
 // instead: nothing is started or stopped then, and the bench's buckets are
 // emptied and removed at the end.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
-import * as net from 'node:net';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import {
   AbortMultipartUploadCommand,
@@ -23,10 +22,8 @@ import {
   type ListObjectsV2CommandOutput,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { REPO_ROOT, tail } from './servers.ts';
+import { startCephRgw, stopCephRgw, tail } from '../tools/ceph-rgw.ts';
 
-const TOOLS = path.join(REPO_ROOT, 'test/tools');
-const START_TIMEOUT_MS = 180_000;
 
 export interface BenchS3 {
   endpoint: string;
@@ -62,43 +59,13 @@ export async function startS3(workDir: string, log: (msg: string) => void): Prom
   } else {
     cephDir = path.join(workDir, 'ceph');
     mkdirSync(cephDir, { recursive: true });
-    const rgwPort = await pickPort();
-    let monPort = await pickPort();
-    while (monPort === rgwPort) monPort = await pickPort();
     const logFile = path.join(workDir, 'ceph-start.log');
-    log(`s3: starting Ceph RGW in ${cephDir} (rgw port ${rgwPort}, mon port ${monPort})`);
-    const fd = openSync(logFile, 'a');
-    let code: number | null;
-    try {
-      // The daemons inherit the log file, not a pipe: the script's exit does not wait for them.
-      const child = spawn('bash', [path.join(TOOLS, 'start-ceph-rgw.sh')], {
-        env: {
-          ...env,
-          CEPH_RGW_DIR: cephDir,
-          RGW_PORT: String(rgwPort),
-          CEPH_MON_PORT: String(monPort),
-          S3_ACCESS_KEY: accessKey,
-          S3_SECRET_KEY: secretKey,
-        },
-        stdio: ['ignore', fd, fd],
-      });
-      code = await new Promise<number | null>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          child.kill('SIGKILL');
-          reject(new Error(`start-ceph-rgw.sh did not finish in ${START_TIMEOUT_MS / 1000} s\n${tail(logFile)}`));
-        }, START_TIMEOUT_MS);
-        child.once('error', reject);
-        child.once('exit', (c) => {
-          clearTimeout(timer);
-          resolve(c);
-        });
-      });
-    } finally {
-      closeSync(fd);
-    }
-    endpoint = `http://127.0.0.1:${rgwPort}`;
+    log(`s3: starting Ceph RGW in ${cephDir}`);
+    const started = await startCephRgw({ cephDir, logFile, accessKey, secretKey });
+    const code = started.code;
+    endpoint = started.endpoint;
     if (code !== 0) {
-      stopCeph(cephDir, false);
+      stopCephRgw(cephDir, false);
       throw new Error(
         `Ceph RGW did not start (start-ceph-rgw.sh exited with ${code}).\n` +
           `Install: apt-get install -y --no-install-recommends radosgw ceph-mon ceph-osd ceph-common\n${tail(logFile)}`,
@@ -156,7 +123,7 @@ export async function startS3(workDir: string, log: (msg: string) => void): Prom
     async stop(keep: boolean): Promise<void> {
       if (cephDir) {
         client.destroy();
-        stopCeph(cephDir, !keep);
+        stopCephRgw(cephDir, !keep);
         return;
       }
       for (const bucket of buckets) {
@@ -165,14 +132,6 @@ export async function startS3(workDir: string, log: (msg: string) => void): Prom
       client.destroy();
     },
   };
-}
-
-function stopCeph(cephDir: string, purge: boolean): void {
-  spawnSync('bash', [path.join(TOOLS, 'stop-ceph-rgw.sh'), ...(purge ? ['--purge'] : [])], {
-    env: { ...process.env, CEPH_RGW_DIR: cephDir },
-    stdio: 'ignore',
-    timeout: 60_000,
-  });
 }
 
 /** Every key under `prefix` in `bucket`. */
@@ -218,19 +177,3 @@ async function removeBucket(client: S3Client, bucket: string): Promise<void> {
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
 
-/** A free 127.0.0.1 port below the ephemeral range (so that no outgoing connection takes it meanwhile). */
-async function pickPort(): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (await canListen(port)) return port;
-  }
-  throw new Error('no free port found for RGW');
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen({ host: '127.0.0.1', port }, () => srv.close(() => resolve(true)));
-  });
-}

@@ -15,13 +15,10 @@
 // the tests at an S3 that is already running instead; nothing is started or
 // stopped then. If RGW cannot start, createTestBucket throws with its logs:
 // the S3 tests fail, they are never skipped.
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   AbortMultipartUploadCommand,
   CreateBucketCommand,
@@ -32,6 +29,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { TestProject } from 'vitest/node';
+import { startCephRgw, stopCephRgw, tail } from '../tools/ceph-rgw.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -39,9 +37,7 @@ declare module 'vitest' {
   }
 }
 
-const TOOLS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../tools');
 const RUN_DIR_PREFIX = 'rs-rgw-';
-const START_TIMEOUT_MS = 180_000;
 
 export interface S3Target {
   endpoint: string;
@@ -85,12 +81,7 @@ export function teardown(): void {
 
 function stopCluster(dir: string): void {
   const cephDir = path.join(dir, 'ceph');
-  if (!existsSync(cephDir)) return;
-  spawnSync('bash', [path.join(TOOLS, 'stop-ceph-rgw.sh'), '--purge'], {
-    env: { ...process.env, CEPH_RGW_DIR: cephDir },
-    stdio: 'ignore',
-    timeout: 60_000,
-  });
+  if (existsSync(cephDir)) stopCephRgw(cephDir, true);
 }
 
 /** Clusters of earlier runs that were killed before their teardown (their vitest is gone). */
@@ -148,47 +139,11 @@ async function startRgw(dir: string): Promise<S3Target> {
     const info = JSON.parse(readFileSync(infoFile, 'utf8')) as S3Target;
     if (await answers(info.endpoint)) return info;
   }
-  const rgwPort = await pickPort();
-  let monPort = await pickPort();
-  while (monPort === rgwPort) monPort = await pickPort();
   const cephDir = path.join(dir, 'ceph');
   const logFile = path.join(dir, 'start.log');
   const accessKey = 'testaccesskey';
   const secretKey = 'testsecretkey';
-  const fd = openSync(logFile, 'a');
-  let code: number | null;
-  try {
-    // The daemons inherit the log file, not a pipe of ours: waiting for the script's
-    // exit does not wait for them.
-    const child = spawn('bash', [path.join(TOOLS, 'start-ceph-rgw.sh')], {
-      env: {
-        ...process.env,
-        CEPH_RGW_DIR: cephDir,
-        RGW_PORT: String(rgwPort),
-        CEPH_MON_PORT: String(monPort),
-        S3_ACCESS_KEY: accessKey,
-        S3_SECRET_KEY: secretKey,
-      },
-      stdio: ['ignore', fd, fd],
-    });
-    code = await new Promise<number | null>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`start-ceph-rgw.sh did not finish in ${START_TIMEOUT_MS / 1000} s\n${tail(logFile)}`));
-      }, START_TIMEOUT_MS);
-      child.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      child.once('exit', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
-  } finally {
-    closeSync(fd);
-  }
-  const endpoint = `http://127.0.0.1:${rgwPort}`;
+  const { endpoint, code } = await startCephRgw({ cephDir, logFile, accessKey, secretKey });
   if (code !== 0 || !(await answers(endpoint))) {
     throw new Error(
       `Ceph RGW did not start (start-ceph-rgw.sh exited with ${code}); S3 tests cannot run.\n` +
@@ -299,23 +254,6 @@ async function withLock<T>(lockDir: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** A free 127.0.0.1 port below the ephemeral range (so that no outgoing connection takes it meanwhile). */
-async function pickPort(): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (await canListen(port)) return port;
-  }
-  throw new Error('no free port found for RGW');
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen({ host: '127.0.0.1', port }, () => srv.close(() => resolve(true)));
-  });
-}
-
 async function answers(endpoint: string): Promise<boolean> {
   try {
     const res = await fetch(`${endpoint}/`, { signal: AbortSignal.timeout(5000) });
@@ -326,10 +264,3 @@ async function answers(endpoint: string): Promise<boolean> {
   }
 }
 
-function tail(file: string, lines = 40): string {
-  try {
-    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
-  } catch {
-    return '';
-  }
-}
