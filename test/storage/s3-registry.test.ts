@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RegistryClient, requestFollowing } from '../helpers/client.ts';
 import { ContainersClients, fetchManifest, listTags, verifyPull } from '../helpers/clients.ts';
 import { blobOf, buildArtifact, buildImage, buildIndex, manifestDescriptor, randomBlob, writeOciLayout } from '../helpers/oci.ts';
+import { readBlob } from '../helpers/mirror/fetch.ts';
 import { adminReq } from '../helpers/ops/servers.ts';
 import { createTestBucket, type TestBucket } from '../helpers/s3.ts';
 import { makeTempDir, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
@@ -410,20 +411,9 @@ describe('mirror mode on S3 storage (Ceph RGW)', () => {
     await bucket?.destroy();
   });
 
-  test('concurrent cold pulls of a blob stream it while it is cached (parts tailed by range), and it is committed once', async () => {
+  test('concurrent cold pulls of a blob stream it while it is cached, and it is committed once', async () => {
     const layer = image.layers[1];
-    const pulls = await Promise.all(
-      Array.from({ length: 3 }, async () => {
-        const res = await request(`${mirror.url}/v2/lib/big/blobs/${layer.digest}`);
-        const hash = createHash('sha256');
-        let size = 0;
-        for await (const chunk of res.body) {
-          hash.update(chunk as Buffer);
-          size += (chunk as Buffer).length;
-        }
-        return { status: res.statusCode, digest: `sha256:${hash.digest('hex')}`, size };
-      }),
-    );
+    const pulls = await Promise.all(Array.from({ length: 3 }, () => readBlob(mirror.url, 'lib/big', layer.digest)));
     for (const p of pulls) expect(p).toEqual({ status: 200, digest: layer.digest, size: layer.size });
     // The clients had their last byte once it was verified; the commit follows.
     await mirror.mirror!.settled();
