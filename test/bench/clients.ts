@@ -52,6 +52,17 @@ async function expectStatus(res: Awaited<ReturnType<typeof request>>, want: numb
 }
 
 /** Streamed upload: POST to start, one PATCH with the whole body, PUT ?digest= to finish. */
+/** PUT an OCI image manifest under a tag (201 expected). */
+async function putManifest(base: string, repo: string, tag: string, manifest: Buffer, auth?: string): Promise<void> {
+  const res = await request(`${base}/v2/${repo}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: headers(auth, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }),
+    body: manifest,
+    dispatcher: pushAgent,
+  });
+  await expectStatus(res, 201, `PUT manifest ${repo}:${tag}`);
+}
+
 export async function pushBlobStreamed(
   base: string,
   repo: string,
@@ -155,13 +166,7 @@ export async function pushSmallImage(base: string, repo: string, tag: string, au
       annotations: { 'org.opencontainers.image.title': 'registry-stack bench' },
     }),
   );
-  const res = await request(`${base}/v2/${repo}/manifests/${tag}`, {
-    method: 'PUT',
-    headers: headers(auth, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }),
-    body: manifest,
-    dispatcher: pushAgent,
-  });
-  await expectStatus(res, 201, `PUT manifest ${repo}:${tag}`);
+  await putManifest(base, repo, tag, manifest, auth);
   return { repo, tag, manifestDigest: sha256(manifest), layerDigest, manifestSize: manifest.length };
 }
 
@@ -462,13 +467,7 @@ export async function pushImage(base: string, repo: string, tag: string, layers:
       layers: layerDescs,
     }),
   );
-  const res = await request(`${base}/v2/${repo}/manifests/${tag}`, {
-    method: 'PUT',
-    headers: headers(auth, { 'content-type': 'application/vnd.oci.image.manifest.v1+json' }),
-    body: manifest,
-    dispatcher: pushAgent,
-  });
-  await expectStatus(res, 201, `PUT manifest ${repo}:${tag}`);
+  await putManifest(base, repo, tag, manifest, auth);
   return {
     repo,
     tag,
