@@ -82,7 +82,7 @@ export class BlobFill implements Fill, TailSource {
   private stored = 0;
   /** Bytes received from the upstream; those from `windowStart` on are in `window`. */
   private received = 0;
-  /** Received chunks not yet (wholly) stored, in order: at most what the driver buffers, a part or two on S3. */
+  /** Received chunks not yet (wholly) stored, in order: at most the read-ahead (AHEAD_*) plus what the driver buffers. */
   private window: Buffer[] = [];
   private windowStart = 0;
   /** Bytes of this fill counted in the process's read-ahead budget. */
@@ -91,11 +91,10 @@ export class BlobFill implements Fill, TailSource {
   private verifiedAt = 0;
   /** Why the pump gave up (upstream error, wrong size or digest). */
   private pumpError: Error | undefined;
-  /** Any progress: bytes received or stored, the end, a failure. */
+  /** Any progress: bytes received or stored, the end, a failure (the storage writer, the pump and readers wait on it). */
   private readonly progressed = new Signal();
   private location: string;
   private readonly uploadId = randomUUID();
-  private waiters: Array<{ atLeast: number; wake: () => void }> = [];
   private resolveReady!: (size: number | undefined) => void;
   private rejectReady!: (err: Error) => void;
 
@@ -165,7 +164,7 @@ export class BlobFill implements Fill, TailSource {
       cleaned = true;
       this.location = paths.blobData(this.digest);
       this.state = 'done';
-      this.wake();
+      this.progressed.notify();
       this.deps.observer?.finished(true);
       ms.committedMs = Date.now() - t0;
       ms.verifiedMs = this.verifiedAt - t0;
@@ -177,7 +176,6 @@ export class BlobFill implements Fill, TailSource {
       body?.destroy();
       this.progressed.notify();
       this.rejectReady(this.error);
-      this.wake();
       this.deps.observer?.finished(false, this.error.message);
       logger.warn({ digest: this.digest.value, repo: this.cacheName, err: this.error.message }, 'blob fill failed');
       throw this.error;
@@ -205,7 +203,6 @@ export class BlobFill implements Fill, TailSource {
         this.received += chunk.length;
         this.accounted += chunk.length;
         budget.ahead += chunk.length;
-        this.wake();
         this.progressed.notify();
         while (this.state !== 'failed' && this.tooFarAhead()) await this.progressed.next();
       }
@@ -227,7 +224,6 @@ export class BlobFill implements Fill, TailSource {
     } finally {
       budget.receiving--;
       budget.changed.notify();
-      this.wake();
       this.progressed.notify();
     }
   }
@@ -333,20 +329,7 @@ export class BlobFill implements Fill, TailSource {
     return this.waitFor(pos + 1);
   }
 
-  private waitFor(atLeast: number): Promise<void> {
-    if (this.state !== 'starting' && this.state !== 'running') return Promise.resolve();
-    if (this.received - 1 >= atLeast) return Promise.resolve();
-    return new Promise((wake) => this.waiters.push({ atLeast, wake }));
-  }
-
-  private wake(): void {
-    if (this.waiters.length === 0) return;
-    const settled = this.state !== 'starting' && this.state !== 'running';
-    const still: typeof this.waiters = [];
-    for (const w of this.waiters) {
-      if (settled || this.received - 1 >= w.atLeast) w.wake();
-      else still.push(w);
-    }
-    this.waiters = still;
+  private async waitFor(atLeast: number): Promise<void> {
+    while ((this.state === 'starting' || this.state === 'running') && this.received - 1 < atLeast) await this.progressed.next();
   }
 }
