@@ -139,25 +139,25 @@ export class MirrorRegistry implements RegistryService {
 
   private async manifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
     const cached = await this.cachedDigest(name, reference);
-    const serve = async (cache: 'hit' | 'miss') => ({ ...(await this.local.getManifest(name, reference, accept)), cache });
-    // Just fetched and stored: served from the digest the fetch verified, without looking it up again.
-    const serveFetched = async (digest: Digest) => ({ ...(await this.local.manifests.getResolved(name, digest, reference, accept)), cache: 'miss' as const });
+    // Served from a digest already resolved here (the cached one, or the one a fetch verified): no second lookup.
+    const serve = async (digest: Digest, cache: 'hit' | 'miss') => ({
+      ...(await this.local.manifests.getResolved(name, digest, reference, accept)),
+      cache,
+    });
     if (looksLikeDigest(reference)) {
-      if (cached) return serve('hit');
-      return serveFetched(await this.upstreamCall(() => this.fetchManifest(name, reference)));
+      if (cached) return serve(cached, 'hit');
+      return serve(await this.upstreamCall(() => this.fetchManifest(name, reference)), 'miss');
     }
-    if (cached && (await this.isFresh(name, reference))) return serve('hit');
+    if (cached && (await this.isFresh(name, reference))) return serve(cached, 'hit');
     const { upstream } = this.upstreamFor(name);
-    if (cached && this.recentlyDown(upstream.host)) return serve('hit');
+    if (cached && this.recentlyDown(upstream.host)) return serve(cached, 'hit');
     try {
       if (cached && (await this.stillCurrent(name, reference, cached))) {
         // The upstream confirmed the cached digest: record that while the manifest is served.
-        const marking = this.markValidated(name, reference);
-        const result = await this.local.manifests.getResolved(name, cached, reference, accept);
-        await marking;
-        return { ...result, cache: 'hit' };
+        const [result] = await Promise.all([serve(cached, 'hit'), this.markValidated(name, reference)]);
+        return result;
       }
-      return await serveFetched(await this.fetchManifest(name, reference));
+      return await serve(await this.fetchManifest(name, reference), 'miss');
     } catch (err) {
       if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
@@ -165,7 +165,7 @@ export class MirrorRegistry implements RegistryService {
         { repo: name, tag: reference, digest: cached.value, err: err.message },
         'upstream unavailable; serving the cached manifest (stale-if-error)',
       );
-      return serve('hit');
+      return serve(cached, 'hit');
     }
   }
 
