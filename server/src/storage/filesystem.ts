@@ -74,8 +74,9 @@ export class FilesystemDriver implements StorageDriver {
       await fs.stat(this.full(key));
       return true;
     } catch (err) {
-      if (isNotFound(mapError(err, key))) return false;
-      throw mapError(err, key);
+      const mapped = mapError(err, key);
+      if (isNotFound(mapped)) return false;
+      throw mapped;
     }
   }
 

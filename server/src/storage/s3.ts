@@ -306,7 +306,7 @@ export class S3Driver implements StorageDriver {
     const k = this.objectKey(key);
     const startOffset = await this.prepareAppend(k);
     const parts = new PartQueue(this.chunkSize, this.appendConcurrency, tap, (part) =>
-      this.putChunks(this.partKey(k, startOffset + part.offset), part.chunks, part.size),
+      this.put(this.partKey(k, startOffset + part.offset), concatParts(part)),
     );
     // A source that pauses (a slow upstream, a client between writes) gets what it
     // sent so far stored as a smaller part, so that readers need not wait for a full one.
@@ -360,7 +360,7 @@ export class S3Driver implements StorageDriver {
       this.appendConcurrency,
       tap,
       async (part) => {
-        const data = part.chunks.length === 1 ? part.chunks[0] : Buffer.concat(part.chunks, part.size);
+        const data = concatParts(part);
         const PartNumber = part.index + 1;
         const out = await this.client.send(
           unsignedPayload(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber, Body: data, ContentLength: part.size })),
@@ -566,28 +566,13 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  private async put(k: string, data: Uint8Array): Promise<void> {
-    await this.client.send(
-      new PutObjectCommand({
-        Bucket: this.bucket,
-        Key: k,
-        Body: data,
-        ContentLength: data.length,
-        ContentType: 'application/octet-stream',
-        StorageClass: this.storageClass,
-        ...this.sse,
-      }),
-    );
-  }
-
   /**
-   * Stores a part from the chunks it arrived in. Its payload is not hashed for the
-   * signature (UNSIGNED-PAYLOAD): on the event loop that SHA-256 costs the pull or
-   * push streaming through this process meanwhile, and the blob's own digest is
+   * One PutObject. Its payload is not hashed for the signature (UNSIGNED-PAYLOAD):
+   * for a part of an upload that SHA-256 on the event loop costs the pull or push
+   * streaming through this process meanwhile, and the blob's own digest is
    * verified on its way in anyway.
    */
-  private async putChunks(k: string, chunks: Buffer[], size: number): Promise<void> {
-    const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+  private async put(k: string, data: Uint8Array): Promise<void> {
     await this.client.send(
       unsignedPayload(
         new PutObjectCommand({
@@ -916,6 +901,11 @@ interface QueuedPart {
   offset: number;
   chunks: Buffer[];
   size: number;
+}
+
+/** A part's bytes in one buffer (no copy when it arrived as one chunk). */
+function concatParts(part: QueuedPart): Buffer {
+  return part.chunks.length === 1 ? part.chunks[0] : Buffer.concat(part.chunks, part.size);
 }
 
 /**
