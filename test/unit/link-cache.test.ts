@@ -38,6 +38,28 @@ describe('repository links seen to exist (storage.cache.blobdescriptor: inmemory
     expect(await blobs.hasLink(link)).toBe(false);
   });
 
+  test('a link this process wrote is known at once; one written while a deletion ran is asked for', async () => {
+    const dir = path.join(root, 'd');
+    const driver = new FilesystemDriver(dir);
+    let asked = 0;
+    const exists = driver.exists.bind(driver);
+    driver.exists = (key: string) => {
+      asked++;
+      return exists(key);
+    };
+    const blobs = new BlobStore(driver, 100, undefined, 60_000);
+    await blobs.writeLink(link, digest);
+    expect(await blobs.hasLink(link)).toBe(true);
+    expect(asked).toBe(0);
+
+    // A deletion overlapping the write: the write may have landed before it, so it is not trusted.
+    const other = paths.layerLink('team/other', digest);
+    await Promise.all([blobs.writeLink(other, digest), blobs.deleteLinks(paths.layerLinkDir('team/other', digest))]);
+    const there = await blobs.hasLink(other);
+    expect(asked).toBe(1);
+    expect(there).toBe(await exists(other));
+  });
+
   test('without the TTL (the default) every check asks the storage', async () => {
     const dir = path.join(root, 'c');
     const blobs = new BlobStore(new FilesystemDriver(dir));

@@ -220,7 +220,10 @@ export class BlobStore {
     }
   }
 
+  /** Writes a link; with the link cache on, it is then known to exist (the next check of it asks no one). */
   async writeLink(key: string, digest: Digest): Promise<void> {
+    const epoch = this.linkDeletions;
     await this.driver.putContent(key, Buffer.from(digest.value));
+    if (this.seenLinks && epoch === this.linkDeletions) this.seenLinks.set(key, Date.now() + this.linkTtlMs);
   }
 }
