@@ -90,7 +90,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
   const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis);
   const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write, shared.checks);
-  const maintenance = new Maintenance(registry, config, metrics, logger);
+  const maintenance = new Maintenance(registry, config, metrics, logger, mirror && (() => mirror.flushAccessTimes()));
 
   const app = createApp({
     service,

@@ -18,6 +18,8 @@ export class Maintenance {
     private readonly config: RegistryConfig,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    /** The mirror's last-use times not written yet (they are written a few seconds late): written before a prune. */
+    private readonly flushAccessTimes?: () => Promise<void>,
   ) {}
 
   get isMirror(): boolean {
@@ -49,6 +51,8 @@ export class Maintenance {
   async prune(options: { dryRun: boolean }): Promise<PruneResult> {
     const policy = this.config.cache;
     try {
+      // An image pulled a moment ago must not look unused because its access time is still queued.
+      await this.flushAccessTimes?.();
       const result = await pruneCache(this.registry, {
         dryRun: options.dryRun,
         maxAgeMs: policy?.maxage ?? this.config.proxy?.ttl ?? WEEK_MS,

@@ -314,15 +314,22 @@ export class MirrorRegistry implements RegistryService {
   /**
    * Resolves once every cache fill running now has ended (committed or failed).
    * A client has its last byte as soon as the bytes are verified, a moment before
-   * the commit; this is for whoever needs the cache itself settled (tests, tools).
+   * the commit, and last-use times are written a few seconds later; this is for
+   * whoever needs the cache itself settled (tests, tools), and writes those times now.
    */
   async settled(): Promise<void> {
     while (this.fills.size > 0) await Promise.allSettled([...this.fills.values()].map((f) => f.done));
+    await this.flushAccessTimes();
+  }
+
+  /** Writes the last-use times still queued (for pruning, which goes by them). */
+  flushAccessTimes(): Promise<void> {
+    return this.access.flush();
   }
 
   async close(): Promise<void> {
-    // Fills whose clients are served may still be committing: give them a moment to finish
-    // (what does not is cleaned up like any abandoned upload).
+    // Fills whose clients are served may still be committing, and last-use times may wait to be
+    // written: give them a moment to finish (an unfinished fill is cleaned up like any abandoned upload).
     await Promise.race([this.settled(), new Promise((resolve) => setTimeout(resolve, CLOSE_GRACE_MS).unref())]);
     await Promise.all([...this.clients.values()].map((c) => c.close()));
   }
