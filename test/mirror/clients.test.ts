@@ -83,9 +83,10 @@ describe('mirror: real clients', () => {
     await clients.podman(['pull', 'docker.io/library/dockerfmt:v1'], { timeoutMs: 90_000 });
     expect(await digestOf('docker.io/library/dockerfmt:v1')).toBe(dockerFormat.manifest.digest);
 
-    // They came through the mirror: it cached them under each upstream's host.
-    expect(cachedTag(mirror.dataDir, 'docker.io/library/alpine', '3.20')).toBe(alpine.manifest.digest);
-    expect(cachedTag(mirror.dataDir, 'ghcr.io/org/tool', 'v1')).toBe(ghTool.manifest.digest);
+    // They came through the mirror: it cached them under each upstream's host (a tag is stored a
+    // moment after its manifest was answered, by another process here: polled).
+    await expect.poll(() => cachedTag(mirror.dataDir, 'docker.io/library/alpine', '3.20')).toBe(alpine.manifest.digest);
+    await expect.poll(() => cachedTag(mirror.dataDir, 'ghcr.io/org/tool', 'v1')).toBe(ghTool.manifest.digest);
   });
 
   it('containerd (ctr --hosts-dir) pulls docker.io and ghcr.io images through hosts.toml mirrors, routed by ?ns=', async () => {
@@ -115,12 +116,12 @@ describe('mirror: real clients', () => {
       expect(await ctrd.imageDigest('ghcr.io/org/tool:v1')).toBe(ghTool.manifest.digest);
       for (const b of [ghTool.config, ...ghTool.layers]) expect((await ctrd.content(b.digest)).equals(b.data)).toBe(true);
       expect(ghDump).toContain('/v2/org/tool/manifests/v1?ns=ghcr.io');
-      expect(cachedTag(mirror.dataDir, 'ghcr.io/org/tool', 'v1')).toBe(ghTool.manifest.digest);
+      await expect.poll(() => cachedTag(mirror.dataDir, 'ghcr.io/org/tool', 'v1')).toBe(ghTool.manifest.digest);
 
       // And docker.io's org/tool through the same mirror.
       await pullDump('docker.io/org/tool:v1');
       expect(await ctrd.imageDigest('docker.io/org/tool:v1')).toBe(hubTool.manifest.digest);
-      expect(cachedTag(mirror.dataDir, 'docker.io/org/tool', 'v1')).toBe(hubTool.manifest.digest);
+      await expect.poll(() => cachedTag(mirror.dataDir, 'docker.io/org/tool', 'v1')).toBe(hubTool.manifest.digest);
 
       // The upstreams were asked with the remote names only.
       await Promise.all([hub.sync(), gh.sync()]);

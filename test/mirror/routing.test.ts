@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { fetchManifest, MANIFEST_ACCEPT, verifyPull } from '../helpers/clients.ts';
-import { cachedTag, hasRevision, type Mirror, startMirror } from '../helpers/mirror/mirror.ts';
+import { cachedTag, hasRevision, type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
 
@@ -14,7 +14,7 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
   // `hub` plays docker.io, `gh` plays ghcr.io.
   let hub: FakeUpstream;
   let gh: FakeUpstream;
-  let mirror: Mirror;
+  let mirror: LocalMirror;
   let client: RegistryClient;
   const hubApp = buildImage({ files: [{ 'who.txt': 'docker.io team/app\n' }] });
   const ghApp = buildImage({ files: [{ 'who.txt': 'ghcr.io team/app\n' }] });
@@ -59,7 +59,8 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     expect((await verifyPull(mirror.url, undefined, 'team/app', 'v1')).digest).toBe(hubApp.manifest.digest);
     expect((await verifyPull(mirror.url, undefined, 'ghcr.io/team/app', 'v1')).digest).toBe(ghApp.manifest.digest);
 
-    // Cached apart, under each upstream's host.
+    // Cached apart, under each upstream's host (stored a moment after they were answered).
+    await mirror.settled();
     expect(cachedTag(mirror.dataDir, 'docker.io/team/app', 'v1')).toBe(hubApp.manifest.digest);
     expect(cachedTag(mirror.dataDir, 'ghcr.io/team/app', 'v1')).toBe(ghApp.manifest.digest);
     expect(hasRevision(mirror.dataDir, 'docker.io/team/app', ghApp.manifest.digest)).toBe(false);
@@ -91,6 +92,7 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     }
     const pulled = await verifyPull(mirror.url, undefined, 'alpine', '3.20');
     expect(pulled.digest).toBe(alpine.manifest.digest);
+    await mirror.settled();
     expect(cachedTag(mirror.dataDir, 'docker.io/library/alpine', '3.20')).toBe(alpine.manifest.digest);
     await hub.sync();
     expect(hub.requests(undefined, /^\/v2\/alpine\//)).toEqual([]);
@@ -147,6 +149,7 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     await hub.pushImage('team/app', 'v1', moved);
     const after = await verifyPull(mirror.url, undefined, 'team/app', 'v1');
     expect(after.digest).toBe(moved.manifest.digest);
+    await mirror.settled();
     expect(cachedTag(mirror.dataDir, 'docker.io/team/app', 'v1')).toBe(moved.manifest.digest);
     expect(await hub.count('GET', tagPath)).toBe(gets + 1);
     // The old manifest stays available by digest, from the cache.
@@ -175,7 +178,7 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     const pulled = await verifyPull(mirror.url, undefined, 'ghcr.io/org/multi', 'latest');
     expect(pulled.digest).toBe(multi.index.digest);
     expect(pulled.manifests.slice(1).sort()).toEqual(multi.images.map((i) => i.manifest.digest).sort());
-    await gh.sync();
+    await Promise.all([gh.sync(), mirror.settled()]);
     for (const img of multi.images) {
       expect(gh.requests('GET', `/v2/org/multi/manifests/${img.manifest.digest}`)).toHaveLength(1);
       expect(hasRevision(mirror.dataDir, 'ghcr.io/org/multi', img.manifest.digest)).toBe(true);

@@ -113,8 +113,9 @@ describe('mirror: upstream authentication', () => {
     mirrors.push(m);
     const pulled = await verifyPull(m.url, undefined, 'team/app', 'v1');
     expect(pulled.digest).toBe(image.manifest.digest);
-    // remoteurl's upstream is named by its host:port (':' → '_' in cache names).
-    expect(cachedTag(m.dataDir, `${basic.host.replace(':', '_')}/team/app`, 'v1')).toBe(image.manifest.digest);
+    // remoteurl's upstream is named by its host:port (':' → '_' in cache names). The tag is stored
+    // a moment after the manifest was answered (another process: polled).
+    await expect.poll(() => cachedTag(m.dataDir, `${basic.host.replace(':', '_')}/team/app`, 'v1'), { timeout: 10_000 }).toBe(image.manifest.digest);
     expect(m.output.toString()).not.toContain(UP_PASS);
     expect(m.output.toString()).not.toContain(Buffer.from(`${UP_USER}:${UP_PASS}`).toString('base64'));
   });

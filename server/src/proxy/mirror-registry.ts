@@ -55,6 +55,8 @@ export class MirrorRegistry implements RegistryService {
   private readonly fills = new Map<string, Fill>();
   private readonly access: AccessTracker;
   private readonly manifestFetches = new SingleFlight<Digest>();
+  /** Manifests fetched and answered, still being written to the cache: `name@tag` and `name@digest` → the write. */
+  private readonly manifestWrites = new Map<string, Promise<void>>();
   /** When each upstream last failed: for a short while after, cached tags are served without asking it. */
   private readonly downSince = new Map<string, number>();
 
@@ -138,6 +140,8 @@ export class MirrorRegistry implements RegistryService {
   }
 
   private async manifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    // Fetched a moment ago and still being stored: wait for that instead of fetching it again.
+    await this.manifestWrites.get(`${name}@${reference}`);
     const cached = await this.cachedDigest(name, reference);
     // Served from a digest already resolved here (the cached one, or the one a fetch verified): no second lookup.
     const serve = async (digest: Digest, cache: 'hit' | 'miss') => ({
@@ -180,7 +184,12 @@ export class MirrorRegistry implements RegistryService {
     return head.digest === cached.value;
   }
 
-  /** Fetches a manifest from the upstream, verifies it, and stores it (and the tag) in the cache. */
+  /**
+   * Fetches a manifest from the upstream and verifies it. The caller answers from
+   * the verified bytes at once; storing them (and the tag) in the cache goes on
+   * behind the answer, as a blob fill's commit does: on S3 that is four or five
+   * requests one after another, which the client need not wait for.
+   */
   private fetchManifest(name: string, reference: string): Promise<Digest> {
     return this.manifestFetches.run(`${name}@${reference}`, async () => {
       const { client, remoteName } = this.upstreamFor(name);
@@ -200,8 +209,27 @@ export class MirrorRegistry implements RegistryService {
       } catch (err) {
         throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${remoteName}@${reference}: ${(err as Error).message}`);
       }
-      await this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false });
+      this.local.manifests.remember(actual, fetched.body, info);
+      this.storeBehind(name, [reference, actual.value], () =>
+        this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false, overwrite: true }),
+      );
       return actual;
+    });
+  }
+
+  /** Runs a manifest's cache write; requests for `references` in `name` wait for it until it ends. */
+  private storeBehind(name: string, references: string[], write: () => Promise<unknown>): void {
+    const keys = [...new Set(references)].map((r) => `${name}@${r}`);
+    const stored = write().then(
+      () => undefined,
+      (err: Error) => {
+        // Nothing is lost: the next request for it finds it missing and fetches it again.
+        this.options.logger.warn({ repo: name, reference: references[0], err: err.message }, 'could not store a fetched manifest in the cache');
+      },
+    );
+    for (const key of keys) this.manifestWrites.set(key, stored);
+    void stored.finally(() => {
+      for (const key of keys) if (this.manifestWrites.get(key) === stored) this.manifestWrites.delete(key);
     });
   }
 
@@ -244,16 +272,25 @@ export class MirrorRegistry implements RegistryService {
 
   // ---- listings: answered from the cache ----
 
-  listTags(name: string, page: PageRequest): Promise<Page> {
+  async listTags(name: string, page: PageRequest): Promise<Page> {
+    await this.manifestsStored(name);
     return this.local.listTags(name, page);
   }
 
-  referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+  async referrers(name: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+    await this.manifestsStored(name);
     return this.local.referrers(name, subject, artifactType);
   }
 
-  catalog(page: PageRequest): Promise<Page> {
+  async catalog(page: PageRequest): Promise<Page> {
+    await this.manifestsStored();
     return this.local.catalog(page);
+  }
+
+  /** Waits for the manifests answered but not stored yet (of one repository, or all): listings show what was served. */
+  private async manifestsStored(name?: string): Promise<void> {
+    const prefix = name === undefined ? '' : `${name}@`;
+    await Promise.all([...this.manifestWrites].filter(([key]) => key.startsWith(prefix)).map(([, stored]) => stored));
   }
 
   // ---- writes: a mirror takes none ----
@@ -312,13 +349,17 @@ export class MirrorRegistry implements RegistryService {
   }
 
   /**
-   * Resolves once every cache fill running now has ended (committed or failed).
+   * Resolves once every cache fill and manifest write running now has ended (stored or failed).
    * A client has its last byte as soon as the bytes are verified, a moment before
-   * the commit, and last-use times are written a few seconds later; this is for
+   * the commit (a manifest is answered before it is stored), and last-use times
+   * are written a few seconds later; this is for
    * whoever needs the cache itself settled (tests, tools), and writes those times now.
    */
   async settled(): Promise<void> {
-    while (this.fills.size > 0) await Promise.allSettled([...this.fills.values()].map((f) => f.done));
+    while (this.fills.size > 0 || this.manifestWrites.size > 0) {
+      await Promise.allSettled([...this.fills.values()].map((f) => f.done));
+      await Promise.all(this.manifestWrites.values());
+    }
     await this.flushAccessTimes();
   }
 

@@ -155,6 +155,12 @@ export class BlobStore {
     await this.remember(digest, data.length);
   }
 
+  /** putVerified() without asking whether the bytes are stored already: for callers that just found them missing. */
+  async overwriteVerified(digest: Digest, data: Uint8Array): Promise<void> {
+    await this.driver.putContent(paths.blobData(digest), data);
+    await this.remember(digest, data.length);
+  }
+
   /** Moves verified upload data into place under its digest. */
   async commitFrom(uploadKey: string, digest: Digest, size: number): Promise<void> {
     if ((await this.stat(digest)) === undefined) {

@@ -68,15 +68,18 @@ export class ManifestStore {
   }
 
   /**
-   * Stores a manifest under a tag or its digest. `verifyReferences: false` is for
-   * the mirror's cache, which fetches a manifest's blobs and children lazily.
+   * Stores a manifest under a tag or its digest. For the mirror's cache:
+   * - `verifyReferences: false`: it fetches a manifest's blobs and children lazily;
+   * - `overwrite: true`: it has just found the manifest missing, so the bytes are
+   *   written without asking the storage whether they are there (rewriting identical
+   *   bytes changes nothing, and on S3 asking costs more than writing).
    */
   async put(
     name: string,
     reference: string,
     contentType: string | undefined,
     body: Buffer,
-    options: { verifyReferences?: boolean } = {},
+    options: { verifyReferences?: boolean; overwrite?: boolean } = {},
   ): Promise<PutManifestResult> {
     if (body.length > MAX_MANIFEST_BYTES) {
       throw new RegistryError('MANIFEST_TOO_LARGE', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`);
@@ -98,7 +101,8 @@ export class ManifestStore {
       // Order matters only between steps: the bytes, then the links that name
       // them (written together), then the tag's current link, which is what
       // makes the tag move.
-      await this.blobs.putVerified(digest, body);
+      if (options.overwrite) await this.blobs.overwriteVerified(digest, body);
+      else await this.blobs.putVerified(digest, body);
       this.parsed.set(digest.value, { body, info });
       await Promise.all([
         this.blobs.writeLink(paths.revisionLink(name, digest), digest),
@@ -191,6 +195,14 @@ export class ManifestStore {
     }
     manifests.sort((a, b) => (a.digest < b.digest ? -1 : 1));
     return { manifests, filtersApplied: artifactType ? ['artifactType'] : [] };
+  }
+
+  /**
+   * Keeps verified manifest bytes at hand for serving before they are stored (the
+   * mirror answers a fetched manifest while it writes it to the cache).
+   */
+  remember(digest: Digest, body: Buffer, info: ManifestInfo): void {
+    this.parsed.set(digest.value, { body, info });
   }
 
   /** The parsed manifest for a digest, if its bytes are stored. */
