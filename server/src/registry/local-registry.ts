@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type BlobInfo, BlobStore, type DescriptorCache } from './blob-store.ts';
-import type { Digest } from './digest.ts';
+import { type Digest, parseDigest } from './digest.ts';
 import { RegistryError } from './errors.ts';
 import { type GcGuard, InProcessGcGuard } from './gc-guard.ts';
 import { type Exclusive, KeyedLock } from './keyed-lock.ts';
@@ -77,6 +77,9 @@ export class LocalRegistry implements RegistryService {
     this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize, shared.descriptors, options.linkCacheMs);
     this.manifests = new ManifestStore(driver, this.blobs, this.guard);
     this.uploads = new UploadStore(driver, this.blobs, this.guard, { hashStates: shared.hashStates, onHashState: shared.onHashState });
+    // The first URL a process signs costs ~10 ms of one-time setup (signer, credentials);
+    // paid here rather than by the first client's GET. Signing is local: nothing is sent.
+    if (this.redirect) driver.urlFor?.(paths.blobData(parseDigest(`sha256:${'0'.repeat(64)}`)), 60).catch(() => {});
   }
 
   // ---- blobs ----
