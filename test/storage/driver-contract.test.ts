@@ -161,18 +161,20 @@ describe.each(harnesses)('storage driver contract: $name', ({ name, open }) => {
     await expectNotFound(d.stat(`${dir}/nope`));
   });
 
-  test('exists: objects, directories and appended objects are there; missing keys, name prefixes and deleted objects are not', async () => {
+  test('objectSize: the size of objects written whole; nothing for missing keys, directories, name prefixes and deleted objects', async () => {
     const dir = fresh();
     await d.putContent(`${dir}/repo/_layers/sha256/aa/link`, Buffer.from('sha256:aa'));
+    await d.putContent(`${dir}/empty`, Buffer.alloc(0));
     await d.append(`${dir}/repo/_uploads/u1/data`, Readable.from([randomBytes(1000)]));
-    for (const k of [`${dir}/repo/_layers/sha256/aa/link`, `${dir}/repo/_layers`, `${dir}/repo/_uploads/u1/data`]) {
-      expect(await d.exists(k), k).toBe(true);
-    }
-    for (const k of [`${dir}/repo/_layers/sha256/bb/link`, `${dir}/rep`, `${dir}/repo/_layers/sha256/aa/link/x`]) {
-      expect(await d.exists(k), k).toBe(false);
+    await d.move(`${dir}/repo/_uploads/u1/data`, `${dir}/blobs/u1/data`);
+    expect(await d.objectSize(`${dir}/repo/_layers/sha256/aa/link`)).toBe('sha256:aa'.length);
+    expect(await d.objectSize(`${dir}/empty`)).toBe(0);
+    expect(await d.objectSize(`${dir}/blobs/u1/data`)).toBe(1000);
+    for (const k of [`${dir}/repo/_layers`, `${dir}/repo/_layers/sha256/bb/link`, `${dir}/rep`, `${dir}/repo/_layers/sha256/aa/link/x`]) {
+      expect(await d.objectSize(k), k).toBeUndefined();
     }
     await d.delete(`${dir}/repo/_layers/sha256/aa`);
-    expect(await d.exists(`${dir}/repo/_layers/sha256/aa/link`)).toBe(false);
+    expect(await d.objectSize(`${dir}/repo/_layers/sha256/aa/link`)).toBeUndefined();
   });
 
   test('list: names of the direct children (objects and directories), missing keys and files are errors', async () => {
@@ -642,7 +644,7 @@ describe('S3 driver specifics (Ceph RGW)', () => {
       const writing = driver.putStream('/blobs/x/data', source, (chunk) => tapped.push(chunk.length));
       source.write(data.subarray(0, PART + 10));
       await new Promise((resolve) => setTimeout(resolve, 300));
-      expect(await driver.exists('/blobs/x/data')).toBe(false);
+      expect(await driver.objectSize('/blobs/x/data')).toBeUndefined();
       source.end(data.subarray(PART + 10));
       expect(await writing).toBe(data.length);
       expect(tapped.reduce((a, b) => a + b, 0)).toBe(data.length);
@@ -657,7 +659,7 @@ describe('S3 driver specifics (Ceph RGW)', () => {
       failing.write(randomBytes(PART + 1));
       setTimeout(() => failing.destroy(new Error('upstream went away')), 100);
       await expect(failed).rejects.toThrow(/upstream went away/);
-      expect(await driver.exists('/blobs/y/data')).toBe(false);
+      expect(await driver.objectSize('/blobs/y/data')).toBeUndefined();
       const open = await bucket.client.send(new ListMultipartUploadsCommand({ Bucket: bucket.bucket, Prefix: 'stream/' }));
       expect(open.Uploads ?? []).toEqual([]);
     } finally {

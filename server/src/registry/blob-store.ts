@@ -55,33 +55,25 @@ export class BlobStore {
     this.seenLinks = linkTtlMs > 0 ? new LruCache(descriptorCacheSize, () => 1) : undefined;
   }
 
-  /** Global stat, ignoring repositories. Undefined when the blob is not stored. */
+  /** Global stat, ignoring repositories. Undefined when the blob is not stored. One HEAD on S3 (blob data is written whole). */
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
     if (this.shared) return this.sharedStat(this.shared, digest);
     const cached = this.sizes.get(digest.value);
     if (cached !== undefined) return { digest, size: cached };
     const epoch = this.deletions;
-    try {
-      const info = await this.driver.stat(paths.blobData(digest));
-      if (epoch === this.deletions) this.sizes.set(digest.value, info.size);
-      return { digest, size: info.size };
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const size = await this.driver.objectSize(paths.blobData(digest));
+    if (size === undefined) return undefined;
+    if (epoch === this.deletions) this.sizes.set(digest.value, size);
+    return { digest, size };
   }
 
   private async sharedStat(shared: DescriptorCache, digest: Digest): Promise<BlobInfo | undefined> {
     const cached = await shared.get(digest.value);
     if (cached !== undefined) return { digest, size: cached };
-    try {
-      const info = await this.driver.stat(paths.blobData(digest));
-      await shared.fill(digest.value, info.size);
-      return { digest, size: info.size };
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const size = await this.driver.objectSize(paths.blobData(digest));
+    if (size === undefined) return undefined;
+    await shared.fill(digest.value, size);
+    return { digest, size };
   }
 
   /** Records a size this process knows to be right (the blob was just stored). */
@@ -204,12 +196,12 @@ export class BlobStore {
     }
   }
 
-  /** Whether a link exists (the driver's cheapest check: on S3 a stat would also read the times sidecar). */
+  /** Whether a link exists (the driver's cheapest check: on S3 one HEAD). */
   async hasLink(key: string): Promise<boolean> {
     const until = this.seenLinks?.get(key);
     if (until !== undefined && until > Date.now()) return true;
     const epoch = this.linkDeletions;
-    const exists = await this.driver.exists(key);
+    const exists = (await this.driver.objectSize(key)) !== undefined;
     if (exists && this.seenLinks && epoch === this.linkDeletions) this.seenLinks.set(key, Date.now() + this.linkTtlMs);
     return exists;
   }

@@ -36,10 +36,13 @@ export interface StorageDriver {
   /** Throws PathNotFoundError. */
   stat(key: string): Promise<FileInfo>;
   /**
-   * Whether an object (or directory) is there, by the cheapest check the storage
-   * has: a stat(2) on disk, one HEAD on S3 (stat() also reads S3's times sidecar).
+   * The size of the object written whole at `key` (putContent, putStream, move), by the
+   * cheapest check the storage has: one stat(2) on disk, one HEAD on S3 (stat() also reads
+   * S3's times sidecar, and tells directories and unfinished appends apart with a listing).
+   * Undefined when there is none: nothing, a directory, or on S3 an object still being
+   * appended to (kept in parts). For links and blob data, which are only ever written whole.
    */
-  exists(key: string): Promise<boolean>;
+  objectSize(key: string): Promise<number | undefined>;
   /** Names (not keys) of the direct children of a directory. Throws PathNotFoundError. */
   list(key: string): Promise<string[]>;
   /** A stream of the object's bytes, opened before it resolves (so a missing object throws here). */

@@ -69,13 +69,13 @@ export class FilesystemDriver implements StorageDriver {
     }
   }
 
-  async exists(key: string): Promise<boolean> {
+  async objectSize(key: string): Promise<number | undefined> {
     try {
-      await fs.stat(this.full(key));
-      return true;
+      const st = await fs.stat(this.full(key));
+      return st.isFile() ? st.size : undefined;
     } catch (err) {
       const mapped = mapError(err, key);
-      if (isNotFound(mapped)) return false;
+      if (isNotFound(mapped)) return undefined;
       throw mapped;
     }
   }

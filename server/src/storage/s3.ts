@@ -237,8 +237,8 @@ export class S3Driver implements StorageDriver {
     return (await this.locate(key)).info;
   }
 
-  async exists(key: string): Promise<boolean> {
-    return this.existsAt(this.objectKey(key));
+  async objectSize(key: string): Promise<number | undefined> {
+    return (await this.head(this.objectKey(key)))?.size;
   }
 
   async list(key: string): Promise<string[]> {
