@@ -41,7 +41,8 @@ const MiB = 1024 * 1024;
 const AHEAD_PER_FILL = 64 * MiB;
 const AHEAD_MIN = 16 * MiB;
 const AHEAD_TOTAL = 256 * MiB;
-const budget = { ahead: 0, receiving: 0, changed: new Signal() };
+/** The process's fills together: bytes held ahead of the storage, fills downloading, clients reading a fill. */
+const budget = { ahead: 0, receiving: 0, reading: 0, changed: new Signal() };
 const WRITE_BEHIND_MAX_WAIT_MS = 1000;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** How many bytes of a fill may wait for the storage before it starts writing them (see feed()). */
@@ -245,9 +246,10 @@ export class BlobFill implements Fill, TailSource {
       while (this.state === 'running' && holding() && this.received < WRITE_BEHIND) {
         await Promise.race([this.progressed.next(), sleep(50)]);
       }
-      // And, for a moment, while other fills are still downloading (their clients wait for them).
+      // And, for a moment, while other fills are still downloading or clients still read a fill
+      // (they wait for those bytes; the storage writes compete with them for the CPU and the disk).
       const until = Date.now() + WRITE_BEHIND_MAX_WAIT_MS;
-      while (budget.receiving > 0 && holding() && Date.now() < until) {
+      while ((budget.receiving > 0 || budget.reading > 0) && holding() && Date.now() < until) {
         await Promise.race([budget.changed.next(), sleep(50)]);
       }
     }
@@ -282,7 +284,13 @@ export class BlobFill implements Fill, TailSource {
 
   /** The blob's bytes (or a range of them), read from the cache file as the fill writes it. */
   stream(range?: ByteRange): Readable {
-    return tailStream(this, this.deps.driver, range);
+    const stream = tailStream(this, this.deps.driver, range);
+    budget.reading++;
+    stream.once('close', () => {
+      budget.reading--;
+      budget.changed.notify();
+    });
+    return stream;
   }
 
   // ---- TailSource ----
