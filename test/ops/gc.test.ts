@@ -311,21 +311,21 @@ describe('a push half way through while a whole GC run happens', () => {
     s.registry.blobs.forget(parseDigest(layer.digest));
     // Hold the HEAD's stat of the layer (which found the file) until GC has deleted the layer.
     const driver = s.registry.driver;
-    const stat = driver.stat.bind(driver);
+    const objectSize = driver.objectSize.bind(driver);
     let held: (() => void) | undefined;
     const gate = new Promise<void>((r) => (held = r));
     let intercepted = false;
-    driver.stat = async (key) => {
-      if (intercepted || key !== paths.blobData(parseDigest(layer.digest))) return stat(key);
+    driver.objectSize = async (key) => {
+      if (intercepted || key !== paths.blobData(parseDigest(layer.digest))) return objectSize(key);
       intercepted = true;
-      const info = await stat(key);
+      const size = await objectSize(key);
       await gate;
-      return info;
+      return size;
     };
     const head = client.req(`/v2/${repo}/blobs/${layer.digest}`, { method: 'HEAD' });
     while (!intercepted) await new Promise((r) => setTimeout(r, 5));
     const gc = await s.maintenance.gc({ dryRun: false });
-    driver.stat = stat;
+    driver.objectSize = objectSize;
     held!();
     expect(gc.blobsDeleted).toBe(2);
     expect(hasBlob(data, layer.digest)).toBe(false);
