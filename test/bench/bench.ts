@@ -92,7 +92,7 @@ if (argv.help) {
   --phases <list>         run only some phases: push,read,auth10,auth12,mirror (push also runs whenever read or
                           an auth phase does: it loads their content; mirror loads its own upstream)
   --push-reps <n>         streamed pushes per server (default 5; --quick: 1)
-  --get-reps <n>          blob GET repetitions per server and row (default 3; --quick: 1)
+  --get-reps <n>          blob GET repetitions per server and row (default 5; --quick: 1): the rows are the median
   --mirror-reps <n>       mirror repetitions, each on fresh caches: per server one cold pull and 3 warm pulls (--quick: 1),
                           and one direct pull from the upstream (default 5; --quick: 2)
   --mirror-link <MB/s>    also measure cold pulls over a link of this speed to the upstream (a TCP relay that
@@ -135,7 +135,7 @@ const QUIET_BELOW = Number(argv['quiet-below'] ?? 0.3);
 const QUIET_WAIT_MS = Number(argv['quiet-wait'] ?? 30) * 1000;
 const WARMUP = QUICK ? 1 : 2;
 const PUSH_REPS = Number(argv['push-reps'] ?? (QUICK ? 1 : 5));
-const GET_REPS = Number(argv['get-reps'] ?? (QUICK ? 1 : 3));
+const GET_REPS = Number(argv['get-reps'] ?? (QUICK ? 1 : 5));
 const MIRROR_REPS = Math.max(1, Number(argv['mirror-reps'] ?? (QUICK ? 2 : 5)));
 /** The mirror rows' image: three random layers (the issue's "60 MB, 3-layer image"). */
 const MIRROR_LAYERS = [30 * MB, 20 * MB, 10 * MB];
