@@ -1,9 +1,9 @@
 // Mirror single-flight across replicas (issue 6): two mirror processes on one
 // Ceph RGW bucket and one Redis, in front of a real upstream (Debian's
 // docker-registry, counted through its access log and a front proxy). 20
-// clients pull the same cold image at once, spread over both replicas: each
-// blob is fetched from the upstream exactly once, and every client gets the
-// right bytes. A front proxy holds the layer bodies after their first 4 MiB
+// clients pull the same cold image at once, spread over both replicas: the
+// manifest and each blob are fetched from the upstream exactly once, and every
+// client gets the right bytes. A front proxy holds the layer bodies after their first 4 MiB
 // until all 20 clients are receiving every layer, so the pulls really overlap
 // the fills: the replica that did not claim a layer serves its clients by
 // tailing the other's upload in the bucket.
@@ -43,7 +43,7 @@ describe('scale-out: mirror replicas share one upstream fetch per blob', () => {
     await bucket?.destroy();
   });
 
-  it(`${CLIENTS} concurrent cold pulls over both replicas: one upstream GET per blob, correct bytes for everyone`, async () => {
+  it(`${CLIENTS} concurrent cold pulls over both replicas: one upstream GET per blob and for the manifest, correct bytes for everyone`, async () => {
     const blobs = [image.config, ...image.layers];
     front.holdBlobsAfter(4 * MiB);
     let layerResponses = 0;
@@ -78,6 +78,8 @@ describe('scale-out: mirror replicas share one upstream fetch per blob', () => {
     await upstream.sync();
     for (const b of blobs) expect(upstream.requests('GET', `/v2/team/big/blobs/${b.digest}`), b.digest).toHaveLength(1);
     expect(upstream.requests('GET', /\/blobs\//)).toHaveLength(blobs.length);
+    // And the manifest once: the replica that did not fetch it waited for the other's lock and read it from the bucket.
+    expect(upstream.requests('GET', /\/manifests\//)).toHaveLength(1);
 
     // Both replicas now serve every blob from the shared cache, with no upstream GET at all.
     for (const replica of replicas) {

@@ -75,6 +75,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
         tagFreshnessMs: config.proxy.tagfreshness,
         logger,
         fills: shared.fills,
+        manifestLocks: shared.manifestLocks,
       })
     : undefined;
   const service: RegistryService = mirror ?? registry;

@@ -16,6 +16,7 @@ import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, digestOf, looksLikeDigest, parseDigest } from '../registry/digest.ts';
 import { isRegistryError, RegistryError } from '../registry/errors.ts';
+import type { Exclusive } from '../registry/keyed-lock.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.ts';
 import type {
@@ -47,6 +48,8 @@ export interface MirrorOptions {
   logger: Logger;
   /** One upstream fetch per blob across replicas (shared/redis-fills.ts); per process when absent. */
   fills?: FillCoordinator;
+  /** One upstream fetch per manifest across replicas (a lock in Redis, shared/redis-lock.ts); per process when absent. */
+  manifestLocks?: Exclusive;
 }
 
 export class MirrorRegistry implements RegistryService {
@@ -161,7 +164,7 @@ export class MirrorRegistry implements RegistryService {
         const [result] = await Promise.all([serve(cached, 'hit'), this.markValidated(name, reference)]);
         return result;
       }
-      return await serve(await this.fetchManifest(name, reference), 'miss');
+      return await serve(await this.fetchManifest(name, reference, cached), 'miss');
     } catch (err) {
       if (err instanceof UpstreamUnavailable) this.downSince.set(upstream.host, Date.now());
       if (!cached || !(err instanceof UpstreamUnavailable)) throw this.mapUpstreamError(err);
@@ -188,37 +191,71 @@ export class MirrorRegistry implements RegistryService {
    * Fetches a manifest from the upstream and verifies it. The caller answers from
    * the verified bytes at once; storing them (and the tag) in the cache goes on
    * behind the answer, as a blob fill's commit does: on S3 that is four or five
-   * requests one after another, which the client need not wait for.
+   * requests one after another, which the client need not wait for. `stale`: the
+   * digest the cache holds for a tag the upstream moved.
    */
-  private fetchManifest(name: string, reference: string): Promise<Digest> {
+  private fetchManifest(name: string, reference: string, stale?: Digest): Promise<Digest> {
     return this.manifestFetches.run(`${name}@${reference}`, async () => {
-      const { client, remoteName } = this.upstreamFor(name);
-      const fetched = await client.getManifest(remoteName, reference, MAX_MANIFEST_BYTES);
-      const byDigest = looksLikeDigest(reference);
-      const claimed = byDigest ? parseDigest(reference) : fetched.digest ? parseDigest(fetched.digest) : undefined;
-      const actual = digestOf(fetched.body, claimed?.algorithm ?? 'sha256');
-      if (claimed && claimed.hex !== actual.hex) {
-        throw new UpstreamUnavailable(
-          this.upstreamFor(name).upstream.host,
-          `manifest ${remoteName}@${reference} does not match its digest ${claimed.value}; not cached`,
-        );
-      }
-      let info;
-      try {
-        info = parseManifest(fetched.body, fetched.mediaType);
-      } catch (err) {
-        throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${remoteName}@${reference}: ${(err as Error).message}`);
-      }
-      this.local.manifests.remember(actual, fetched.body, info);
-      this.storeBehind(name, [reference, actual.value], () =>
-        this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false, overwrite: true }),
-      );
-      return actual;
+      const locks = this.options.manifestLocks;
+      if (locks) return this.fetchOnceAcrossReplicas(locks, name, reference, stale);
+      return (await this.fetchAndStore(name, reference)).digest;
     });
   }
 
+  /**
+   * fetchAndStore() under a lock the replicas share, held until the manifest is stored:
+   * a replica that waited for it finds the manifest in the shared cache instead of
+   * fetching it again (Docker Hub counts every manifest GET as a pull).
+   */
+  private fetchOnceAcrossReplicas(locks: Exclusive, name: string, reference: string, stale?: Digest): Promise<Digest> {
+    return new Promise<Digest>((resolve, reject) => {
+      let locked = false;
+      locks
+        .run(`manifest:${name}@${reference}`, async () => {
+          locked = true;
+          const cached = await this.cachedDigest(name, reference);
+          if (cached && cached.value !== stale?.value) return resolve(cached);
+          const fetched = await this.fetchAndStore(name, reference);
+          resolve(fetched.digest);
+          await fetched.stored;
+        })
+        .catch((err: Error) => {
+          if (locked) return reject(err);
+          // The lock is out of reach (Redis down): this replica fetches on its own.
+          this.options.logger.warn({ repo: name, reference, err: err.message }, 'could not take the shared manifest lock; fetching without it');
+          this.fetchAndStore(name, reference).then((f) => resolve(f.digest), reject);
+        });
+    });
+  }
+
+  /** Fetches and verifies a manifest; `stored` settles once it is in the cache (or failed to get there, logged). */
+  private async fetchAndStore(name: string, reference: string): Promise<{ digest: Digest; stored: Promise<void> }> {
+    const { client, remoteName } = this.upstreamFor(name);
+    const fetched = await client.getManifest(remoteName, reference, MAX_MANIFEST_BYTES);
+    const byDigest = looksLikeDigest(reference);
+    const claimed = byDigest ? parseDigest(reference) : fetched.digest ? parseDigest(fetched.digest) : undefined;
+    const actual = digestOf(fetched.body, claimed?.algorithm ?? 'sha256');
+    if (claimed && claimed.hex !== actual.hex) {
+      throw new UpstreamUnavailable(
+        this.upstreamFor(name).upstream.host,
+        `manifest ${remoteName}@${reference} does not match its digest ${claimed.value}; not cached`,
+      );
+    }
+    let info;
+    try {
+      info = parseManifest(fetched.body, fetched.mediaType);
+    } catch (err) {
+      throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${remoteName}@${reference}: ${(err as Error).message}`);
+    }
+    this.local.manifests.remember(actual, fetched.body, info);
+    const stored = this.storeBehind(name, [reference, actual.value], () =>
+      this.local.manifests.put(name, reference, info.mediaType, fetched.body, { verifyReferences: false, overwrite: true }),
+    );
+    return { digest: actual, stored };
+  }
+
   /** Runs a manifest's cache write; requests for `references` in `name` wait for it until it ends. */
-  private storeBehind(name: string, references: string[], write: () => Promise<unknown>): void {
+  private storeBehind(name: string, references: string[], write: () => Promise<unknown>): Promise<void> {
     const keys = [...new Set(references)].map((r) => `${name}@${r}`);
     const stored = write().then(
       () => undefined,
@@ -231,6 +268,7 @@ export class MirrorRegistry implements RegistryService {
     void stored.finally(() => {
       for (const key of keys) if (this.manifestWrites.get(key) === stored) this.manifestWrites.delete(key);
     });
+    return stored;
   }
 
   private recentlyDown(host: string): boolean {

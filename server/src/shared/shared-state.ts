@@ -5,6 +5,7 @@
 //   recent use
 //   GC/prune lock       in-process (KeyedLock)      RedisExclusive
 //   mirror fills        in-process single-flight    RedisFillCoordinator
+//   mirror manifests    in-process single-flight    RedisExclusive (one lock per manifest)
 //   upload hash state   native, in memory           RedisHashStates
 //   rate limits         RateLimiterMemory           RateLimiterRedis
 //   blob descriptors    in-process LRU              RedisDescriptorCache
@@ -15,6 +16,7 @@
 import type { RegistryConfig } from '../config/schema.ts';
 import type { Logger } from '../ops/logger.ts';
 import type { FillCoordinator } from '../proxy/fill-coordinator.ts';
+import type { Exclusive } from '../registry/keyed-lock.ts';
 import type { HashStateEvent } from '../registry/uploads.ts';
 import type { SharedRegistryState } from '../registry/local-registry.ts';
 import { RedisHashStates } from './hash-states.ts';
@@ -25,6 +27,7 @@ import { RedisExclusive } from './redis-lock.ts';
 import { createSharedRedis, type SharedRedis } from './redis.ts';
 
 const WEEK_MS = 168 * 3_600_000;
+const MANIFEST_LOCK_TTL_MS = 10_000;
 
 export interface SharedState {
   /** The Redis client, when the config has a redis section. */
@@ -33,6 +36,8 @@ export interface SharedState {
   readonly registry: SharedRegistryState;
   /** For MirrorRegistry (options.fills). */
   readonly fills?: FillCoordinator;
+  /** For MirrorRegistry (options.manifestLocks). */
+  readonly manifestLocks?: Exclusive;
   /** Extra readiness checks (name → probe that throws when failing). */
   readonly checks: Record<string, () => Promise<void>>;
   /** What is shared, for the start-up log line. */
@@ -75,16 +80,20 @@ export async function createSharedState(
     onHashState,
   };
   const fills = config.proxy ? new RedisFillCoordinator(redis, logger) : undefined;
+  // Held while a manifest is fetched and stored (well under a second): a replica that dies holding
+  // one keeps the others waiting at most this long.
+  const manifestLocks = config.proxy ? new RedisExclusive(redis, logger, MANIFEST_LOCK_TTL_MS) : undefined;
   return {
     redis,
     registry,
     fills,
+    manifestLocks,
     checks: { redis: () => redis.ping() },
     summary: [
       'gc pins and lock',
       'upload hash state',
       ...(descriptorsInRedis ? ['blob descriptor cache'] : []),
-      ...(fills ? ['mirror single-flight'] : []),
+      ...(fills ? ['mirror single-flight (blobs and manifests)'] : []),
       ...(config.ratelimit?.enabled ? ['rate limits'] : []),
     ],
     close: async () => {
