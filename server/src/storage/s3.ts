@@ -349,44 +349,27 @@ export class S3Driver implements StorageDriver {
     const k = this.objectKey(key);
     // A sidecar of what was there before describes an object that is about to be replaced.
     await this.deleteKeys([`${k}/${TIMES_FILE}`]);
-    const created = await this.client.send(
-      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k, ContentType: 'application/octet-stream', StorageClass: this.storageClass, ...this.sse }),
-    );
-    const uploadId = created.UploadId;
-    if (!uploadId) throw new Error(`CreateMultipartUpload for ${k} returned no upload id`);
-    const etags: string[] = [];
-    const parts = new PartQueue(
-      this.chunkSize,
-      this.appendConcurrency,
-      tap,
-      async (part) => {
-        const data = concatParts(part);
-        const PartNumber = part.index + 1;
-        const out = await this.client.send(
-          unsignedPayload(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber, Body: data, ContentLength: part.size })),
-        );
-        etags[part.index] = requireEtag(out.ETag, k, PartNumber);
-      },
-      { maxParts: MAX_PARTS, what: key },
-    );
-    try {
-      for await (const raw of source) await parts.write(typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer));
-      if (parts.pendingBytes > 0 || parts.count === 0) parts.flush();
-      await parts.settle();
-      await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: k,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
-        }),
+    return this.multipartUpload(k, async (uploadId, etags) => {
+      const parts = new PartQueue(
+        this.chunkSize,
+        this.appendConcurrency,
+        tap,
+        async (part) => {
+          etags[part.index] = await this.uploadPart(k, uploadId, part.index + 1, concatParts(part));
+        },
+        { maxParts: MAX_PARTS, what: key },
       );
-      return parts.written;
-    } catch (err) {
-      await parts.settle().catch(() => {});
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => {});
-      throw err;
-    }
+      try {
+        for await (const raw of source) await parts.write(typeof raw === 'string' ? Buffer.from(raw) : (raw as Buffer));
+        if (parts.pendingBytes > 0 || parts.count === 0) parts.flush();
+        await parts.settle();
+        return parts.written;
+      } catch (err) {
+        // No part may still be on its way when the upload is aborted.
+        await parts.settle().catch(() => {});
+        throw err;
+      }
+    });
   }
 
   async move(from: string, to: string): Promise<void> {
@@ -629,20 +612,9 @@ export class S3Driver implements StorageDriver {
     await this.multipart(dst, plan, appendable.size);
   }
 
+  /** Stores `plan` (server-side copies of ranges, re-uploads of small pieces) as the parts of one object at `dst`. */
   private async multipart(dst: string, plan: PlanItem[], size: number): Promise<void> {
-    const created = await this.client.send(
-      new CreateMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: dst,
-        ContentType: 'application/octet-stream',
-        StorageClass: this.storageClass,
-        ...this.sse,
-      }),
-    );
-    const uploadId = created.UploadId;
-    if (!uploadId) throw new Error(`CreateMultipartUpload for ${dst} returned no upload id`);
-    try {
-      const etags: string[] = new Array(plan.length);
+    await this.multipartUpload(dst, async (uploadId, etags) => {
       // Re-uploads hold their bytes in memory: only two at a time.
       const uploads = new Semaphore(2);
       await pool(plan, Math.min(this.copyConcurrency, plan.length), async (item, i) => {
@@ -661,42 +633,56 @@ export class S3Driver implements StorageDriver {
           etags[i] = requireEtag(out.CopyPartResult?.ETag, dst, PartNumber);
         } else {
           await uploads.run(async () => {
-            const body = await this.readSegments(item.segments, item.size);
-            const out = await this.client.send(
-              new UploadPartCommand({
-                Bucket: this.bucket,
-                Key: dst,
-                UploadId: uploadId,
-                PartNumber,
-                Body: body,
-                ContentLength: body.length,
-              }),
-            );
-            etags[i] = requireEtag(out.ETag, dst, PartNumber);
+            etags[i] = await this.uploadPart(dst, uploadId, PartNumber, await this.readSegments(item.segments, item.size));
           });
         }
       });
+      return size;
+    });
+  }
+
+  /**
+   * One multipart upload to `k`: `storeParts` stores the parts, recording each one's ETag
+   * at its index, and resolves with the object's size. The upload is then completed, and
+   * what landed is checked: some S3 implementations answer CompleteMultipartUpload with an
+   * ETag that says little. Aborted when anything before the completion fails.
+   */
+  private async multipartUpload(k: string, storeParts: (uploadId: string, etags: string[]) => Promise<number>): Promise<number> {
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: k, ContentType: 'application/octet-stream', StorageClass: this.storageClass, ...this.sse }),
+    );
+    const uploadId = created.UploadId;
+    if (!uploadId) throw new Error(`CreateMultipartUpload for ${k} returned no upload id`);
+    let size: number;
+    try {
+      const etags: string[] = [];
+      size = await storeParts(uploadId, etags);
       await this.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
-          Key: dst,
+          Key: k,
           UploadId: uploadId,
           MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
         }),
       );
     } catch (err) {
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: dst, UploadId: uploadId }))
-        .catch(() => {});
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId })).catch(() => {});
       throw err;
     }
-    // Some S3 implementations answer CompleteMultipartUpload with an ETag that
-    // says little: check what actually landed.
-    const landed = await this.head(dst);
+    const landed = await this.head(k);
     if (landed?.size !== size) {
-      await this.deleteKeys([dst]).catch(() => {});
-      throw new Error(`multipart upload to ${dst} stored ${landed?.size ?? 'nothing'} bytes, expected ${size}`);
+      await this.deleteKeys([k]).catch(() => {});
+      throw new Error(`multipart upload to ${k} stored ${landed?.size ?? 'nothing'} bytes, expected ${size}`);
     }
+    return size;
+  }
+
+  /** One part of a multipart upload, signed as put() is (UNSIGNED-PAYLOAD); resolves with its ETag. */
+  private async uploadPart(k: string, uploadId: string, PartNumber: number, body: Buffer): Promise<string> {
+    const out = await this.client.send(
+      unsignedPayload(new UploadPartCommand({ Bucket: this.bucket, Key: k, UploadId: uploadId, PartNumber, Body: body, ContentLength: body.length })),
+    );
+    return requireEtag(out.ETag, k, PartNumber);
   }
 
   private async readSegments(segments: Array<{ key: string; start: number; end: number }>, size: number): Promise<Buffer> {
