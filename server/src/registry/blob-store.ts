@@ -41,7 +41,7 @@ export class BlobStore {
    * by another process (a replica, an offline GC) shows after the TTL.
    */
   private readonly seenLinks: LruCache<string, number> | undefined;
-  /** Bumped by every link deletion: an exists() that overlapped one must not fill the cache. */
+  /** Bumped by every link deletion: a check or write of a link that overlapped one must not fill the cache. */
   private linkDeletions = 0;
 
   constructor(

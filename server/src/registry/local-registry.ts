@@ -69,17 +69,17 @@ export class LocalRegistry implements RegistryService {
     readonly driver: StorageDriver,
     options: LocalRegistryOptions,
   ) {
-    this.redirect = (options.redirect ?? false) && driver.urlFor !== undefined;
     this.capabilities = { write: !options.readOnly, delete: options.deleteEnabled && !options.readOnly };
     const shared = options.shared ?? {};
     this.guard = shared.guard ?? new InProcessGcGuard();
     this.maintenance = shared.exclusive ?? new KeyedLock();
     this.blobs = new BlobStore(driver, options.blobDescriptorCacheSize, shared.descriptors, options.linkCacheMs);
+    this.redirect = (options.redirect ?? false) && this.blobs.canRedirect;
     this.manifests = new ManifestStore(driver, this.blobs, this.guard);
     this.uploads = new UploadStore(driver, this.blobs, this.guard, { hashStates: shared.hashStates, onHashState: shared.onHashState });
     // The first URL a process signs costs ~10 ms of one-time setup (signer, credentials);
     // paid here rather than by the first client's GET. Signing is local: nothing is sent.
-    if (this.redirect) driver.urlFor?.(paths.blobData(parseDigest(`sha256:${'0'.repeat(64)}`)), 60).catch(() => {});
+    if (this.redirect) this.blobs.redirectUrl(parseDigest(`sha256:${'0'.repeat(64)}`), 60).catch(() => {});
   }
 
   // ---- blobs ----
