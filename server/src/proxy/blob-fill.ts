@@ -43,11 +43,11 @@ const AHEAD_MIN = 16 * MiB;
 const AHEAD_TOTAL = 256 * MiB;
 /** The process's fills together: bytes held ahead of the storage, fills downloading, clients reading a fill. */
 const budget = { ahead: 0, receiving: 0, reading: 0, changed: new Signal() };
-const WRITE_BEHIND_MAX_WAIT_MS = 1000;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 /** How many bytes of a fill may wait for the storage before it starts writing them (see feed()). */
 const WRITE_BEHIND = 32 * MiB;
-
+/** How long, at most, the storage writes then wait while other fills download or clients read. */
+const WRITE_BEHIND_MAX_WAIT_MS = 1000;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** 'verified': every byte arrived and matches the digest; the commit is still running. */
 type State = 'starting' | 'running' | 'verified' | 'done' | 'failed';
