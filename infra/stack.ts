@@ -156,24 +156,7 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     : dockerSshOpts(cfg, undefined, stack);
   const provider = new docker.Provider('vps-docker', { host: `ssh://${cfg.vps.user}@${cfg.vps.host}:${cfg.vps.port}`, sshOpts });
 
-  new RegistryContainers(
-    'vps',
-    {
-      config: cfg,
-      contextDir: o.root,
-      imageName,
-      caddyfile: secretFile('Caddyfile'),
-      privateConfig: file('registry/config.yml'),
-      mirrorConfig: file('registry-cache/config.yml'),
-      privateEnv: pulumi.secret(rendered.apply((r) => r.privateEnv)),
-      mirrorEnv: pulumi.secret(rendered.apply((r) => r.mirrorEnv)),
-      ...(cfg.derived.redis
-        ? { redisConfig: secretFile('redis/redis.conf'), redisEnv: pulumi.secret(rendered.apply((r) => r.redisEnv ?? {})) }
-        : {}),
-      after: host.steps,
-    },
-    { provider },
-  );
+  new RegistryContainers('vps', { config: cfg, contextDir: o.root, imageName, plain, rendered, after: host.steps }, { provider });
 
   return {
     dcrUrl: `https://${cfg.derived.dcrHost}`,
