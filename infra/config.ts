@@ -109,6 +109,18 @@ export const DOCKER_HUB_UPSTREAM = { host: 'docker.io', url: 'https://registry-1
 
 const anyObject = z.record(z.string(), z.unknown());
 
+/** The images a stack runs unless docker.* says otherwise: current releases, by tag. */
+export const DEFAULT_IMAGES = { caddy: 'caddy:2.10.2-alpine', node: 'node:24.22.3-bookworm-slim' } as const;
+
+const imageName = z
+  .string()
+  .trim()
+  .regex(/^[a-z0-9][A-Za-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$/, 'must be an image reference such as caddy:2.10.2-alpine');
+const imageDigest = z
+  .string()
+  .trim()
+  .regex(/^sha256:[0-9a-f]{64}$/, 'must be an image digest: sha256: and 64 lowercase hex digits (docker buildx imagetools inspect <image>)');
+
 // `pulumi config set` stores what it is given; accept "true"/"22" where a boolean or number is due.
 const bool = () => z.preprocess((v) => (v === 'true' ? true : v === 'false' ? false : v), z.boolean());
 const int = (min: number, max: number) =>
@@ -147,6 +159,20 @@ export const stackConfigSchema = z
       .refine((u) => Object.keys(u).length > 0, { message: 'at least one user is required' }),
     /** E-mail for Let's Encrypt registration (optional). */
     acmeEmail: z.string().email().optional(),
+    /**
+     * Brute-force protection of the logins (dcr, and mir with requireAuth): a client address with
+     * `limit` failed logins within `window` gets 429 for every request, right password or not, until
+     * the window has passed. dcr is DNS-only, so nothing in front of it limits guessing, and every
+     * guess costs a bcrypt check. A NAT that hides many clients shares one budget: raise the limit
+     * rather than turn this off.
+     */
+    failedLogins: z
+      .strictObject({
+        enabled: bool().default(true),
+        limit: int(1, 100_000).default(20),
+        window: duration.default('15m'),
+      })
+      .default({ enabled: true, limit: 20, window: '15m' }),
 
     private: z
       .strictObject({
@@ -187,7 +213,10 @@ export const stackConfigSchema = z
         ttl: duration.default('168h'),
         /** How long a cached tag is served without asking the upstream ("0": revalidate every pull by tag). */
         tagFreshness: duration.default('0'),
-        /** Cache-Control max-age of manifests fetched by tag, and their Cloudflare edge TTL. */
+        /**
+         * Cache-Control max-age of manifests fetched by tag, for clients and their caches.
+         * Cloudflare never caches them: the answer depends on the Accept header and its cache key is the URL.
+         */
         tagMaxAge: duration.default('60s'),
         /** Keep the cache under this size, least recently used first. */
         maxSize: size.optional(),
@@ -231,7 +260,12 @@ export const stackConfigSchema = z
         cacheRules: bool().default(true),
         /** Set SSL mode Full (strict) for mir only, with a configuration rule. */
         strictTls: bool().default(true),
-        /** Optional R2 bucket for scale-out storage (the server's S3 driver is a separate issue). */
+        /**
+         * mir serves a Cloudflare Origin CA certificate the program requests (15 years). Raise this
+         * number (2, 3, …) and run `pulumi up` to get a new key and certificate; the old certificate
+         * is revoked once Caddy has the new one. The renew-cert job says when it is due.
+         */
+        originCertGeneration: int(1, 1_000_000).default(1),
         /** Optional R2 bucket (created by the program, protected); `storage.backend: r2` stores the registries' data in it. */
         r2: z
           .strictObject({
@@ -245,7 +279,15 @@ export const stackConfigSchema = z
           })
           .optional(),
       })
-      .default({ immutableTtl: 31_536_000, dnsTtl: 300, originHeader: 'X-Origin-Secret', waf: true, cacheRules: true, strictTls: true }),
+      .default({
+        immutableTtl: 31_536_000,
+        dnsTtl: 300,
+        originHeader: 'X-Origin-Secret',
+        waf: true,
+        cacheRules: true,
+        strictTls: true,
+        originCertGeneration: 1,
+      }),
 
     /**
      * Where the registries keep blobs and manifests. filesystem (default): the
@@ -343,7 +385,12 @@ export const stackConfigSchema = z
 
     docker: z
       .strictObject({
-        caddyImage: z.string().min(1).default('caddy:2.8.4-alpine'),
+        caddyImage: imageName.default(DEFAULT_IMAGES.caddy),
+        /** Pins caddyImage to exactly this image (sha256:…): a moved tag cannot change what runs. */
+        caddyImageDigest: imageDigest.optional(),
+        /** The base image of the server image (the NODE_IMAGE build argument of server/Dockerfile). */
+        nodeImage: imageName.default(DEFAULT_IMAGES.node),
+        nodeImageDigest: imageDigest.optional(),
         caddyMemory: size.default(256 * 1024 ** 2),
         /** The bridge network the containers share. */
         network: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/).default('proxy_net'),
@@ -358,7 +405,8 @@ export const stackConfigSchema = z
         bcryptCost: int(4, 14).default(10),
       })
       .default({
-        caddyImage: 'caddy:2.8.4-alpine',
+        caddyImage: DEFAULT_IMAGES.caddy,
+        nodeImage: DEFAULT_IMAGES.node,
         caddyMemory: 256 * 1024 ** 2,
         network: 'proxy_net',
         subnet: '172.30.0.0/24',
@@ -407,6 +455,14 @@ export const stackConfigSchema = z
     }
     if (c.r2Credentials && !c.cloudflare.r2) {
       ctx.addIssue({ code: 'custom', path: ['r2Credentials'], message: 'set cloudflare.r2 too (the bucket these credentials are for)' });
+    }
+    for (const [image, digest] of [
+      ['caddyImage', 'caddyImageDigest'],
+      ['nodeImage', 'nodeImageDigest'],
+    ] as const) {
+      if (c.docker[digest] && c.docker[image].includes('@')) {
+        ctx.addIssue({ code: 'custom', path: ['docker', digest], message: `docker.${image} already pins a digest: give it once` });
+      }
     }
     if (c.redis.enabled === false && (c.replicas.private > 1 || c.replicas.mirror > 1)) {
       ctx.addIssue({
@@ -498,6 +554,16 @@ function getPath(doc: unknown, path: PropertyKey[]): unknown {
 export function r2Endpoint(accountId: string, jurisdiction?: 'default' | 'eu' | 'fedramp'): string {
   const j = jurisdiction && jurisdiction !== 'default' ? `${jurisdiction}.` : '';
   return `https://${accountId}.${j}r2.cloudflarestorage.com`;
+}
+
+/**
+ * The images the stack runs, as Docker references: the configured name:tag,
+ * with @sha256:… appended when docker.*Digest pins it. caddy is what the Caddy
+ * container runs; node is the server image's base (its NODE_IMAGE build argument).
+ */
+export function imageRefs(cfg: Pick<StackConfig, 'docker'>): { caddy: string; node: string } {
+  const ref = (image: string, digest: string | undefined) => (digest ? `${image}@${digest}` : image);
+  return { caddy: ref(cfg.docker.caddyImage, cfg.docker.caddyImageDigest), node: ref(cfg.docker.nodeImage, cfg.docker.nodeImageDigest) };
 }
 
 /** Is this a Cloudflare zone id (rather than a zone name)? */

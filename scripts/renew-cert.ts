@@ -9,11 +9,18 @@
 // re-check (polling up to --wait seconds, ACME takes a moment) and alert if
 // a certificate is still bad.
 //
-// In the deployed stack Caddy's admin API listens on localhost inside its
-// container, out of reach of the ops job; there --caddy-container (or
-// OPS_CADDY_CONTAINER) makes the reload a `docker exec <container> caddy
-// reload --config <Caddyfile> --force` through the Docker socket, which
-// POSTs /load with the same must-revalidate header.
+// Where Caddy's admin API is out of the job's reach (localhost inside its
+// container), --caddy-container (or OPS_CADDY_CONTAINER) makes the reload a
+// `docker exec <container> caddy reload --config <Caddyfile> --force` through
+// the Docker socket, which POSTs /load with the same must-revalidate header.
+//
+// Hosts have one of two roles. A --host has a certificate Caddy obtains and
+// renews (ACME: dcr), so reloading Caddy is the fix. An --origin-ca-host
+// serves a Cloudflare Origin CA certificate the Pulumi program issued (mir):
+// Caddy only reads it from a file, so a reload changes nothing; only
+// `pulumi up` issues a new one. Those are checked for days left and name (not
+// the chain: the Origin CA's root is Cloudflare's private one, which Cloudflare
+// checks itself), and when one fails the job alerts and says so.
 import { Option } from 'commander';
 import {
   addExitCodeHelp,
@@ -40,6 +47,7 @@ const DEFAULT_CADDYFILE = '/etc/caddy/Caddyfile';
 
 interface RenewOptions extends CommonOptions {
   host?: string[];
+  originCaHost?: string[];
   connectTo?: string;
   days: number;
   caddyAdmin: string;
@@ -55,8 +63,16 @@ interface HostTarget {
   port: number;
 }
 
+/** Who renews a host's certificate: Caddy (ACME, on reload) or `pulumi up` (a Cloudflare Origin CA certificate). */
+type Role = 'caddy' | 'origin-ca';
+
+/** What an operator does when an Origin CA certificate is due. */
+const ORIGIN_CA_RENEWAL =
+  'Caddy cannot renew a Cloudflare Origin CA certificate: raise registry-stack:cloudflare.originCertGeneration and run `pulumi up`, which issues a new one';
+
 interface HostCheck {
   host: string;
+  role: Role;
   ok: boolean;
   /** Reloading Caddy may fix it (a certificate problem, not a connection problem). */
   certProblem: boolean;
@@ -73,6 +89,13 @@ const program = createProgram(
 );
 program
   .addOption(listOption('--host <name[:port]>', 'a hostname to check (port 443 by default); repeatable', 'RENEW_CERT_HOSTS'))
+  .addOption(
+    listOption(
+      '--origin-ca-host <name[:port]>',
+      'a hostname serving a Cloudflare Origin CA certificate (renewed by `pulumi up`, not by Caddy): alert when it is due; repeatable',
+      'RENEW_CERT_ORIGIN_CA_HOSTS',
+    ),
+  )
   .addOption(
     new Option('--connect-to <host:port>', 'connect here instead of resolving each name (SNI and the name check still use the name)').env(
       'RENEW_CERT_CONNECT_TO',
@@ -114,6 +137,7 @@ program.addHelpText(
   `
 Environment (fallbacks for the flags above; then the stack's shared OPS_* variables):
   RENEW_CERT_HOSTS, then OPS_PRIVATE_URL + OPS_MIRROR_URL (their hosts)   --host
+  RENEW_CERT_ORIGIN_CA_HOSTS                                              --origin-ca-host
   RENEW_CERT_CONNECT_TO                                                   --connect-to
   RENEW_CERT_DAYS, then OPS_CERT_MIN_DAYS                                 --days (default 14)
   CADDY_ADMIN (the variable Caddy itself reads)                           --caddy-admin
@@ -132,7 +156,12 @@ hosts re-checked until they pass or --wait runs out.
   renewed by the reload      exit 0, warning alert (Caddy's own renewal should have done it)
   still failing              exit 1, error alert
   host unreachable           exit 1, error alert (no reload: that is the monitor's business)
---dry-run checks and reports "would reload", and does not touch Caddy.`,
+--dry-run checks and reports "would reload", and does not touch Caddy.
+
+An --origin-ca-host (mir in the deployed stack) is checked for days left and name only (its chain
+is Cloudflare's private Origin CA, which Cloudflare checks). Caddy is never reloaded for it: when it
+fails, the job exits 1 with an error alert saying that \`pulumi up\` issues a new one (after raising
+registry-stack:cloudflare.originCertGeneration). A host given both ways is an Origin CA host.`,
 );
 addExitCodeHelp(program, 'a certificate is still close to expiry or invalid, a host is unreachable, or Caddy refused the reload');
 
@@ -176,6 +205,7 @@ function parseCaddyAdmin(value: string): CaddyAdmin {
 
 async function checkHost(
   t: HostTarget,
+  role: Role,
   connectTo: { host: string; port: number } | undefined,
   ca: Buffer[] | undefined,
   days: number,
@@ -193,21 +223,22 @@ async function checkHost(
     });
   } catch (err) {
     const error = describeError(err);
-    return { host, ok: false, certProblem: false, message: `TLS connection failed: ${error}`, error };
+    return { host, role, ok: false, certProblem: false, message: `TLS connection failed: ${error}`, error };
   }
   const problems: string[] = [];
   const left = Math.round(cert.daysLeft * 10) / 10;
   if (cert.daysLeft <= 0) problems.push(`expired ${-left} days ago`);
   else if (cert.daysLeft < days) problems.push(`${left} days left < ${days}`);
   if (!cert.nameMatches) problems.push(cert.nameError ?? 'name mismatch');
-  else if (!cert.trusted) problems.push(`not trusted: ${cert.trustError}`);
-  if (problems.length > 0) return { host, ok: false, certProblem: true, message: problems.join(', '), cert };
-  return { host, ok: true, certProblem: false, message: `${left} days left (until ${cert.validTo})`, cert };
+  else if (!cert.trusted && role === 'caddy') problems.push(`not trusted: ${cert.trustError}`);
+  if (problems.length > 0) return { host, role, ok: false, certProblem: true, message: problems.join(', '), cert };
+  return { host, role, ok: true, certProblem: false, message: `${left} days left (until ${cert.validTo})`, cert };
 }
 
 function certFields(c: HostCheck): Record<string, unknown> {
   return {
     host: c.host,
+    ...(c.role === 'origin-ca' ? { role: c.role } : {}),
     ok: c.ok,
     ...(c.cert
       ? {
@@ -260,10 +291,54 @@ async function reloadCaddyInContainer(docker: DockerClient, container: string, c
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const targetKey = (t: HostTarget) => `${t.name}:${t.port}`;
+
+function logCheck(log: Logger, c: HostCheck, phase: string): void {
+  const fields = { phase, ...certFields(c) };
+  if (c.ok) log.info(`${c.host}: ${c.message}`, fields);
+  else log.error(`${c.host}: ${c.message}`, fields);
+}
+
 async function run(opts: RenewOptions, log: Logger): Promise<Outcome> {
-  const targets = (opts.host ?? []).map(parseHost);
-  if (targets.length === 0) throw new UsageError('give at least one --host (or RENEW_CERT_HOSTS, or OPS_PRIVATE_URL / OPS_MIRROR_URL)');
+  const originTargets = (opts.originCaHost ?? []).map(parseHost);
+  const originKeys = new Set(originTargets.map(targetKey));
+  // A host listed both ways is an Origin CA host: reloading Caddy would not help it.
+  const targets = (opts.host ?? []).map(parseHost).filter((t) => !originKeys.has(targetKey(t)));
+  if (targets.length === 0 && originTargets.length === 0) {
+    throw new UsageError('give at least one --host or --origin-ca-host (or RENEW_CERT_HOSTS, RENEW_CERT_ORIGIN_CA_HOSTS, or OPS_PRIVATE_URL / OPS_MIRROR_URL)');
+  }
   const connectTo = opts.connectTo ? parseConnectTo(opts.connectTo) : undefined;
+  const ca = readCaFile(opts.caFile);
+  const timeoutMs = opts.timeout * 1000;
+  const origin = await Promise.all(originTargets.map((t) => checkHost(t, 'origin-ca', connectTo, ca, opts.days, timeoutMs)));
+  for (const c of origin) logCheck(log, c, 'check');
+  const caddy = targets.length > 0 ? await renewThroughCaddy(opts, log, targets, connectTo, ca, timeoutMs) : undefined;
+  return withOriginCa(caddy, origin, opts.days);
+}
+
+/** Adds the Origin CA hosts' findings to the outcome of the Caddy hosts (if any). */
+function withOriginCa(caddy: Outcome | undefined, origin: HostCheck[], days: number): Outcome {
+  if (caddy && origin.length === 0) return caddy;
+  const bad = origin.filter((c) => !c.ok);
+  const hosts = [...((caddy?.details.hosts as unknown[] | undefined) ?? []), ...origin.map(certFields)];
+  const details = { ...(caddy?.details ?? { days }), hosts, ...(bad.length > 0 ? { originCa: { failing: bad.map((c) => c.host), renewal: 'pulumi up' } } : {}) };
+  if (bad.length === 0) {
+    const fine = `Origin CA certificates have ≥ ${days} days left: ${origin.map((c) => `${c.host} ${c.message}`).join('; ')}`;
+    return caddy ? { ...caddy, summary: `${caddy.summary}; ${fine}`, details } : { ok: true, summary: fine, details };
+  }
+  const due = bad.some((c) => c.certProblem);
+  const summary = `Origin CA certificate failing: ${bad.map((c) => `${c.host}: ${c.message}`).join('; ')}${due ? ` (${ORIGIN_CA_RENEWAL})` : ''}`;
+  return { ok: false, level: 'error', summary: caddy ? `${summary}; ${caddy.summary}` : summary, details };
+}
+
+async function renewThroughCaddy(
+  opts: RenewOptions,
+  log: Logger,
+  targets: HostTarget[],
+  connectTo: { host: string; port: number } | undefined,
+  ca: Buffer[] | undefined,
+  timeoutMs: number,
+): Promise<Outcome> {
   const admin = parseCaddyAdmin(opts.caddyAdmin);
   const adminExplicit = ['cli', 'env'].includes(program.getOptionValueSource('caddyAdmin') ?? '');
   const containerSource = program.getOptionValueSource('caddyContainer');
@@ -274,17 +349,10 @@ async function run(opts: RenewOptions, log: Logger): Promise<Outcome> {
     if (!adminExplicit) container = opts.caddyContainer;
   }
   const via = container ? { caddyContainer: container, caddyConfig: opts.caddyConfig } : { caddyAdmin: admin.shown };
-  const ca = readCaFile(opts.caFile);
-  const timeoutMs = opts.timeout * 1000;
-  const check = (t: HostTarget) => checkHost(t, connectTo, ca, opts.days, timeoutMs);
-  const logCheck = (c: HostCheck, phase: string) => {
-    const fields = { phase, ...certFields(c) };
-    if (c.ok) log.info(`${c.host}: ${c.message}`, fields);
-    else log.error(`${c.host}: ${c.message}`, fields);
-  };
+  const check = (t: HostTarget) => checkHost(t, 'caddy', connectTo, ca, opts.days, timeoutMs);
 
   const first = await Promise.all(targets.map(check));
-  for (const c of first) logCheck(c, 'check');
+  for (const c of first) logCheck(log, c, 'check');
   const bad = first.filter((c) => !c.ok);
   if (bad.length === 0) {
     return {
@@ -340,7 +408,7 @@ async function run(opts: RenewOptions, log: Logger): Promise<Outcome> {
     if (pending.length === 0 || Date.now() >= deadline) break;
     await sleep(Math.min(5000, Math.max(0, deadline - Date.now())));
   }
-  for (const c of after.values()) logCheck(c, 'recheck');
+  for (const c of after.values()) logCheck(log, c, 'recheck');
 
   const final = first.map((c) => after.get(c.host) ?? c);
   const stillBad = final.filter((c) => !c.ok);

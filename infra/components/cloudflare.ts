@@ -1,5 +1,15 @@
 // Cloudflare: the two DNS records, the mirror's cache, WAF, transform and
-// configuration rules, and an optional R2 bucket.
+// configuration rules, mir's Origin CA certificate, and an optional R2 bucket.
+//
+// mir's certificate. mir is proxied: Cloudflare is its only client, and with
+// Full (strict) Cloudflare wants a certificate it trusts. ACME cannot get one
+// there (TLS-ALPN-01 does not pass the proxy, the WAF blocks HTTP-01), so the
+// program asks Cloudflare's Origin CA: a P-256 key made here (kept, secret, in
+// the state), a CSR for the mir host, and a 15-year certificate, all before
+// Caddy starts, so the first deploy works. Needs "SSL and Certificates: Edit"
+// on the zone. cloudflare.originCertGeneration > 1 gives the key, the CSR and
+// the certificate new resource names: `pulumi up` creates the new ones, updates
+// what uses them, and only then deletes (revokes) the old certificate.
 //
 // When a registry stores in R2 and no r2Credentials are configured, an account
 // API token scoped to the bucket (object read and write, nothing else) is
@@ -9,6 +19,7 @@
 import { createHash } from 'node:crypto';
 import * as cloudflare from '@pulumi/cloudflare';
 import * as pulumi from '@pulumi/pulumi';
+import * as tls from '@pulumi/tls';
 import { isZoneId, type StackConfig } from '../config.ts';
 import { cacheRules, originHeaderRule, strictTlsRule, wafRules } from '../render/cloudflare.ts';
 
@@ -30,6 +41,21 @@ export function r2SecretAccessKey(tokenValue: string): string {
   return createHash('sha256').update(tokenValue).digest('hex');
 }
 
+/** The Origin CA's longest validity (days), and the signature type that matches a P-256 key. */
+export const ORIGIN_CA_VALIDITY_DAYS = 5475;
+export const ORIGIN_CA_REQUEST_TYPE = 'origin-ecc';
+
+/** mir's certificate (PEM) and its private key (PEM, a secret). */
+export interface OriginCert {
+  certificate: pulumi.Output<string>;
+  privateKey: pulumi.Output<string>;
+}
+
+/** Resource-name suffix of a certificate generation: none for the first, so a stack's first certificate keeps its name. */
+export function originCertSuffix(generation: number): string {
+  return generation > 1 ? `-g${generation}` : '';
+}
+
 export interface R2Credentials {
   accessKeyId: pulumi.Output<string>;
   secretAccessKey: pulumi.Output<string>;
@@ -44,6 +70,11 @@ export class CloudflareEdge extends pulumi.ComponentResource {
   readonly r2Token?: cloudflare.AccountToken;
   /** S3 credentials of the bucket (secrets), when a registry stores in R2. */
   readonly r2Credentials?: R2Credentials;
+  readonly mirOriginKey: tls.PrivateKey;
+  readonly mirOriginCsr: tls.CertRequest;
+  readonly mirOriginCa: cloudflare.OriginCaCertificate;
+  /** What Caddy serves on mir: CADDY_ORIGIN_CERT.cert and .key in its container. */
+  readonly mirOriginCert: OriginCert;
 
   constructor(name: string, args: CloudflareEdgeArgs, opts?: pulumi.ComponentResourceOptions) {
     super('registry-stack:index:CloudflareEdge', name, {}, opts);
@@ -89,6 +120,25 @@ export class CloudflareEdge extends pulumi.ComponentResource {
     if (cfg.cloudflare.strictTls) {
       ruleset('config', 'http_config_settings', 'registry-stack: Full (strict) TLS to the mirror origin', [strictTlsRule(cfg)]);
     }
+
+    const gen = originCertSuffix(cfg.cloudflare.originCertGeneration);
+    const mirHost = cfg.derived.mirHost;
+    this.mirOriginKey = new tls.PrivateKey(`${name}-mir-origin-key${gen}`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, child);
+    this.mirOriginCsr = new tls.CertRequest(
+      `${name}-mir-origin-csr${gen}`,
+      { privateKeyPem: this.mirOriginKey.privateKeyPem, subject: { commonName: mirHost }, dnsNames: [mirHost] },
+      child,
+    );
+    this.mirOriginCa = new cloudflare.OriginCaCertificate(
+      `${name}-mir-origin-cert${gen}`,
+      { csr: this.mirOriginCsr.certRequestPem, hostnames: [mirHost], requestType: ORIGIN_CA_REQUEST_TYPE, requestedValidity: ORIGIN_CA_VALIDITY_DAYS },
+      // The API cannot change an issued certificate: any change is a new one.
+      { ...child, replaceOnChanges: ['csr', 'hostnames', 'requestType', 'requestedValidity'] },
+    );
+    this.mirOriginCert = {
+      certificate: this.mirOriginCa.certificate,
+      privateKey: pulumi.secret(this.mirOriginKey.privateKeyPem),
+    };
 
     if (cfg.cloudflare.r2) {
       const r2 = cfg.cloudflare.r2;
@@ -142,6 +192,6 @@ export class CloudflareEdge extends pulumi.ComponentResource {
         };
       }
     }
-    this.registerOutputs({ zoneId: this.zoneId });
+    this.registerOutputs({ zoneId: this.zoneId, mirOriginCertExpiresOn: this.mirOriginCa.expiresOn });
   }
 }

@@ -7,6 +7,19 @@
 //     403. The mirror is read-only: only GET, HEAD and OPTIONS pass.
 // The local twin renders the same sites with `tls internal` on high ports.
 //
+// Certificates. dcr gets one from ACME (Let's Encrypt, or the directory in
+// `acme`). mir cannot: it is proxied, so TLS-ALPN-01 never reaches Caddy, and
+// HTTP-01 is blocked by the WAF's read-only rule. mir serves a Cloudflare
+// Origin CA certificate instead (`mirTls`, files the program uploads): the
+// only client mir has is Cloudflare, and an Origin CA certificate is exactly
+// what Full (strict) trusts. It exists before Caddy starts, so the first
+// deploy works, and no ACME challenge has to pass the proxy.
+//
+// Logs. Caddy redacts Authorization and Cookie, nothing else, and it logs the
+// request's headers both in the access log and with every handler error (a
+// 502 when a registry is down goes to the default logger). The origin header
+// is the key to mir: every logger filters it out.
+//
 // A host with several replicas gets one reverse_proxy to all of them, with a
 // load-balancing policy, active health checks (GET /healthz on each replica),
 // passive ones (a replica that failed a request sits out fail_duration) and
@@ -44,13 +57,49 @@ export interface CaddyfileOptions {
   admin?: string;
   /** Serve "ok" on http://127.0.0.1:<port> for the container's healthcheck. */
   healthPort?: number;
-  /** Local twin: high ports, certificates from Caddy's own CA, no system trust store changes. */
+  /** Local twin: high ports, certificates from Caddy's own CA (unless `acme`), no system trust store changes. */
   local?: { httpPort: number; httpsPort: number };
+  /** mir's certificate and key, as paths inside Caddy's container (a Cloudflare Origin CA certificate on the VPS). */
+  mirTls?: { certFile: string; keyFile: string };
+  /**
+   * The ACME directory the sites without their own certificate use instead of
+   * Let's Encrypt (the twin's pebble), and a root CA to trust it with. With
+   * `local`, it replaces Caddy's own CA for those sites.
+   */
+  acme?: { directory: string; rootCaFile?: string };
   /** JSON access logs to stdout (on the VPS; docker's log limits apply). */
   accessLog: boolean;
 }
 
 const TOKEN = /^[A-Za-z0-9._~:@+/-]+$/;
+
+/**
+ * How long Caddy keeps an idle connection to a registry. The server closes
+ * idle connections after its keepAliveTimeout (75 s, http.timeout.idle):
+ * Caddy must let go first, or it may send a request down a connection Node is
+ * closing at that instant and answer 502.
+ */
+export const UPSTREAM_KEEPALIVE = '60s';
+
+/** Go's canonical form of a header name (textproto.CanonicalMIMEHeaderKey): the key Caddy's logs use. */
+export function canonicalHeaderName(name: string): string {
+  return name
+    .split('-')
+    .map((w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase())
+    .join('-');
+}
+
+/** A `format filter` that deletes these request headers (2.6's syntax, which current Caddy still reads), as indented lines. */
+export function logFilterLines(headers: string[], indent: string): string[] {
+  return [
+    `${indent}format filter {`,
+    `${indent}\twrap json`,
+    `${indent}\tfields {`,
+    ...headers.map((h) => `${indent}\t\trequest>headers>${canonicalHeaderName(h)} delete`),
+    `${indent}\t}`,
+    `${indent}}`,
+  ];
+}
 
 function token(name: string, value: string): string {
   if (!TOKEN.test(value)) throw new Error(`caddyfile: ${name} "${value}" has characters Caddyfile tokens cannot carry`);
@@ -105,25 +154,39 @@ export function renderCaddyfile(o: CaddyfileOptions): string {
   const mirrorLb = loadBalancingLines(o.loadBalancing, mirrorUps.length).map((l) => `\t\t\t${l}`);
 
   const global: string[] = [];
-  if (o.acmeEmail) global.push(`email ${token('acmeEmail', o.acmeEmail)}`);
-  if (o.admin !== undefined) global.push(`admin ${o.admin === 'off' ? 'off' : token('admin', o.admin)}`);
-  if (o.local) {
-    global.push(`http_port ${o.local.httpPort}`, `https_port ${o.local.httpsPort}`, 'skip_install_trust', 'local_certs');
+  if (o.acmeEmail) global.push(`\temail ${token('acmeEmail', o.acmeEmail)}`);
+  if (o.acme) {
+    global.push(`\tacme_ca ${token('acme.directory', o.acme.directory)}`);
+    if (o.acme.rootCaFile) global.push(`\tacme_ca_root ${token('acme.rootCaFile', o.acme.rootCaFile)}`);
   }
+  if (o.admin !== undefined) global.push(`\tadmin ${o.admin === 'off' ? 'off' : token('admin', o.admin)}`);
+  const internalCa = o.local !== undefined && o.acme === undefined;
+  if (o.local) {
+    global.push(`\thttp_port ${o.local.httpPort}`, `\thttps_port ${o.local.httpsPort}`, '\tskip_install_trust');
+    if (internalCa) global.push('\tlocal_certs');
+  }
+  const filtered = logFilterLines([header], '\t\t');
+  // The default logger carries the handler errors, each with its request's headers.
+  global.push('\tlog default {', '\t\toutput stderr', ...filtered, '\t}');
 
-  const tls = o.local ? ['\ttls internal'] : [];
-  const log = o.accessLog ? ['\tlog {', '\t\toutput stdout', '\t\tformat json', '\t}'] : [];
-  const proxyOpts = ['\t\tflush_interval -1'];
+  const dcrTls = internalCa ? ['\ttls internal'] : [];
+  const mirTls = o.mirTls
+    ? [`\ttls ${token('mirTls.certFile', o.mirTls.certFile)} ${token('mirTls.keyFile', o.mirTls.keyFile)}`]
+    : internalCa
+      ? ['\ttls internal']
+      : [];
+  const log = o.accessLog ? ['\tlog {', '\t\toutput stdout', ...filtered, '\t}'] : [];
+  const proxyOpts = ['\t\tflush_interval -1', '\t\ttransport http {', `\t\t\tkeepalive ${UPSTREAM_KEEPALIVE}`, '\t\t}'];
 
   const lines: string[] = [
     '# Rendered by registry-stack (infra/render/caddyfile.ts). Do not edit: `pulumi up` overwrites it.',
     '{',
-    ...global.map((g) => `\t${g}`),
+    ...global,
     '}',
     '',
     `# The private registry. DNS only: pushes reach Caddy directly and no request body limit applies.`,
     `${dcr} {`,
-    ...tls,
+    ...dcrTls,
     ...log,
     '\theader {',
     '\t\tStrict-Transport-Security "max-age=31536000"',
@@ -138,7 +201,7 @@ export function renderCaddyfile(o: CaddyfileOptions): string {
     `# The pull-through mirror, behind Cloudflare. Requests must carry the origin header that`,
     `# Cloudflare's transform rule adds; only reads pass.`,
     `${mir} {`,
-    ...tls,
+    ...mirTls,
     ...log,
     `\t@direct not header ${header} "${secret}"`,
     '\thandle @direct {',

@@ -2,15 +2,21 @@
 // cloudflare.Ruleset rules), so tests can read the expressions and TTLs and
 // the program only wires them to resources. Only mir.<domain> is proxied;
 // dcr.<domain> is DNS-only and never sees these rules.
-import { parseDuration } from '../../server/src/config/units.ts';
+//
+// The SDK's own parameter type keeps a misspelt field (edgeTTL, statusCodeTTLs)
+// from reaching Cloudflare, which would ignore or refuse it only at `pulumi up`.
+// A type-only import: this module stays plain data, with no Pulumi runtime.
+import type * as cloudflare from '@pulumi/cloudflare';
 import type { StackConfig } from '../config.ts';
+
+export type ActionParameters = cloudflare.types.input.RulesetRuleActionParameters;
 
 export interface Rule {
   ref: string;
   description: string;
   expression: string;
   action: string;
-  actionParameters?: Record<string, unknown>;
+  actionParameters?: ActionParameters;
   enabled: boolean;
 }
 
@@ -24,10 +30,16 @@ export function mirrorHostExpr(cfg: StackConfig): string {
 const onV2 = '(http.request.uri.path in {"/v2" "/healthz" "/readyz"} or starts_with(http.request.uri.path, "/v2/"))';
 const readMethods = 'http.request.method in {"GET" "HEAD" "OPTIONS"}';
 
-/** Cache settings: content addressed by digest is immutable; manifests by tag change. */
+/**
+ * Cache settings: content addressed by digest is immutable and cached long.
+ * Manifests by tag are not cached at the edge at all: the answer to a tag
+ * depends on the Accept header (an index or a single-platform manifest, OCI or
+ * Docker media types), and the free plan's cache key is the URL alone, so a
+ * cached answer would be served to clients that asked for another type. A
+ * manifest by digest is the same bytes whatever the Accept, so that one stays.
+ */
 export function cacheRules(cfg: StackConfig): Rule[] {
   const host = mirrorHostExpr(cfg);
-  const tagTtl = Math.max(0, Math.floor((parseDuration(cfg.mirror.tagMaxAge) ?? 60_000) / 1000));
   const noErrors = [{ statusCodeRange: { from: 400, to: 599 }, value: -1 }];
   const immutable = (ref: string, description: string, pathTest: string): Rule => ({
     ref,
@@ -47,13 +59,10 @@ export function cacheRules(cfg: StackConfig): Rule[] {
     immutable('mirror_manifests_by_digest', 'mirror: manifests by digest are immutable, cache them long', 'http.request.uri.path contains "/manifests/sha256:"'),
     {
       ref: 'mirror_manifests_by_tag',
-      description: 'mirror: manifests by tag may move, cache them briefly',
+      description: 'mirror: manifests by tag are never cached at the edge (the answer depends on Accept; the cache key is the URL)',
       expression: `(${host} and starts_with(http.request.uri.path, "/v2/") and http.request.uri.path contains "/manifests/" and not http.request.uri.path contains "/manifests/sha256:")`,
       action: 'set_cache_settings',
-      actionParameters:
-        tagTtl > 0
-          ? { cache: true, edgeTtl: { mode: 'override_origin', default: tagTtl, statusCodeTtls: noErrors }, browserTtl: { mode: 'respect_origin' } }
-          : { cache: false },
+      actionParameters: { cache: false },
       enabled: true,
     },
   ];
@@ -81,9 +90,12 @@ export function wafRules(cfg: StackConfig): Rule[] {
   ];
 }
 
+/** What a header rewrite's value may be: the secret itself, or the Output holding it. */
+type ActionParametersHeaderValue = cloudflare.types.input.RulesetRuleActionParametersHeaders['value'];
+
 /** Late transform: add the secret origin header Caddy checks, so the mirror cannot be reached around the CDN. */
-export function originHeaderRule<T>(cfg: StackConfig, secret: T): Omit<Rule, 'actionParameters'> & {
-  actionParameters: { headers: Record<string, { operation: 'set'; value: T }> };
+export function originHeaderRule<T extends ActionParametersHeaderValue>(cfg: StackConfig, secret: T): Omit<Rule, 'actionParameters'> & {
+  actionParameters: ActionParameters & { headers: Record<string, { operation: 'set'; value: T }> };
 } {
   return {
     ref: 'mirror_origin_header',

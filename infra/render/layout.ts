@@ -71,6 +71,20 @@ export const IMAGE_PATHS = {
 
 export const CADDYFILE_PATH = '/etc/caddy/Caddyfile';
 
+/**
+ * mir's Cloudflare Origin CA certificate and its key inside Caddy's container:
+ * the program uploads them with the Caddyfile, the key with mode 0600 (Caddy
+ * runs as root in its image). Origin CA certificates are what Cloudflare's
+ * Full (strict) mode trusts, and Cloudflare is the only client mir has.
+ */
+export const CADDY_ORIGIN_CERT = {
+  dir: '/etc/caddy/origin',
+  cert: '/etc/caddy/origin/mir.crt',
+  key: '/etc/caddy/origin/mir.key',
+  certMode: '0644',
+  keyMode: '0600',
+} as const;
+
 /** Caddy's admin API: a unix socket on the caddy_admin volume, off the network. */
 export const CADDY_ADMIN_DIR = '/run/caddy';
 export const CADDY_ADMIN_SOCKET = `${CADDY_ADMIN_DIR}/admin.sock`;

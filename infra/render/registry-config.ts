@@ -71,6 +71,23 @@ function redisSection(cfg: StackConfig, t: RegistryTarget, service: Service): Re
   return { redis: { addr: t.redisAddr, db: REDIS_DBS[service] } };
 }
 
+/**
+ * The `ratelimit` section: failed-login limiting for a registry that checks
+ * logins (from the stack's failedLogins), and the proxies whose
+ * X-Forwarded-For names the client. Behind Caddy every connection comes from
+ * Caddy's network: without trustedproxies all clients would share Caddy's
+ * address, and one guesser would lock everyone out.
+ */
+export function ratelimitSection(cfg: StackConfig, t: RegistryTarget, checksLogins: boolean): Record<string, unknown> {
+  const f = cfg.failedLogins;
+  const on = f.enabled && checksLogins;
+  return {
+    enabled: on,
+    ...(on ? { failedlogins: { limit: f.limit, window: f.window } } : {}),
+    trustedproxies: t.trustedProxies,
+  };
+}
+
 const HEADER = '# Rendered by registry-stack (infra/render/registry-config.ts). Do not edit: `pulumi up` overwrites it.\n';
 
 export function privateConfigObject(cfg: StackConfig, t: RegistryTarget): Record<string, unknown> {
@@ -89,7 +106,7 @@ export function privateConfigObject(cfg: StackConfig, t: RegistryTarget): Record
     auth: { htpasswd: { realm: cfg.derived.dcrHost, path: t.htpasswdPath }, anonymouspull: p.anonymousPull },
     admin: { addr: t.adminAddr },
     gc: { interval: p.gcInterval, graceperiod: p.gcGracePeriod, deleteuntagged: p.gcDeleteUntagged },
-    ratelimit: { enabled: false, trustedproxies: t.trustedProxies },
+    ratelimit: ratelimitSection(cfg, t, true),
   };
   return deepMerge(doc, p.extraConfig);
 }
@@ -115,7 +132,7 @@ export function mirrorConfigObject(cfg: StackConfig, t: RegistryTarget): Record<
     },
     cache: { maxage: m.ttl, ...(m.maxSize !== undefined ? { maxsize: m.maxSize } : {}), interval: m.pruneInterval },
     admin: { addr: t.adminAddr },
-    ratelimit: { enabled: false, trustedproxies: t.trustedProxies },
+    ratelimit: ratelimitSection(cfg, t, m.requireAuth),
   };
   if (m.requireAuth) doc.auth = { htpasswd: { realm: cfg.derived.mirHost, path: t.htpasswdPath }, anonymouspull: false };
   return deepMerge(doc, m.extraConfig);
