@@ -41,13 +41,28 @@ export function contextHash(root: string): string {
   return h.digest('hex').slice(0, 16);
 }
 
-export const SERVER_IMAGE_REPO = 'registry-stack/server';
+/**
+ * The server image's repository. The image is only ever built on the VPS,
+ * never pulled, and `localhost/` says so: a name without a registry
+ * (`registry-stack/server`) means Docker Hub, where whoever owns that
+ * namespace would be pulled from, as a container with the Docker socket, when
+ * the local image is gone (`docker image prune -a`). `localhost` (no port) is
+ * the VPS itself, where no registry listens.
+ */
+export const SERVER_IMAGE_REPO = 'localhost/registry-stack/server';
+
+/** Names earlier versions gave the image: the cleanup after a deploy removes those too. */
+export const LEGACY_SERVER_IMAGE_REPOS = ['registry-stack/server'];
 
 export function serverImageName(root: string): string {
   return `${SERVER_IMAGE_REPO}:${contextHash(root)}`;
 }
 
-/** Does the repository have any ops scripts to copy to the host yet? */
+/**
+ * Does the repository have any ops scripts yet?
+ * @deprecated The scripts are no longer copied to the host (the jobs run the
+ * image's own); kept only until infra/stack.ts stops importing it.
+ */
 export function hasScripts(root: string): boolean {
   const dir = path.join(root, 'scripts');
   return existsSync(dir) && readdirSync(dir).some((f) => f.endsWith('.ts'));

@@ -1,16 +1,75 @@
-// Host setup over SSH: directories, sysctl, Docker daemon log limits,
-// firewall, the ops scripts, their wrapper, settings and crontab. Each step is
-// a remote command whose script arrives on stdin and installs its files only
-// when they changed, so re-running it is harmless and an unchanged input
-// means no update at all.
+// Host setup over SSH: each step of renderHostSteps() (infra/render/host.ts)
+// becomes one remote command whose script arrives on stdin. The steps decide
+// what runs and in what order; this file only maps them to resources.
+//
+// Two components, because the containers sit between them:
+//   HostSetup  prepare, sysctl, docker-daemon, auth, firewall: the containers wait for these;
+//   OpsSetup   ops, image-cleanup: they wait for the containers (the ops files name the
+//              new image; old images go once no container uses them).
 import * as command from '@pulumi/command';
 import * as pulumi from '@pulumi/pulumi';
-import { HOST_PATHS } from '../render/layout.ts';
-import { renderInstallScript, renderPrepareScript } from '../render/host.ts';
+import { CONTAINERS, type HostFiles, type HostFileText, type HostStepName, hostStepPlan, renderHostStep } from '../render/host.ts';
 
 export interface HostFile {
   content: pulumi.Input<string>;
   mode: string;
+}
+
+/** HostFiles with the file contents as Pulumi inputs (the secret ones arrive as Outputs). */
+type HostInputs = { [K in keyof HostFiles]?: HostFiles[K] extends HostFileText ? HostFile : HostFiles[K] };
+
+interface StepsArgs {
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  sshUser: string;
+  inputs: HostInputs;
+  /** Resources already made for the step names this group depends on (other groups' steps, CONTAINERS). */
+  known: Partial<Record<string, pulumi.Input<pulumi.Resource>[]>>;
+  /** Old parent of the commands, when they moved from another component. */
+  aliasParent?: pulumi.Resource;
+}
+
+/** The stdin of a step: its script, computed from only the inputs it reads. */
+function stepScript(name: HostStepName, reads: Array<keyof HostFiles>, inputs: HostInputs): pulumi.Input<string> {
+  if (reads.length === 0) return renderHostStep(name, {});
+  const values = reads.map((k) => {
+    const v = inputs[k];
+    if (v === undefined) throw new Error(`host step ${name} needs ${k}`);
+    return v;
+  });
+  const isFile = (v: unknown): v is HostFile => typeof v === 'object' && v !== null && 'mode' in v;
+  return pulumi.all(values.map((v) => (isFile(v) ? v.content : v))).apply((resolved) => {
+    const files: Partial<HostFiles> = {};
+    reads.forEach((k, i) => {
+      const v = values[i];
+      (files as Record<string, unknown>)[k] = isFile(v) ? { content: resolved[i], mode: v.mode } : resolved[i];
+    });
+    return renderHostStep(name, files);
+  });
+}
+
+/** Makes the remote commands of `names`, in plan order, each depending on the steps it names. */
+function makeSteps(parent: pulumi.ComponentResource, prefix: string, names: HostStepName[], args: StepsArgs): Record<string, command.remote.Command> {
+  const made: Record<string, command.remote.Command> = {};
+  for (const step of hostStepPlan(args.sshUser).filter((s) => names.includes(s.name))) {
+    const dependsOn = step.after.flatMap((dep) => {
+      if (made[dep]) return [made[dep]];
+      const known = args.known[dep];
+      if (!known) throw new Error(`host step ${step.name} runs after ${dep}, which this component does not know`);
+      return known;
+    });
+    made[step.name] = new command.remote.Command(
+      `${prefix}-${step.name}`,
+      {
+        connection: args.connection,
+        create: step.create,
+        stdin: stepScript(step.name, step.reads, args.inputs),
+        ...(step.delete ? { delete: step.delete } : {}),
+        logging: 'stderr',
+      },
+      { parent, dependsOn, ...(args.aliasParent ? { aliases: [{ parent: args.aliasParent }] } : {}) },
+    );
+  }
+  return made;
 }
 
 export interface HostSetupArgs {
@@ -18,98 +77,74 @@ export interface HostSetupArgs {
   sshUser: string;
   firewallScript: HostFile;
   sysctl: HostFile;
+  /** Our keys of Docker's daemon.json, merged into the host's own. */
   daemonJson: HostFile;
-  opsWrapper: HostFile;
-  opsEnv: HostFile;
-  crontab: HostFile;
-  logrotate: HostFile;
   /** The htpasswd (secret), readable by the containers' user through a read-only bind mount of its directory. */
   htpasswd: HostFile;
   /** Numeric group of the containers' user. */
   containerGid: number;
-  /** Local directory of the ops scripts (copied to /opt/registry-stack/scripts), if there are any yet. */
-  scriptsDir?: string;
 }
 
+const HOST_STEPS: HostStepName[] = ['prepare', 'sysctl', 'docker-daemon', 'auth', 'firewall'];
+const OPS_STEPS: HostStepName[] = ['ops', 'image-cleanup'];
+
 export class HostSetup extends pulumi.ComponentResource {
-  /** Every step; containers depend on these. */
-  readonly steps: pulumi.Resource[] = [];
-  readonly commands: Record<string, command.remote.Command> = {};
+  /** Every step; the containers depend on these. */
+  readonly steps: pulumi.Resource[];
+  readonly commands: Record<string, command.remote.Command>;
+  /** For OpsSetup: the same connection and user. */
+  readonly connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  readonly sshUser: string;
 
   constructor(name: string, args: HostSetupArgs, opts?: pulumi.ComponentResourceOptions) {
     super('registry-stack:index:HostSetup', name, {}, opts);
-    const shell = args.sshUser === 'root' ? 'sh -s' : 'sudo -n sh -s';
-    const run = (step: string, script: pulumi.Input<string>, deps: pulumi.Resource[], del?: string) => {
-      const cmd = new command.remote.Command(
-        `${name}-${step}`,
-        {
-          connection: args.connection,
-          create: shell,
-          stdin: script,
-          ...(del ? { delete: args.sshUser === 'root' ? del : `sudo -n sh -c '${del}'` } : {}),
-          logging: 'stderr',
-        },
-        { parent: this, dependsOn: deps },
-      );
-      this.commands[step] = cmd;
-      this.steps.push(cmd);
-      return cmd;
-    };
-    const install = (files: Array<{ path: string; file: HostFile; onChange?: string; backup?: boolean; group?: number }>) =>
-      pulumi
-        .all(files.map((f) => f.file.content))
-        .apply((contents) =>
-          renderInstallScript(
-            files.map((f, i) => ({ path: f.path, content: contents[i], mode: f.file.mode, onChange: f.onChange, backup: f.backup, group: f.group })),
-          ),
-        );
+    this.connection = args.connection;
+    this.sshUser = args.sshUser;
+    const { connection, sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd } = args;
+    this.commands = makeSteps(this, name, HOST_STEPS, {
+      connection,
+      sshUser,
+      inputs: { sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd },
+      known: {},
+    });
+    this.steps = Object.values(this.commands);
+    this.registerOutputs({});
+  }
+}
 
-    const prepare = run(
-      'prepare',
-      renderPrepareScript({
-        sshUser: args.sshUser,
-        dirs: [HOST_PATHS.bin, HOST_PATHS.scripts, HOST_PATHS.logDir, HOST_PATHS.authDir],
-        scriptsDir: HOST_PATHS.scripts,
-      }),
-      [],
-    );
-    run(
-      'sysctl',
-      install([{ path: HOST_PATHS.sysctlFile, file: args.sysctl, onChange: 'modprobe tcp_bbr 2>/dev/null || true; sysctl --system >/dev/null' }]),
-      [prepare],
-      `rm -f ${HOST_PATHS.sysctlFile}`,
-    );
-    run(
-      'docker-daemon',
-      // live-restore (in the file) keeps running containers up across this restart.
-      install([{ path: HOST_PATHS.daemonJson, file: args.daemonJson, onChange: 'systemctl restart docker', backup: true }]),
-      [prepare],
-    );
-    // The registries re-read the htpasswd when it changes: a new password needs no restart.
-    run('auth', install([{ path: HOST_PATHS.htpasswd, file: args.htpasswd, group: args.containerGid }]), [prepare]);
-    run('firewall', install([{ path: HOST_PATHS.firewallScript, file: args.firewallScript, onChange: `sh ${HOST_PATHS.firewallScript}` }]), [prepare]);
+export interface OpsSetupArgs {
+  /** The host setup these files go on: its connection, user and prepared directories. */
+  host: HostSetup;
+  opsWrapper: HostFile;
+  opsEnv: HostFile;
+  crontab: HostFile;
+  logrotate: HostFile;
+  /** The server image the containers run (name:tag): the only one of its repository kept. */
+  serverImage: string;
+  /** The server image and the containers (e.g. the RegistryContainers component). */
+  after: pulumi.Input<pulumi.Resource>[];
+}
 
-    const opsDeps: pulumi.Resource[] = [prepare];
-    if (args.scriptsDir) {
-      const copy = new command.remote.CopyToRemote(
-        `${name}-scripts`,
-        { connection: args.connection, source: new pulumi.asset.FileArchive(args.scriptsDir), remotePath: HOST_PATHS.base },
-        { parent: this, dependsOn: [prepare] },
-      );
-      this.steps.push(copy);
-      opsDeps.push(copy);
-    }
-    run(
-      'ops',
-      install([
-        { path: HOST_PATHS.opsWrapper, file: args.opsWrapper },
-        { path: HOST_PATHS.opsEnv, file: args.opsEnv },
-        { path: HOST_PATHS.logrotateFile, file: args.logrotate },
-        { path: HOST_PATHS.cronFile, file: args.crontab },
-      ]),
-      opsDeps,
-      `rm -f ${HOST_PATHS.cronFile} ${HOST_PATHS.logrotateFile}`,
-    );
+/**
+ * The ops jobs' files and the cleanup of old server images, after the
+ * containers. Name it as the HostSetup (e.g. both 'host'): its commands keep
+ * the names (host-ops) and, through an alias, the state they had under HostSetup.
+ */
+export class OpsSetup extends pulumi.ComponentResource {
+  readonly steps: pulumi.Resource[];
+  readonly commands: Record<string, command.remote.Command>;
+
+  constructor(name: string, args: OpsSetupArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('registry-stack:index:OpsSetup', name, {}, opts);
+    const { host, opsWrapper, opsEnv, crontab, logrotate, serverImage } = args;
+    this.commands = makeSteps(this, name, OPS_STEPS, {
+      connection: host.connection,
+      sshUser: host.sshUser,
+      inputs: { opsWrapper, opsEnv, crontab, logrotate, serverImage },
+      known: { ...Object.fromEntries(Object.entries(host.commands).map(([k, v]) => [k, [v]])), [CONTAINERS]: args.after },
+      aliasParent: host,
+    });
+    this.steps = Object.values(this.commands);
     this.registerOutputs({});
   }
 }

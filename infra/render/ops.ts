@@ -1,9 +1,10 @@
 // The ops jobs on the VPS: a crontab (/etc/cron.d format) that runs
 // `node --import tsx /opt/registry-stack/scripts/<job>.ts` for each job on its schedule.
 // The host needs no Node.js: the wrapper runs the command inside the server
-// image (which has Node, tsx and the server code), with the Docker socket,
-// the data volumes (read-only) and the containers' network, so the scripts can
-// check containers, disk usage and the admin endpoints.
+// image (which has Node, tsx, the server code and scripts/ itself, so the
+// jobs always run the scripts of the image that is deployed), with the Docker
+// socket, the data volumes (read-only) and the containers' network, so the
+// scripts can check containers, disk usage and the admin endpoints.
 //
 // With replicas, GC and prune call one replica's admin endpoint (the first):
 // the server coordinates them through Redis (one GC at a time across the
@@ -64,9 +65,12 @@ export function opsJobs(cfg: StackConfig): OpsJob[] {
   return OPS_JOBS.map((j) => ({ name: j.name, schedule: cfg.cron[j.schedule] })).filter((j) => j.schedule !== 'off');
 }
 
+/** Where the image holds the ops scripts (the Dockerfile copies scripts/ into its app directory). */
+const IMAGE_SCRIPTS = `${IMAGE_PATHS.app}/scripts`;
+
 /** The command a job runs (inside the server image). */
 export function jobCommand(job: string): string {
-  return `node --import tsx ${HOST_PATHS.scripts}/${job}.ts`;
+  return `node --import tsx ${IMAGE_SCRIPTS}/${job}.ts`;
 }
 
 export function renderCrontab(jobs: OpsJob[]): string {
@@ -105,7 +109,7 @@ export function renderOpsWrapper(o: OpsWrapperOptions): string {
   return `#!/bin/sh
 # Rendered by registry-stack (infra/render/ops.ts).
 # Runs one ops command inside the registry server image, so the host needs no Node.js:
-#   registry-stack-ops node --import tsx ${HOST_PATHS.scripts}/monitor.ts [--dry-run]
+#   registry-stack-ops node --import tsx ${IMAGE_SCRIPTS}/monitor.ts [--dry-run]
 set -eu
 
 if [ "$#" -eq 0 ]; then
@@ -117,14 +121,15 @@ fi
 # and Caddy's admin socket.
 sock=${HOST_PATHS.dockerSocket}
 
-exec docker run --rm \\
+# --pull never: the image is built on this host; if it is gone, fail rather
+# than fetch something of that name from elsewhere.
+exec docker run --rm --pull never \\
   --user root \\
   --network ${o.network} \\
   --env-file ${HOST_PATHS.opsEnv} \\
   --memory 256m \\
   --log-driver none \\
   -v "$sock:$sock" \\
-  -v ${HOST_PATHS.scripts}:${HOST_PATHS.scripts}:ro \\
 ${mounts.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
   -v ${VOLUME_NAMES.caddyAdmin}:${CADDY_ADMIN_DIR} \\
   -w ${IMAGE_PATHS.app} \\

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { loadConfigText } from '../../server/src/config/load.ts';
 import { rawFromStackFile } from '../../infra/config.ts';
-import { hasScripts, serverImageName } from '../../infra/image.ts';
+import { serverImageName } from '../../infra/image.ts';
 import { GENERATED, isSecretValue, type ProgramRun, ROOT, runProgram } from './pulumi-harness.ts';
 import { shellcheck } from './shell.ts';
 
@@ -101,7 +101,7 @@ describe('minimal stack config', () => {
 
   it('builds the server image from server/Dockerfile with a content tag, and runs three containers on proxy_net', () => {
     const image = run.byName('vps-server-image').inputs;
-    expect(image.imageName).toMatch(/^registry-stack\/server:[0-9a-f]{16}$/);
+    expect(image.imageName).toMatch(/^localhost\/registry-stack\/server:[0-9a-f]{16}$/);
     expect(image).toMatchObject({
       skipPush: true,
       build: { context: ROOT, dockerfile: path.join(ROOT, 'server/Dockerfile') },
@@ -188,7 +188,7 @@ describe('minimal stack config', () => {
 
   it('sets the host up with remote commands whose scripts pass shellcheck', () => {
     const cmds = run.ofType('command:remote:Command');
-    expect(cmds.map((c) => c.name).sort()).toEqual(['host-auth', 'host-docker-daemon', 'host-firewall', 'host-ops', 'host-prepare', 'host-sysctl']);
+    expect(cmds.map((c) => c.name).sort()).toEqual(['host-auth', 'host-docker-daemon', 'host-firewall', 'host-image-cleanup', 'host-ops', 'host-prepare', 'host-sysctl']);
     for (const c of cmds) {
       expect(c.inputs.connection).toMatchObject({ host: '203.0.113.10', port: 22, user: 'root' });
       expect(c.inputs.create).toBe('sh -s');
@@ -207,7 +207,7 @@ describe('minimal stack config', () => {
       expect(ops.inputs.stdin).toContain(`node --import tsx /opt/registry-stack/scripts/${job}.ts`);
     }
     expect(ops.inputs.stdin).toContain(`REGISTRY_ADMIN_TOKEN=${GENERATED.admin}`);
-    expect(run.ofType('command:remote:CopyToRemote')).toHaveLength(hasScripts(ROOT) ? 1 : 0);
+    expect(run.ofType('command:remote:CopyToRemote')).toHaveLength(0);
   });
 
   it('outputs the URLs and client snippets, and no secret', () => {

@@ -84,7 +84,7 @@ describe.each(Object.entries(configs))('rendered %s stack', (_name, cfg) => {
         .map((f) => ({ path: f.target, content: f.content, mode: f.mode, onChange: 'echo changed', backup: true })),
     );
     expect(shellcheck(install)).toBe('');
-    expect(shellcheck(renderPrepareScript({ sshUser: 'deploy', dirs: ['/opt/registry-stack/bin'], scriptsDir: '/opt/registry-stack/scripts' }))).toBe('');
+    expect(shellcheck(renderPrepareScript({ dirs: ['/opt/registry-stack/bin'], obsolete: ['/opt/registry-stack/scripts'] }))).toBe('');
   });
 
   it('crontab lines parse with cron-parser and call each ops script', () => {
