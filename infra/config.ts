@@ -146,7 +146,7 @@ export const stackConfigSchema = z
       publicIp: ipv4.optional(),
       /** Also publish AAAA records to this address. */
       publicIpv6: ipv6.optional(),
-      /** The server's SSH host key (a line of ssh-keyscan), to pin it; default: trust on first use. */
+      /** The server's SSH host key (a line of `ssh-keyscan -t ed25519 HOST`), pinned; without it, ~/.ssh/known_hosts must know the host. */
       hostKey: z.string().optional(),
       /** SSH port to leave open in the firewall (default: vps.port). */
       firewallSshPort: int(1, 65535).optional(),

@@ -9,7 +9,8 @@
 // deploy; it is never accepted silently, since this connection carries root
 // (or sudo) on the VPS and its Docker socket.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, lstatSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -126,14 +127,28 @@ function removeDir(dir: string): void {
   privateDirs.delete(dir);
 }
 
-function privateDir(): string {
+/**
+ * A directory only this user can use, named after what goes in it: the same
+ * options give the same path on every run, since the path is part of the
+ * Docker provider's inputs (a new one each run would be a change on every
+ * `pulumi up`). One that exists is used only if it is this user's directory.
+ */
+function privateDir(contents: string): string {
   if (!exitHookInstalled) {
     process.on('exit', () => {
       for (const dir of [...privateDirs]) removeDir(dir);
     });
     exitHookInstalled = true;
   }
-  const dir = mkdtempSync(path.join(tmpdir(), 'registry-stack-ssh-'));
+  const id = createHash('sha256').update(contents).digest('hex').slice(0, 16);
+  const dir = path.join(tmpdir(), `registry-stack-ssh-${process.getuid?.() ?? 'user'}-${id}`);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid())) throw new Error(`${dir} is not this user's directory: remove it`);
   chmodSync(dir, 0o700);
   privateDirs.add(dir);
   return dir;
@@ -144,7 +159,7 @@ export function dockerSsh(o: DockerSshOptions): DockerSsh {
   const opts = ['-o', 'StrictHostKeyChecking=yes', '-o', 'ServerAliveInterval=30', '-p', String(o.port)];
   if (!o.hostKey && !o.privateKey) return { sshOpts: opts, cleanup: () => {} };
 
-  const dir = privateDir();
+  const dir = privateDir(JSON.stringify([o.host, o.port, o.hostKey ?? '', o.privateKey ?? '']));
   if (o.hostKey) {
     const knownHosts = path.join(dir, 'known_hosts');
     writeFileSync(knownHosts, renderKnownHosts(o.host, o.port, parseHostKeys(o.hostKey)), { mode: 0o600 });

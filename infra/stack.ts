@@ -1,21 +1,20 @@
 // The Pulumi program: reads the stack config, renders every file with the
 // pure renderers in render/, and wires them to resources. Nothing here
 // decides what a file says.
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import * as path from 'node:path';
 import * as docker from '@pulumi/docker';
 import * as pulumi from '@pulumi/pulumi';
 import { CloudflareEdge } from './components/cloudflare.ts';
 import { RegistryContainers } from './components/containers.ts';
-import { HostSetup } from './components/host.ts';
+import { HostSetup, OpsSetup } from './components/host.ts';
 import { StackSecrets } from './components/secrets.ts';
-import { CONFIG_KEYS, PROJECT, parseStackConfig, type StackConfig, StackConfigError } from './config.ts';
-import { hasScripts, serverImageName } from './image.ts';
+import { CONFIG_KEYS, imageRefs, PROJECT, parseStackConfig, type StackConfig, StackConfigError } from './config.ts';
+import { serverImageName } from './image.ts';
 import { renderClientSnippets } from './render/clients.ts';
+import { containerSysctls } from './render/host.ts';
 import { renderStack, type RenderedStack, type StackSecrets as RenderSecrets } from './render/index.ts';
 import { IMAGE_PATHS } from './render/layout.ts';
 import { allContainerNames } from './render/ops.ts';
+import { dockerSsh, resolveHostKey } from './ssh.ts';
 
 /**
  * The stack config from the Pulumi config (`registry-stack:*` keys), validated.
@@ -69,18 +68,22 @@ export interface StackOutputs {
   replicas: { private: number; mirror: number };
 }
 
-/** SSH options for the Docker provider (it runs the local `ssh` binary): a private key from the config goes to a 0600 file. */
-export function dockerSshOpts(cfg: StackConfig, key: string | undefined, stack: string): string[] {
-  const opts = ['-o', 'StrictHostKeyChecking=accept-new', '-o', 'ServerAliveInterval=30', '-p', String(cfg.vps.port)];
-  if (key) {
-    const dir = path.join(tmpdir(), `registry-stack-${stack}-${process.getuid?.() ?? 'user'}`);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const file = path.join(dir, 'id_ssh');
-    writeFileSync(file, key.endsWith('\n') ? key : `${key}\n`, { mode: 0o600 });
-    chmodSync(file, 0o600);
-    opts.push('-i', file, '-o', 'IdentitiesOnly=yes');
+/** SSH options for the Docker provider (it runs the local `ssh` binary): the host key checked, a private key in a temp file removed at exit. */
+export function dockerSshOpts(cfg: StackConfig, key: string | undefined): string[] {
+  return dockerSsh({ host: cfg.vps.host, port: cfg.vps.port, hostKey: cfg.vps.hostKey, privateKey: key }).sshOpts;
+}
+
+/**
+ * The VPS's host key: vps.hostKey, or the one ~/.ssh/known_hosts has. Without
+ * either, the deploy stops: remote commands would otherwise talk to whatever
+ * answers on that address.
+ */
+function remoteHostKey(cfg: StackConfig): string {
+  try {
+    return resolveHostKey({ host: cfg.vps.host, port: cfg.vps.port, hostKey: cfg.vps.hostKey });
+  } catch (err) {
+    throw new StackConfigError(`registry-stack:vps.hostKey: ${(err as Error).message}`);
   }
-  return opts;
 }
 
 export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
@@ -98,9 +101,13 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
       redisPassword: 'placeholder-redis-password',
       r2AccessKeyId: 'placeholder',
       r2SecretAccessKey: 'placeholder',
+      mirOriginCert: 'placeholder: issued by Cloudflare\'s Origin CA at deploy',
+      mirOriginKey: 'placeholder',
     },
     { image: imageName },
   );
+  // Also before creating anything: without a host key, nothing is deployed.
+  const hostKey = remoteHostKey(cfg);
   const secrets = new StackSecrets('secrets', { originSecret: cfg.originSecret, adminToken: cfg.adminToken, redis: cfg.derived.redis });
   const edge = new CloudflareEdge('edge', { config: cfg, originSecret: secrets.originSecret });
   const usesR2 = cfg.derived.storage.private === 'r2' || cfg.derived.storage.mirror === 'r2';
@@ -117,9 +124,11 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
       secrets.redisPassword ?? none,
       edge.r2Credentials?.accessKeyId ?? none,
       edge.r2Credentials?.secretAccessKey ?? none,
+      edge.mirOriginCert.certificate,
+      edge.mirOriginCert.privateKey,
     ])
-    .apply(([originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey]) => {
-      const s: RenderSecrets = { originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey };
+    .apply(([originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey, mirOriginCert, mirOriginKey]) => {
+      const s: RenderSecrets = { originSecret, adminToken, htpasswdSeed, redisPassword, r2AccessKeyId, r2SecretAccessKey, mirOriginCert, mirOriginKey };
       return renderStack(cfg, s, { image: imageName });
     });
   const file = (name: string): string => {
@@ -133,7 +142,7 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     port: cfg.vps.port,
     user: cfg.vps.user,
     ...(cfg.sshPrivateKey ? { privateKey: pulumi.secret(cfg.sshPrivateKey) } : {}),
-    ...(cfg.vps.hostKey ? { hostKey: cfg.vps.hostKey } : {}),
+    hostKey,
   };
   const host = new HostSetup('host', {
     connection,
@@ -141,22 +150,39 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     firewallScript: { content: file('host/firewall.sh'), mode: '0755' },
     sysctl: { content: file('host/99-registry-stack.conf'), mode: '0644' },
     daemonJson: { content: file('host/daemon.json'), mode: '0644' },
+    htpasswd: { content: secretFile('htpasswd'), mode: '0640' },
+    containerGid: IMAGE_PATHS.gid,
+  });
+
+  const sshOpts = cfg.sshPrivateKey
+    ? pulumi.secret(pulumi.output(cfg.sshPrivateKey).apply((k) => dockerSshOpts(cfg, k)))
+    : dockerSshOpts(cfg, undefined);
+  const provider = new docker.Provider('vps-docker', { host: `ssh://${cfg.vps.user}@${cfg.vps.host}:${cfg.vps.port}`, sshOpts });
+
+  const containers = new RegistryContainers(
+    'vps',
+    {
+      config: cfg,
+      contextDir: o.root,
+      imageName,
+      buildArgs: { NODE_IMAGE: imageRefs(cfg).node },
+      plain,
+      rendered,
+      sysctls: containerSysctls(),
+      after: host.steps,
+    },
+    { provider },
+  );
+  // The ops files name the new image: they go on the host once it and the containers exist.
+  new OpsSetup('host', {
+    host,
+    serverImage: imageName,
     opsWrapper: { content: file('host/registry-stack-ops'), mode: '0755' },
     opsEnv: { content: secretFile('host/ops.env'), mode: '0600' },
     crontab: { content: file('host/registry-stack.cron'), mode: '0644' },
     logrotate: { content: file('host/logrotate'), mode: '0644' },
-    htpasswd: { content: secretFile('htpasswd'), mode: '0640' },
-    containerGid: IMAGE_PATHS.gid,
-    scriptsDir: hasScripts(o.root) ? path.join(o.root, 'scripts') : undefined,
+    after: [containers],
   });
-
-  const stack = pulumi.getStack();
-  const sshOpts = cfg.sshPrivateKey
-    ? pulumi.secret(pulumi.output(cfg.sshPrivateKey).apply((k) => dockerSshOpts(cfg, k, stack)))
-    : dockerSshOpts(cfg, undefined, stack);
-  const provider = new docker.Provider('vps-docker', { host: `ssh://${cfg.vps.user}@${cfg.vps.host}:${cfg.vps.port}`, sshOpts });
-
-  new RegistryContainers('vps', { config: cfg, contextDir: o.root, imageName, plain, rendered, after: host.steps }, { provider });
 
   return {
     dcrUrl: `https://${cfg.derived.dcrHost}`,

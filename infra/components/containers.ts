@@ -79,6 +79,11 @@ export class RegistryContainers extends pulumi.ComponentResource {
       }));
       const envs = s.env ? pulumi.secret(args.rendered.apply((r) => Object.entries(r[s.env!] ?? {}).map(([k, v]) => `${k}=${v}`))) : undefined;
       const image = s.image.kind === 'server' ? this.image.imageName : this.pulledImages[s.image.ref].imageId;
+      const volumes = s.mounts.map((m) =>
+        m.type === 'volume'
+          ? { volumeName: this.volumes[m.source].name, containerPath: m.target, ...(m.readOnly ? { readOnly: true } : {}) }
+          : { hostPath: m.source, containerPath: m.target, ...(m.readOnly ? { readOnly: true } : {}) },
+      );
       return new docker.Container(
         `${name}-${s.name}`,
         {
@@ -86,11 +91,8 @@ export class RegistryContainers extends pulumi.ComponentResource {
           image,
           ...(s.command ? { command: s.command } : {}),
           ...(envs ? { envs } : {}),
-          volumes: s.mounts.map((m) =>
-            m.type === 'volume'
-              ? { volumeName: this.volumes[m.source].name, containerPath: m.target, ...(m.readOnly ? { readOnly: true } : {}) }
-              : { hostPath: m.source, containerPath: m.target, ...(m.readOnly ? { readOnly: true } : {}) },
-          ),
+          // As before the one description: Redis without a volume has no `volumes` key (the registries always had one), so existing stacks see no diff.
+          ...(s.mounts.length || s.role !== 'redis' ? { volumes } : {}),
           uploads,
           networksAdvanced: [{ name: this.network.name, aliases: s.network.aliases }],
           ...(s.ports.length ? { ports: s.ports.map((p) => ({ internal: p.internal, external: p.external, ...(p.protocol === 'udp' ? { protocol: 'udp' } : {}) })) } : {}),

@@ -29,10 +29,10 @@ import { parseDuration } from '../../server/src/config/units.ts';
 import { RateLimits } from '../../server/src/http/rate-limit.ts';
 import { RegistryError } from '../../server/src/registry/errors.ts';
 import { freePort, makeTestCa, runScript, startCaddy, startWebhookReceiver, type Caddy, type TestCa, type WebhookReceiver } from '../scripts/helpers.ts';
-import { isSecretValue, ROOT, runProgram, unwrap } from './pulumi-harness.ts';
+import { HOST_KEY, isSecretValue, ROOT, runProgram, unwrap } from './pulumi-harness.ts';
 import { caddyValidate } from './shell.ts';
 
-const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10' }, users: { alice: 'alice-password-1' } };
+const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10', hostKey: HOST_KEY }, users: { alice: 'alice-password-1' } };
 const cfgOf = (extra: Record<string, unknown> = {}): StackConfig => parseStackConfig({ ...MINIMAL, ...extra });
 
 const TARGET: RegistryTarget = {

@@ -10,10 +10,10 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfigText } from '../../server/src/config/load.ts';
 import { rawFromStackFile } from '../../infra/config.ts';
 import { serverImageName } from '../../infra/image.ts';
-import { GENERATED, isSecretValue, type ProgramRun, ROOT, runProgram } from './pulumi-harness.ts';
+import { GENERATED, HOST_KEY, isSecretValue, MIR_ORIGIN, type ProgramRun, ROOT, runProgram } from './pulumi-harness.ts';
 import { shellcheck } from './shell.ts';
 
-const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10' }, users: { alice: 'alice-password-1' } };
+const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10', hostKey: HOST_KEY }, users: { alice: 'alice-password-1' } };
 const FAKE_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n';
 
 function fullConfig(): Record<string, unknown> {
@@ -99,6 +99,24 @@ describe('minimal stack config', () => {
     expect(run.ofType('cloudflare:index/r2Bucket:R2Bucket')).toHaveLength(0);
   });
 
+  it('serves mir with its Origin CA certificate: the Caddyfile names the files Caddy gets, both uploaded as secrets', () => {
+    const caddyfile = upload(run, 'vps-caddy', '/etc/caddy/Caddyfile').content;
+    const mirSite = caddyfile.slice(caddyfile.indexOf('mir.example.com {'));
+    const dcrSite = caddyfile.slice(caddyfile.indexOf('dcr.example.com {'), caddyfile.indexOf('mir.example.com {'));
+    expect(mirSite).toContain('\ttls /etc/caddy/origin/mir.crt /etc/caddy/origin/mir.key\n');
+    expect(dcrSite).not.toMatch(/\ttls /); // dcr keeps its ACME certificate
+    const caddy = run.byName('vps-caddy');
+    expect(caddy.inputs.uploads.map((u: any) => [u.file, u.permissions])).toEqual([
+      ['/etc/caddy/Caddyfile', '0644'],
+      ['/etc/caddy/origin/mir.crt', '0644'],
+      ['/etc/caddy/origin/mir.key', '0600'],
+    ]);
+    expect(upload(run, 'vps-caddy', '/etc/caddy/origin/mir.crt')).toEqual({ content: MIR_ORIGIN.cert, secret: true });
+    expect(upload(run, 'vps-caddy', '/etc/caddy/origin/mir.key')).toEqual({ content: MIR_ORIGIN.key, secret: true });
+    const plainInputs = JSON.stringify(caddy.raw, (_k, v) => (isSecretValue(v) ? '(secret)' : v));
+    expect(plainInputs).not.toContain('mir-origin-key');
+  });
+
   it('builds the server image from server/Dockerfile with a content tag, and runs three containers on proxy_net', () => {
     const image = run.byName('vps-server-image').inputs;
     expect(image.imageName).toMatch(/^localhost\/registry-stack\/server:[0-9a-f]{16}$/);
@@ -152,6 +170,7 @@ describe('minimal stack config', () => {
     const priv = run.byName('vps-registry');
     expect(priv.inputs.image).toBe(run.byName('vps-server-image').inputs.imageName);
     expect(run.byName('vps-registry-cache').inputs.image).toBe(priv.inputs.image);
+    for (const name of ['vps-registry', 'vps-registry-cache']) expect(run.byName(name).inputs.user, name).toBe('1000:1000');
     expect(priv.inputs.volumes).toEqual([
       { volumeName: 'registry_data', containerPath: '/var/lib/registry' },
       { hostPath: '/opt/registry-stack/auth', containerPath: '/etc/registry/auth', readOnly: true },
@@ -190,7 +209,7 @@ describe('minimal stack config', () => {
     const cmds = run.ofType('command:remote:Command');
     expect(cmds.map((c) => c.name).sort()).toEqual(['host-auth', 'host-docker-daemon', 'host-firewall', 'host-image-cleanup', 'host-ops', 'host-prepare', 'host-sysctl']);
     for (const c of cmds) {
-      expect(c.inputs.connection).toMatchObject({ host: '203.0.113.10', port: 22, user: 'root' });
+      expect(c.inputs.connection).toMatchObject({ host: '203.0.113.10', port: 22, user: 'root', hostKey: HOST_KEY.split(' ').slice(1).join(' ') });
       expect(c.inputs.create).toBe('sh -s');
       expect(shellcheck(c.inputs.stdin), c.name).toBe('');
     }
@@ -348,6 +367,15 @@ describe('invalid config', () => {
     const r = await runProgram({ ...MINIMAL, vps: { host: '203.0.113.10', port: 'ssh' } });
     expect(pulumi.RunError.isInstance(r.error)).toBe(true);
     expect(r.error?.message).toContain('registry-stack:vps.port');
+    expect(r.resources).toEqual([]);
+  });
+
+  it('refuses a VPS whose SSH host key neither vps.hostKey nor known_hosts has, before creating anything', async () => {
+    // 198.51.100.77 (TEST-NET-2): in nobody's known_hosts
+    const r = await runProgram({ ...MINIMAL, vps: { host: '198.51.100.77' } });
+    expect(pulumi.RunError.isInstance(r.error)).toBe(true);
+    expect(r.error?.message).toContain('registry-stack:vps.hostKey: no SSH host key for 198.51.100.77');
+    expect(r.error?.message).toContain('`ssh-keyscan -t ed25519 198.51.100.77`');
     expect(r.resources).toEqual([]);
   });
 

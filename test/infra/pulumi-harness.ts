@@ -56,6 +56,18 @@ export async function resolveOutputs(v: unknown): Promise<unknown> {
 /** The generated secrets the local commands "print" (the same on every run, as from the Pulumi state). */
 export const GENERATED = { origin: 'o'.repeat(64), admin: 'a'.repeat(64), seed: 's'.repeat(64), redis: 'r'.repeat(64) };
 
+/**
+ * The test VPS's SSH host key, a line of `ssh-keyscan -t ed25519 203.0.113.10`
+ * (a real ed25519 public key): the program requires vps.hostKey or a known_hosts entry.
+ */
+export const HOST_KEY = '203.0.113.10 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEU4eJLE2MLOpMRq8EdYdQC+gzayr9/g1SEJPRmn54ev';
+
+/** What the tls provider and Cloudflare's Origin CA "return" for mir's key and certificate (PEM). */
+export const MIR_ORIGIN = {
+  key: '-----BEGIN PRIVATE KEY-----\nmir-origin-key\n-----END PRIVATE KEY-----\n',
+  cert: '-----BEGIN CERTIFICATE-----\nmir-origin-cert\n-----END CERTIFICATE-----\n',
+};
+
 /** The value Cloudflare "returns" for an account API token the program creates. */
 export const TOKEN_VALUE = 'cf-token-value-0123456789abcdefghijklmnopqrstuv';
 
@@ -85,6 +97,9 @@ export async function runProgram(
         if (args.type === 'command:local:Command') state.stdout = JSON.stringify(GENERATED);
         if (args.type === 'docker:index/remoteImage:RemoteImage') state.imageId = `sha256:${args.inputs.name.startsWith('redis') ? 'd' : 'c'}${'c'.repeat(63)}`;
         if (args.type === 'cloudflare:index/accountToken:AccountToken') state.value = TOKEN_VALUE;
+        if (args.type === 'tls:index/privateKey:PrivateKey') state.privateKeyPem = MIR_ORIGIN.key;
+        if (args.type === 'tls:index/certRequest:CertRequest') state.certRequestPem = '-----BEGIN CERTIFICATE REQUEST-----\nmir-origin-csr\n-----END CERTIFICATE REQUEST-----\n';
+        if (args.type === 'cloudflare:index/originCaCertificate:OriginCaCertificate') state.certificate = MIR_ORIGIN.cert;
         return { id: `${args.name}-id`, state };
       },
       call(args) {

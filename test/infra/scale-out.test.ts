@@ -3,14 +3,17 @@
 // the output: caddy validate on the Caddyfile, the server's loader on the
 // registry configs (with their environment), shellcheck on the host scripts.
 import { createHash } from 'node:crypto';
+import * as path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadConfigText } from '../../server/src/config/load.ts';
 import { serverImageName } from '../../infra/image.ts';
-import { GENERATED, isSecretValue, PERMISSION_GROUPS, type ProgramRun, ROOT, runProgram, TOKEN_VALUE } from './pulumi-harness.ts';
-import { caddyValidate, shellcheck } from './shell.ts';
+import { CADDY_ORIGIN_CERT } from '../../infra/render/layout.ts';
+import { makeTestCa } from '../scripts/helpers.ts';
+import { GENERATED, HOST_KEY, isSecretValue, PERMISSION_GROUPS, type ProgramRun, ROOT, runProgram, TOKEN_VALUE } from './pulumi-harness.ts';
+import { caddyValidate, shellcheck, withTempDir } from './shell.ts';
 
-const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10' }, users: { alice: 'alice-password-1' } };
+const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10', hostKey: HOST_KEY }, users: { alice: 'alice-password-1' } };
 const ACCOUNT = '00112233445566778899aabbccddeeff';
 const R2 = { r2: { accountId: ACCOUNT, bucket: 'registry-blobs' } };
 /** Three private replicas and two mirror replicas on R2, credentials created by the program. */
@@ -159,7 +162,11 @@ describe('replicated stack on R2 (3 private, 2 mirror replicas, credentials crea
     expect(caddyfile.secret).toBe(true);
     expect(caddyfile.content).toContain('reverse_proxy registry-1:5000 registry-2:5000 registry-3:5000 {');
     expect(caddyfile.content).toContain('reverse_proxy registry-cache-1:5000 registry-cache-2:5000 {');
-    const { ok, output, json } = caddyValidate(caddyfile.content);
+    // Caddy's container has mir's Origin CA certificate at CADDY_ORIGIN_CERT; here a test CA's stands in for it.
+    const { ok, output, json } = withTempDir((dir) => {
+      const mir = makeTestCa(dir).issue('mir.example.com', 30, path.join(dir, 'mir'));
+      return caddyValidate(caddyfile.content.replace(CADDY_ORIGIN_CERT.cert, mir.certFile).replace(CADDY_ORIGIN_CERT.key, mir.keyFile));
+    });
     expect(ok, output).toBe(true);
     const proxies: any[] = [];
     const walk = (v: any) => {
