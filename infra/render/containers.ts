@@ -4,7 +4,7 @@
 // (components/containers.ts) and the VPS twin (twin/containers.ts) both turn
 // this description into containers, so what the twin proves is what
 // `pulumi up` deploys.
-import type { StackConfig } from '../config.ts';
+import { imageRefs, type StackConfig } from '../config.ts';
 import type { RenderedStack } from './index.ts';
 import { CADDY_ADMIN_DIR, CADDY_HEALTH_PORT, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, REDIS_PATHS, VOLUME_NAMES } from './layout.ts';
 import { stackContainers } from './ops.ts';
@@ -107,7 +107,7 @@ export function uploadsFor(role: ContainerRole, rendered: Pick<RenderedStack, 'f
       });
   switch (role) {
     case 'caddy':
-      return pick(['Caddyfile', 'caddy/mir-origin.crt', 'caddy/mir-origin.key']);
+      return pick(['Caddyfile', 'caddy/mir-origin.crt', 'caddy/mir-origin.key', 'caddy/acme-root.crt']);
     case 'private':
       return pick(['registry/config.yml']);
     case 'mirror':
@@ -136,7 +136,7 @@ export function stackContainerSpecs(cfg: StackConfig, rendered: Pick<RenderedSta
     ...common,
     name: names.caddy,
     role: 'caddy',
-    image: { kind: 'pulled', ref: cfg.docker.caddyImage },
+    image: { kind: 'pulled', ref: imageRefs(cfg).caddy },
     mounts: [
       { type: 'volume', source: VOLUME_NAMES.caddyData, target: '/data' },
       { type: 'volume', source: VOLUME_NAMES.caddyConfig, target: '/config' },

@@ -6,7 +6,7 @@ import { renderCaddyfile } from './caddyfile.ts';
 import { renderClientSnippets } from './clients.ts';
 import { renderDaemonJson, renderFirewallScript, renderSysctl } from './host.ts';
 import { renderHtpasswd } from './htpasswd.ts';
-import { CADDY_ADMIN_SOCKET, CADDY_HEALTH_PORT, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, REDIS_PATHS } from './layout.ts';
+import { CADDY_ADMIN_SOCKET, CADDY_HEALTH_PORT, CADDY_ORIGIN_CERT, CONTAINER_NAMES, HOST_PATHS, IMAGE_PATHS, REDIS_PATHS } from './layout.ts';
 import { opsDataMounts, opsEnv, opsJobs, renderCrontab, renderEnvFile, renderLogrotate, renderOpsWrapper, stackContainers } from './ops.ts';
 import { renderRedisConf } from './redis.ts';
 import { checkRegistryEnv, type RegistryTarget, registryEnv, renderMirrorConfig, renderPrivateConfig } from './registry-config.ts';
@@ -21,6 +21,16 @@ export interface StackSecrets {
   /** The R2 bucket's S3 credentials (needed when a registry stores in R2). */
   r2AccessKeyId?: string;
   r2SecretAccessKey?: string;
+  /** mir's Cloudflare Origin CA certificate (PEM) and its private key: Caddy serves them for mir. */
+  mirOriginCert?: string;
+  mirOriginKey?: string;
+}
+
+export interface RenderOptions {
+  image: string;
+  previousHtpasswd?: string;
+  /** An ACME CA other than Let's Encrypt for dcr (the twin's pebble), with the root that signs its HTTPS endpoint. */
+  acme?: { directory: string; rootCa: string };
 }
 
 export interface RenderedFile {
@@ -73,7 +83,10 @@ export function vpsTargets(cfg: StackConfig): { private: RegistryTarget; mirror:
   };
 }
 
-export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image: string; previousHtpasswd?: string }): RenderedStack {
+/** Where the ACME root given in RenderOptions.acme goes in Caddy's container. */
+export const CADDY_ACME_ROOT = '/etc/caddy/acme-root.crt';
+
+export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: RenderOptions): RenderedStack {
   const t = vpsTargets(cfg);
   const file = (target: string, content: string, mode = '0644', secret = false): RenderedFile => ({ target, content, mode, secret });
   const clients = renderClientSnippets(cfg);
@@ -102,6 +115,9 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
         admin: `unix/${CADDY_ADMIN_SOCKET}`,
         healthPort: CADDY_HEALTH_PORT,
         accessLog: true,
+        // The program always passes mir's Origin CA certificate (ACME cannot pass the proxy); `npm run render` and unit tests may not.
+        ...(secrets.mirOriginCert ? { mirTls: { certFile: CADDY_ORIGIN_CERT.cert, keyFile: CADDY_ORIGIN_CERT.key } } : {}),
+        ...(o.acme ? { acme: { directory: o.acme.directory, rootCaFile: CADDY_ACME_ROOT } } : {}),
       }),
       '0644',
       true,
@@ -124,6 +140,13 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: { image:
     'clients/registries.yaml': file('/etc/rancher/k3s/registries.yaml', clients.k3sRegistriesYaml),
     'clients/usage.sh': file('(your shell)', clients.usage),
   };
+  // Both secret: the key is, and the certificate exists only once Cloudflare issued it (an output at deploy).
+  if (secrets.mirOriginCert) {
+    if (!secrets.mirOriginKey) throw new Error('renderStack: mir\'s Origin CA certificate needs its key');
+    files['caddy/mir-origin.crt'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ORIGIN_CERT.cert}`, secrets.mirOriginCert, CADDY_ORIGIN_CERT.certMode, true);
+    files['caddy/mir-origin.key'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ORIGIN_CERT.key}`, secrets.mirOriginKey, CADDY_ORIGIN_CERT.keyMode, true);
+  }
+  if (o.acme) files['caddy/acme-root.crt'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ACME_ROOT}`, o.acme.rootCa);
   if (clients.dockerDaemonJson) files['clients/docker-daemon.json'] = file('/etc/docker/daemon.json (clients)', clients.dockerDaemonJson);
   for (const [host, toml] of Object.entries(clients.containerdHosts)) {
     files[`clients/containerd/certs.d/${host}/hosts.toml`] = file(`/etc/containerd/certs.d/${host}/hosts.toml`, toml);
