@@ -20,11 +20,17 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: 'fs', include: ['test/**/*.test.ts'] },
+        test: { name: 'fs', include: ['test/**/*.test.ts'], exclude: ['test/twin/**'] },
       },
       {
         extends: true,
         test: { name: 's3', include: DRIVER_SUITES, env: { RS_TEST_STORAGE: 's3' } },
+      },
+      {
+        // The VPS twin: private Docker engines, images built offline, the stack
+        // deployed and used with the docker CLI. Needs root and .ci/run's packages.
+        extends: true,
+        test: { name: 'twin', include: ['test/twin/**/*.test.ts'], testTimeout: 600_000, hookTimeout: 1_500_000 },
       },
     ],
   },

@@ -116,6 +116,7 @@ function layout(dir: string) {
     pidfile: path.join(dir, 'docker.pid'),
     stateFile: path.join(dir, 'engine.json'),
     defaultConfig: path.join(dir, 'daemon.default.json'),
+    effectiveConfig: path.join(dir, 'daemon.effective.json'),
     /** Hidden over the host's /run/containerd, see nsBinds(). */
     containerdRun: path.join(dir, 'run-containerd'),
   };
@@ -224,6 +225,26 @@ function startHolder(st: EngineState): Promise<number> {
   });
 }
 
+/** This process's hard limit of open files (what dockerd, started from here, may give containers). */
+function hardNofile(): number {
+  const line = readFileSync('/proc/self/limits', 'utf8')
+    .split('\n')
+    .find((x) => x.startsWith('Max open files'));
+  const hard = line?.trim().split(/\s+/)[4];
+  return hard && /^\d+$/.test(hard) ? Number(hard) : Number.MAX_SAFE_INTEGER;
+}
+
+/** daemon.json with default-ulimits.nofile capped at `cap`, or undefined when it is within it. */
+export function capNofile(config: Record<string, unknown>, cap: number): Record<string, unknown> | undefined {
+  const ulimits = config['default-ulimits'] as Record<string, { Name?: string; Soft?: number; Hard?: number }> | undefined;
+  const nofile = ulimits?.nofile;
+  if (!nofile || ((nofile.Soft ?? 0) <= cap && (nofile.Hard ?? 0) <= cap)) return undefined;
+  return {
+    ...config,
+    'default-ulimits': { ...ulimits, nofile: { ...nofile, Soft: Math.min(nofile.Soft ?? cap, cap), Hard: Math.min(nofile.Hard ?? cap, cap) } },
+  };
+}
+
 /** The dockerd command line for the current state of the config file. */
 function dockerdArgs(st: EngineState): string[] {
   const l = layout(st.dir);
@@ -237,6 +258,13 @@ function dockerdArgs(st: EngineState): string[] {
     }
     const clash = FLAG_KEYS.filter((k) => k in config);
     if (clash.length) throw new Error(`${configFile} sets ${clash.join(', ')}, which the twin passes as flags; dockerd refuses a key given both ways`);
+    const capped = capNofile(config, hardNofile());
+    if (capped) {
+      // Raising the open-files limit above our own hard limit needs CAP_SYS_RESOURCE, which this
+      // sandbox lacks: every container start would fail. The engine reads a copy with the cap.
+      writeFileSync(l.effectiveConfig, `${JSON.stringify(capped, null, 2)}\n`);
+      configFile = l.effectiveConfig;
+    }
   } else {
     // No daemon.json yet (a fresh VPS has none): defaults, but never the host's /etc/docker/daemon.json.
     writeFileSync(l.defaultConfig, '{}\n');
