@@ -174,6 +174,8 @@ function applyBlock(path: string, onChange: string, root: string): string[] {
   return [
     `stamp=${shq(stampPath(root, path))}`,
     'if [ "$changed" = yes ] || ! cmp -s "$file" "$stamp"; then',
+    // Gone until this apply succeeds: a failure now leaves no stamp, so the next run applies again.
+    '  rm -f "$stamp"',
     `  { ${onChange}; } </dev/null`,
     '  mark_applied "$file" "$stamp"',
     `  echo ${shq(`registry-stack: applied ${path}`)} >&2`,

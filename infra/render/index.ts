@@ -31,6 +31,8 @@ export interface RenderOptions {
   previousHtpasswd?: string;
   /** An ACME CA other than Let's Encrypt for dcr (the twin's pebble), with the root that signs its HTTPS endpoint. */
   acme?: { directory: string; rootCa: string };
+  /** A PEM bundle on the VPS that the ops jobs trust besides the public roots (see renderOpsWrapper). */
+  opsExtraCaFile?: string;
 }
 
 export interface RenderedFile {
@@ -134,7 +136,7 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: RenderOp
     'host/99-registry-stack.conf': file(HOST_PATHS.sysctlFile, renderSysctl()),
     'host/daemon.json': file(HOST_PATHS.daemonJson, renderDaemonJson({ logMaxSize: cfg.docker.logMaxSize, logMaxFile: cfg.docker.logMaxFile })),
     'host/registry-stack.cron': file(HOST_PATHS.cronFile, renderCrontab(opsJobs(cfg))),
-    'host/registry-stack-ops': file(HOST_PATHS.opsWrapper, renderOpsWrapper({ image: o.image, network: cfg.docker.network, mounts: opsDataMounts(cfg) }), '0755'),
+    'host/registry-stack-ops': file(HOST_PATHS.opsWrapper, renderOpsWrapper({ image: o.image, network: cfg.docker.network, mounts: opsDataMounts(cfg), extraCaFile: o.opsExtraCaFile }), '0755'),
     'host/ops.env': file(HOST_PATHS.opsEnv, renderEnvFile(opsEnv(cfg, secrets), 'Rendered by registry-stack: settings of the ops scripts.'), '0600', true),
     'host/logrotate': file(HOST_PATHS.logrotateFile, renderLogrotate()),
     'clients/registries.yaml': file('/etc/rancher/k3s/registries.yaml', clients.k3sRegistriesYaml),

@@ -98,11 +98,21 @@ export interface OpsWrapperOptions {
   network: string;
   /** Volumes mounted read-only for the disk checks (default: both registries' data volumes). */
   mounts?: OpsMount[];
+  /**
+   * A PEM bundle on the host the jobs trust besides the public roots (NODE_EXTRA_CA_CERTS), for
+   * certificates from a private CA: the twin's ACME CA and web PKI, or a company's own.
+   */
+  extraCaFile?: string;
 }
+
+/** Where the wrapper mounts OpsWrapperOptions.extraCaFile in the jobs' container. */
+export const OPS_EXTRA_CA = '/etc/ssl/registry-stack-extra-ca.pem';
 
 export function renderOpsWrapper(o: OpsWrapperOptions): string {
   if (!/^[a-zA-Z0-9._/:@-]+$/.test(o.image)) throw new Error(`bad image name ${o.image}`);
   const mounts = o.mounts ?? OPS_DATA_MOUNTS;
+  if (o.extraCaFile !== undefined && !/^\/[a-zA-Z0-9_./-]+$/.test(o.extraCaFile)) throw new Error(`bad CA file path ${o.extraCaFile}`);
+  const trust = o.extraCaFile ? [`  -v ${o.extraCaFile}:${OPS_EXTRA_CA}:ro \\`, `  -e NODE_EXTRA_CA_CERTS=${OPS_EXTRA_CA} \\`] : [];
   for (const m of mounts) {
     if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(m.volume) || !/^\/[a-zA-Z0-9_./-]+$/.test(m.path)) throw new Error(`bad mount ${m.volume}:${m.path}`);
   }
@@ -132,7 +142,7 @@ exec docker run --rm --pull never \\
   -v "$sock:$sock" \\
 ${mounts.map((m) => `  -v ${m.volume}:${m.path}:ro \\`).join('\n')}
   -v ${VOLUME_NAMES.caddyAdmin}:${CADDY_ADMIN_DIR} \\
-  -w ${IMAGE_PATHS.app} \\
+${trust.map((t) => `${t}\n`).join('')}  -w ${IMAGE_PATHS.app} \\
   ${o.image} "$@"
 `;
 }
@@ -159,8 +169,11 @@ export function opsEnv(cfg: StackConfig, secrets: { adminToken: string }): Recor
     MONITOR_PATHS: opsDataMounts(cfg).map((m) => m.path).join(','),
     MONITOR_DISK_THRESHOLD: String(cfg.alerts.diskPercent),
     MONITOR_URLS: `https://${cfg.derived.dcrHost},https://${cfg.derived.mirHost}`,
-    // Check Caddy's own certificates (mir's public one is Cloudflare's), reached on the containers' network.
-    RENEW_CERT_HOSTS: `${cfg.derived.dcrHost},${cfg.derived.mirHost}`,
+    // Caddy's certificates, reached on the containers' network: dcr's comes from ACME (Caddy renews it,
+    // the job reloads Caddy when it lags); mir's is the Cloudflare Origin CA certificate the program
+    // requested (checked for days left only: `pulumi up` with a new originCertGeneration replaces it).
+    RENEW_CERT_HOSTS: cfg.derived.dcrHost,
+    RENEW_CERT_ORIGIN_CA_HOSTS: cfg.derived.mirHost,
     RENEW_CERT_CONNECT_TO: `${CONTAINER_NAMES.caddy}:443`,
     RENEW_CERT_DAYS: String(cfg.alerts.certMinDays),
     CADDY_ADMIN: `unix/${CADDY_ADMIN_SOCKET}`,

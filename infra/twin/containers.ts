@@ -37,6 +37,11 @@ export interface ApplyOptions {
   serverImage: string;
   /** Extra networks a container joins, by container name (Caddy: the twin's internet). */
   publicAttachments?: Record<string, PublicAttachment>;
+  /**
+   * More names for a container on the stack's network, by container name: the twin's stand-in for
+   * public DNS (on the VPS, the ops jobs reach https://dcr.<domain> through the public address).
+   */
+  extraAliases?: Record<string, string[]>;
   log?: (line: string) => void;
 }
 
@@ -153,7 +158,8 @@ export async function applyContainers(
     const image = spec.image.kind === 'server' ? o.serverImage : spec.image.ref;
     const imageId = await docker.out(['image', 'inspect', '--format', '{{.Id}}', image]);
     const env = spec.env ? (rendered[spec.env] ?? {}) : {};
-    const body = createBody(spec, env, image);
+    const aliases = o.extraAliases?.[spec.name];
+    const body = createBody(aliases ? { ...spec, network: { ...spec.network, aliases: [...spec.network.aliases, ...aliases] } } : spec, env, image);
     const tar = uploadsTar(spec, rendered);
     const attach = o.publicAttachments?.[spec.name];
     const hash = createHash('sha256')

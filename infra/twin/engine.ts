@@ -61,6 +61,12 @@ export interface EngineOptions {
    * `systemctl restart docker` restarts, and without live-restore it would be stopped too.
    */
   liveRestore?: boolean;
+  /**
+   * Give the engine a /run of its own (a directory of its state) and have it also
+   * listen on /run/docker.sock there: a container that bind-mounts
+   * /var/run/docker.sock (the VPS's ops jobs do) then gets this engine, as on the VPS.
+   */
+  privateRun?: boolean;
   /** How long to wait for the engine to answer (default 60 s). */
   readyTimeoutMs?: number;
 }
@@ -97,6 +103,7 @@ interface EngineState {
   binds: Bind[];
   logFile: string;
   liveRestore: boolean;
+  privateRun?: boolean;
   readyTimeoutMs: number;
 }
 
@@ -119,6 +126,8 @@ function layout(dir: string) {
     effectiveConfig: path.join(dir, 'daemon.effective.json'),
     /** Hidden over the host's /run/containerd, see nsBinds(). */
     containerdRun: path.join(dir, 'run-containerd'),
+    /** The engine's own /run, with privateRun. */
+    run: path.join(dir, 'run'),
   };
 }
 
@@ -136,13 +145,14 @@ export async function startEngine(o: EngineOptions): Promise<Engine> {
     binds: (o.binds ?? []).map((b) => ({ source: path.resolve(b.source), target: path.resolve(b.target) })),
     logFile: path.resolve(o.logFile ?? path.join(dir, 'dockerd.log')),
     liveRestore: o.liveRestore ?? false,
+    privateRun: o.privateRun ?? false,
     readyTimeoutMs: o.readyTimeoutMs ?? 60_000,
   };
   // A second `twin up` finds the engine the first one left running: re-use it, if it was started the same way.
   const running = await engineRunning(dir);
   if (running) {
     const was = readState(dir)!;
-    const same = (x: EngineState) => JSON.stringify([x.configFile, x.binds, x.liveRestore]);
+    const same = (x: EngineState) => JSON.stringify([x.configFile, x.binds, x.liveRestore, Boolean(x.privateRun)]);
     if (same(was) === same(st)) return running;
     throw new Error(`an engine runs in ${dir} with other options (config file, binds, live-restore): stop() it first`);
   }
@@ -192,7 +202,13 @@ function checkPaths(st: EngineState): void {
  */
 function nsBinds(st: EngineState): Bind[] {
   mkdirSync('/run/containerd', { recursive: true });
-  const binds = [...st.binds, { source: layout(st.dir).containerdRun, target: '/run/containerd' }];
+  const l = layout(st.dir);
+  const binds = [...st.binds, { source: l.containerdRun, target: '/run/containerd' }];
+  if (st.privateRun) {
+    // /run/containerd is bound again inside it (mount points must exist there too).
+    mkdirSync(path.join(l.run, 'containerd'), { recursive: true });
+    binds.push({ source: l.run, target: '/run' });
+  }
   // Parents before children (/opt before /opt/x), else the parent's bind would hide the child's.
   return binds.sort((a, b) => a.target.split('/').length - b.target.split('/').length);
 }
@@ -278,6 +294,7 @@ function dockerdArgs(st: EngineState): string[] {
     `--data-root=${l.dataRoot}`,
     `--exec-root=${l.execRoot}`,
     `--host=unix://${l.socket}`,
+    ...(st.privateRun ? ['--host=unix:///run/docker.sock'] : []),
     `--pidfile=${l.pidfile}`,
     ...(st.liveRestore && !('live-restore' in config) ? ['--live-restore'] : []),
   ];

@@ -172,7 +172,7 @@ async function runHostSteps(
     const [step] = pending.splice(i, 1);
     const r = await runOverSsh(l, cfg, step.create, step.stdin);
     if (r.code !== 0) throw new HostStepError(step.name, r.code, r.stderr);
-    if (/\bapplied\b/.test(r.stderr + r.stdout)) changed.push(step.name);
+    if (/registry-stack: (installed|applied) /.test(r.stderr)) changed.push(step.name);
     for (const line of r.stderr.trim().split('\n').filter(Boolean)) log(`  [${step.name}] ${line}`);
     done.add(step.name);
     const restart = path.join(l.vpsRun, 'docker-restart');
@@ -303,11 +303,15 @@ async function startHub(docker: DockerCli, l: TwinLayout, image: string): Promis
   ]);
 }
 
-async function connectHubToStack(docker: DockerCli, cfg: StackConfig): Promise<void> {
-  const nets = await docker.out(['inspect', '--format', '{{json .NetworkSettings.Networks}}', TWIN_CONTAINERS.hub]);
+/**
+ * Joins one of the twin's containers to the stack's network under a public name. On the VPS the
+ * mirror reaches Docker Hub, and the ops jobs reach mir through Cloudflare, by the host's NAT and
+ * public DNS; here the stand-ins join the stack's network under those names.
+ */
+async function connectToStack(docker: DockerCli, cfg: StackConfig, container: string, alias: string): Promise<void> {
+  const nets = await docker.out(['inspect', '--format', '{{json .NetworkSettings.Networks}}', container]);
   if (!Object.keys(JSON.parse(nets) as object).includes(cfg.docker.network)) {
-    // On the VPS the mirror reaches Docker Hub through the host's NAT; here the stand-in joins its network.
-    await docker.run(['network', 'connect', '--alias', HUB_ALIAS, cfg.docker.network, TWIN_CONTAINERS.hub]);
+    await docker.run(['network', 'connect', '--alias', alias, cfg.docker.network, container]);
   }
 }
 
@@ -428,6 +432,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     name: 'vps',
     configFile: daemonJson,
     binds: [{ source: l.vpsOpt, target: '/opt' }],
+    privateRun: true,
   });
   const docker = dockerCli(vpsEngine.host);
   const api = engineApi(vpsEngine.host);
@@ -458,10 +463,16 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     const built = await buildServerImage(docker, serverImage, cfg.docker.nodeImage, log);
     if (built) log(`built ${serverImage}`);
 
+    // The twin's stand-ins for the public roots (its web CA, pebble's root) are what the VPS's
+    // ops jobs must trust to check https://dcr and https://mir, as production's trust Let's Encrypt.
+    const roots = await pebbleRoots(l, webCa.cert);
+    const trustFile = '/opt/registry-stack/trust/twin-roots.pem';
+    mkdirSync(path.join(l.vpsOpt, 'registry-stack/trust'), { recursive: true });
+    writeFileSync(path.join(l.vpsOpt, trustFile.slice('/opt/'.length)), `${readFileSync(webCa.cert, 'utf8').trim()}\n${roots}`);
     const rendered: RenderedStack = renderStack(
       cfg,
       { ...secrets, mirOriginCert: readFileSync(originCert.cert, 'utf8'), mirOriginKey: readFileSync(originKey, 'utf8') },
-      { image: serverImage, acme: { directory: 'https://pebble:14000/dir', rootCa: readFileSync(webCa.cert, 'utf8') } },
+      { image: serverImage, acme: { directory: 'https://pebble:14000/dir', rootCa: readFileSync(webCa.cert, 'utf8') }, opsExtraCaFile: trustFile },
     );
 
     // The host steps, then the containers, then the ops files that name the image.
@@ -475,15 +486,16 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     const applied = await applyContainers(api, docker, specs, rendered, {
       serverImage,
       publicAttachments: { [specs[0].name]: { network: PUBLIC_NETWORK, ip: l.ips.caddy, aliases: [cfg.derived.dcrHost] } },
+      extraAliases: { [specs[0].name]: [cfg.derived.dcrHost] },
       log,
     });
     done.add(CONTAINERS);
     changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log)));
-    await connectHubToStack(docker, cfg);
+    await connectToStack(docker, cfg, TWIN_CONTAINERS.hub, HUB_ALIAS);
     await startEdge(docker, l, cfg, secrets, serverImage, { web: webCa.cert, originCa: originCa.cert });
+    await connectToStack(docker, cfg, TWIN_CONTAINERS.edge, cfg.derived.mirHost);
 
     // The client machine.
-    const roots = await pebbleRoots(l, webCa.cert);
     writeFileSync(l.clientHosts, `127.0.0.1 localhost\n${l.ips.caddy} ${cfg.derived.dcrHost}\n${l.ips.edge} ${cfg.derived.mirHost}\n`);
     for (const [host, pem] of [
       [cfg.derived.dcrHost, roots],
