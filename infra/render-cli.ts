@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseStackConfig, rawFromStackFile, StackConfigError } from './config.ts';
 import { serverImageName } from './image.ts';
+import { mirrorRulesets } from './render/cloudflare.ts';
 import { renderStack } from './render/index.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -72,6 +73,12 @@ export function renderToDir(dir: string, stackFile: string): RenderResult {
     written.push(name);
     index.push(`${name.padEnd(52)} → ${f.target}${f.secret ? '   (secret)' : ''}`);
   }
+  // The zone's rulesets (Cloudflare's API shape), for a zone whose own rulesets must take them in by hand.
+  const rulesets = mirrorRulesets(cfg, cfg.originSecret ?? 'ORIGIN-SECRET-GENERATED-AT-DEPLOY');
+  mkdirSync(path.join(dir, 'cloudflare'), { recursive: true });
+  writeFileSync(path.join(dir, 'cloudflare/rulesets.json'), `${JSON.stringify(rulesets, null, 2)}\n`, { mode: 0o600 });
+  written.push('cloudflare/rulesets.json');
+  index.push(`${'cloudflare/rulesets.json'.padEnd(52)} → Cloudflare: the mir rulesets, one per phase   (secret: the origin header)`);
   const env = (e: Record<string, string>) => Object.keys(e).map((k) => `  ${k}=(secret)`).join('\n');
   const [privateTarget, mirrorTarget] = [rendered.files['registry/config.yml'].target, rendered.files['registry-cache/config.yml'].target];
   const containersOf = (target: string) => target.slice(0, target.indexOf(':'));

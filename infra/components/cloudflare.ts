@@ -21,7 +21,7 @@ import * as cloudflare from '@pulumi/cloudflare';
 import * as pulumi from '@pulumi/pulumi';
 import * as tls from '@pulumi/tls';
 import { isZoneId, type StackConfig } from '../config.ts';
-import { cacheRules, originHeaderRule, strictTlsRule, wafRules } from '../render/cloudflare.ts';
+import { mirrorRulesets } from '../render/cloudflare.ts';
 
 export interface CloudflareEdgeArgs {
   config: StackConfig;
@@ -107,19 +107,7 @@ export class CloudflareEdge extends pulumi.ComponentResource {
           child,
         ),
       );
-    // A private mirror's responses must not be cached by a shared CDN.
-    if (cfg.cloudflare.cacheRules && !cfg.mirror.requireAuth) {
-      ruleset('cache', 'http_request_cache_settings', 'registry-stack: cache the mirror', cacheRules(cfg));
-    }
-    if (cfg.cloudflare.waf) {
-      ruleset('waf', 'http_request_firewall_custom', 'registry-stack: the mirror is read-only', wafRules(cfg));
-    }
-    ruleset('origin-header', 'http_request_late_transform', 'registry-stack: origin-check header for the mirror', [
-      originHeaderRule(cfg, pulumi.secret(args.originSecret)),
-    ]);
-    if (cfg.cloudflare.strictTls) {
-      ruleset('config', 'http_config_settings', 'registry-stack: Full (strict) TLS to the mirror origin', [strictTlsRule(cfg)]);
-    }
+    for (const r of mirrorRulesets(cfg, pulumi.secret(args.originSecret))) ruleset(r.key, r.phase, r.description, r.rules);
 
     const gen = originCertSuffix(cfg.cloudflare.originCertGeneration);
     const mirHost = cfg.derived.mirHost;

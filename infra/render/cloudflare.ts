@@ -118,3 +118,37 @@ export function strictTlsRule(cfg: StackConfig): Rule {
     enabled: true,
   };
 }
+
+/** One zone ruleset of the mirror: its resource key, Cloudflare phase, description and rules. */
+export interface MirrorRuleset<T extends ActionParametersHeaderValue> {
+  key: 'cache' | 'waf' | 'origin-header' | 'config';
+  phase: 'http_request_cache_settings' | 'http_request_firewall_custom' | 'http_request_late_transform' | 'http_config_settings';
+  description: string;
+  rules: Array<Rule | ReturnType<typeof originHeaderRule<T>>>;
+}
+
+/**
+ * Every ruleset the stack puts on the zone, with the conditions that decide
+ * which exist: the Pulumi component creates them, the edge twin enforces them
+ * and `npm run render` writes them, all from this list.
+ */
+export function mirrorRulesets<T extends ActionParametersHeaderValue>(cfg: StackConfig, originSecret: T): MirrorRuleset<T>[] {
+  const out: MirrorRuleset<T>[] = [];
+  // A private mirror's responses must not be cached by a shared CDN.
+  if (cfg.cloudflare.cacheRules && !cfg.mirror.requireAuth) {
+    out.push({ key: 'cache', phase: 'http_request_cache_settings', description: 'registry-stack: cache the mirror', rules: cacheRules(cfg) });
+  }
+  if (cfg.cloudflare.waf) {
+    out.push({ key: 'waf', phase: 'http_request_firewall_custom', description: 'registry-stack: the mirror is read-only', rules: wafRules(cfg) });
+  }
+  out.push({
+    key: 'origin-header',
+    phase: 'http_request_late_transform',
+    description: 'registry-stack: origin-check header for the mirror',
+    rules: [originHeaderRule(cfg, originSecret)],
+  });
+  if (cfg.cloudflare.strictTls) {
+    out.push({ key: 'config', phase: 'http_config_settings', description: 'registry-stack: Full (strict) TLS to the mirror origin', rules: [strictTlsRule(cfg)] });
+  }
+  return out;
+}

@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { parseStackConfig, rawFromStackFile, type StackConfig } from '../config.ts';
 import { serverImageName } from '../image.ts';
-import { cacheRules, originHeaderRule, strictTlsRule, wafRules } from '../render/cloudflare.ts';
+import { mirrorRulesets } from '../render/cloudflare.ts';
 import { stackContainerSpecs, specVolumes } from '../render/containers.ts';
 import { CONTAINERS, containerSysctls, hostFilesFrom, renderHostSteps, type HostStep } from '../render/host.ts';
 import { IMAGE_PATHS } from '../render/layout.ts';
@@ -107,14 +107,9 @@ export function twinStackConfig(stackFile: string, l: TwinLayout, secrets: Secre
   );
 }
 
-/** The rulesets the edge enforces: the same functions and conditions as components/cloudflare.ts. */
+/** The rulesets the edge enforces, by phase: the same list the Pulumi component creates. */
 export function edgeRulesets(cfg: StackConfig, originSecret: string) {
-  return {
-    http_config_settings: cfg.cloudflare.strictTls ? [strictTlsRule(cfg)] : [],
-    http_request_firewall_custom: cfg.cloudflare.waf ? wafRules(cfg) : [],
-    http_request_cache_settings: cfg.cloudflare.cacheRules && !cfg.mirror.requireAuth ? cacheRules(cfg) : [],
-    http_request_late_transform: [originHeaderRule(cfg, originSecret)],
-  };
+  return Object.fromEntries(mirrorRulesets(cfg, originSecret).map((r) => [r.phase, r.rules]));
 }
 
 // --- SSH: the host steps, as remote.Command runs them ---
