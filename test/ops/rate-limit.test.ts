@@ -3,7 +3,8 @@
 // trusted proxies. Counts of accepted requests depend on the clock, so the
 // tests send requests until the limit answers and assert what it answers,
 // never how fast.
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { BcryptPool } from '../../server/src/auth/bcrypt-pool.ts';
 import { errorCodes, RegistryClient, type Response } from '../helpers/client.ts';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.ts';
 import { metric } from '../helpers/ops/servers.ts';
@@ -87,6 +88,26 @@ describe('rate limits', () => {
     // After the window the right password works again.
     await waitUntil(async () => (await as(s, 'alice').req('/v2/', { headers: attacker })).status === 200);
     expect(metric(await s.metrics.registry.metrics(), 'registry_rate_limited_total', { limit: 'failedlogins' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('failed logins sent concurrently: at most the limit is checked, the rest 429 before bcrypt', async () => {
+    const s = await limited({ failedlogins: { limit: 5, window: '1m' }, trustedproxies: ['127.0.0.1'] });
+    const compare = vi.spyOn(BcryptPool.prototype, 'compare');
+    try {
+      // Distinct passwords, so no cached or shared verification hides a check.
+      const guesses = Array.from({ length: 60 }, (_, i) =>
+        as(s, 'alice', `guess-${i}`).req('/v2/', { headers: { 'x-forwarded-for': '10.9.9.9' } }),
+      );
+      const statuses = (await Promise.all(guesses)).map((r) => r.status);
+      expect(statuses.filter((st) => st !== 401 && st !== 429)).toEqual([]);
+      expect(statuses.filter((st) => st === 401).length).toBeLessThanOrEqual(5);
+      expect(statuses.filter((st) => st === 429).length).toBeGreaterThanOrEqual(55);
+      expect(compare.mock.calls.length).toBeLessThanOrEqual(5);
+      // A success gives its reservation back: good logins from another address are never locked out.
+      for (let i = 0; i < 8; i++) expect((await as(s, 'alice').req('/v2/', { headers: { 'x-forwarded-for': '10.8.8.8' } })).status).toBe(200);
+    } finally {
+      compare.mockRestore();
+    }
   });
 
   it('X-Forwarded-For names the client only when the request came from a trusted proxy', async () => {

@@ -119,12 +119,16 @@ export function createApp(options: AppOptions): RequestListener {
         throw new RegistryError('UNSUPPORTED', 'this registry is read-only: pushes and deletes are not accepted');
       }
       await rateLimits?.beforeAuth(client);
+      // Credentials count as a failed login until they are found good (see
+      // reserveLogin): anything but InvalidCredentials gives the point back.
+      const login = req.headers.authorization ? await rateLimits?.reserveLogin(client) : undefined;
       try {
         identity = await options.authenticator.authenticate(req.headers.authorization, endpoint.access);
       } catch (err) {
-        if (err instanceof InvalidCredentials) await rateLimits?.loginFailed(client);
+        if (!(err instanceof InvalidCredentials)) await login?.refund();
         throw err;
       }
+      await login?.refund();
       await rateLimits?.afterAuth(identity.user);
       if ('name' in route) access.repo = route.name;
       if ('reference' in route) access.reference = route.reference;

@@ -12,6 +12,12 @@ import type { RegistryConfig } from '../config/schema.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { SharedRedis } from '../shared/redis.ts';
 
+/** A failed-login point taken before the check; refunded when the login did not fail. */
+export interface LoginReservation {
+  refund(): Promise<void>;
+}
+const NO_RESERVATION: LoginReservation = { refund: async () => {} };
+
 type Bucket = { rate: number; burst: number };
 type LimiterOptions = { keyPrefix: string; points: number; duration: number };
 
@@ -71,6 +77,35 @@ export class RateLimits {
     if (this.enabled && this.perUser && user) await this.consume(this.perUser, user, 'user');
   }
 
+  /**
+   * Before credentials are checked: takes one failed-login point up front and
+   * refuses (429) when none is left. Counting only after the check let
+   * concurrent guesses all pass the lockout test before any of them had failed,
+   * so every one of them got a bcrypt check; reserving first bounds the checks
+   * per window to the limit, however many arrive at once. `refund` gives the
+   * point back when the login turned out not to be a failure.
+   */
+  async reserveLogin(ip: string): Promise<LoginReservation> {
+    const limiter = this.failedLogins;
+    if (!this.enabled || !limiter) return NO_RESERVATION;
+    try {
+      await limiter.consume(ip);
+    } catch (res) {
+      if (res instanceof RateLimiterRes) this.refuse('failedlogins', res.msBeforeNext);
+      // The store failed (Redis without insurance): do not lock everyone out for it.
+      return NO_RESERVATION;
+    }
+    let refunded = false;
+    return {
+      refund: async () => {
+        if (refunded) return;
+        refunded = true;
+        await limiter.reward(ip, 1).catch(() => {});
+      },
+    };
+  }
+
+  /** Counts one failed login without a reservation. */
   async loginFailed(ip: string): Promise<void> {
     if (!this.enabled || !this.failedLogins) return;
     await this.failedLogins.consume(ip).catch(() => {});
