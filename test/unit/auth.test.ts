@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authenticator } from '../../server/src/auth/authenticator.ts';
-import { Htpasswd, hashPassword, parseHtpasswd, safeEqual } from '../../server/src/auth/htpasswd.ts';
+import { dummyHashFor, Htpasswd, hashPassword, parseHtpasswd, safeEqual } from '../../server/src/auth/htpasswd.ts';
 import { RegistryError } from '../../server/src/registry/errors.ts';
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -89,6 +89,29 @@ describe('Htpasswd.verify', () => {
     const file = path.join(dir, 'bad.htpasswd');
     writeFileSync(file, 'x:$apr1$y$z\n');
     expect(() => new Htpasswd({ path: file })).toThrow(/no bcrypt hash/);
+  });
+});
+
+describe('the dummy hash unknown users are checked against', () => {
+  const entry = (cost: number) => bcrypt.hashSync('pw', cost);
+
+  it('has the cost of the file’s own entries (htpasswd -B writes cost 5), so an unknown user takes as long as a known one', () => {
+    const file = path.join(dir, 'cost5.htpasswd');
+    writeFileSync(file, ['a', 'b', 'c'].map((u) => `${u}:${entry(5).replace(/^\$2b\$/, '$2y$')}`).join('\n'));
+    const htpasswd = new Htpasswd({ path: file });
+    expect(htpasswd.dummyCost).toBe(5);
+    const dummy = dummyHashFor([...parseHtpasswd(`x:${entry(5)}`).values()]);
+    expect(bcrypt.getRounds(dummy)).toBe(5);
+    // A well-formed hash nobody knows the password of.
+    expect(bcrypt.compareSync('', dummy)).toBe(false);
+    expect(bcrypt.compareSync('pw', dummy)).toBe(false);
+  });
+
+  it('takes the most common cost, the higher one on a tie, and 10 for an empty file', () => {
+    expect(bcrypt.getRounds(dummyHashFor([entry(4), entry(6), entry(6)]))).toBe(6);
+    expect(bcrypt.getRounds(dummyHashFor([entry(4), entry(4), entry(6)]))).toBe(4);
+    expect(bcrypt.getRounds(dummyHashFor([entry(4), entry(6)]))).toBe(6);
+    expect(bcrypt.getRounds(dummyHashFor([]))).toBe(10);
   });
 });
 

@@ -20,13 +20,16 @@ export interface HtpasswdOptions {
   reloadCheckMs?: number;
 }
 
-// A valid cost-10 hash of a random, discarded password, compared against when
-// the user is unknown, so that an unknown user costs as much time as a wrong password.
+// A valid cost-10 hash of a random, discarded password. Unknown users are
+// checked against it, so that an unknown user costs as much time as a wrong
+// password; its cost is replaced by the file's (see dummyHashFor).
 const DUMMY_HASH = '$2b$10$M1I/juEJ1t/V14r4RO4qu.uYoxfxZ.0Svt4864P5bR/fW/Erps2Rq';
+const DEFAULT_COST = 10;
 const FAILURE_TTL_MS = 5_000;
 
 export class Htpasswd {
   private users = new Map<string, string>();
+  private dummyHash = DUMMY_HASH;
   private readonly verified: LruCache<string, { user: string; ok: boolean; expires: number }>;
   private readonly inflight = new Map<string, Promise<boolean>>();
   private readonly pool = new BcryptPool();
@@ -47,6 +50,11 @@ export class Htpasswd {
     return this.users.size;
   }
 
+  /** The bcrypt cost unknown users are checked at. */
+  get dummyCost(): number {
+    return costOf(this.dummyHash);
+  }
+
   /** The user name when the credentials are right, else undefined. */
   async verify(user: string, password: string): Promise<string | undefined> {
     this.maybeReload();
@@ -65,7 +73,7 @@ export class Htpasswd {
   private async compare(user: string, password: string, key: string): Promise<boolean> {
     const hash = this.users.get(user);
     const generation = this.users;
-    const ok = (await this.pool.compare(password, normalise(hash ?? DUMMY_HASH))) && hash !== undefined;
+    const ok = (await this.pool.compare(password, normalise(hash ?? this.dummyHash))) && hash !== undefined;
     // A reload while comparing may have changed the password: do not cache the old answer.
     if (generation === this.users) {
       this.verified.set(key, { user, ok, expires: Date.now() + (ok ? this.cacheTtlMs : FAILURE_TTL_MS) });
@@ -92,6 +100,7 @@ export class Htpasswd {
     const stat = statSync(this.options.path);
     const text = readFileSync(this.options.path, 'utf8');
     this.users = parseHtpasswd(text, this.options.path);
+    this.dummyHash = dummyHashFor(this.users.values());
     this.loadedMtime = stat.mtimeMs;
     this.verified.clear();
   }
@@ -112,6 +121,36 @@ export function parseHtpasswd(text: string, source = 'htpasswd'): Map<string, st
     users.set(user, hash);
   });
   return users;
+}
+
+/**
+ * The dummy hash for a file's entries: DUMMY_HASH at the file's most common
+ * cost (the higher one on a tie; 10 for an empty file). With a fixed cost 10,
+ * a file written by `htpasswd -B` (cost 5) answered an unknown user ~30x
+ * slower than a known one, which told the names apart. The most common cost
+ * rather than the highest: one admin entry at cost 14 must not make every
+ * unknown user cost more than a wrong password for everyone else. Changing
+ * only the cost field keeps a well-formed hash: a compare does the full work
+ * at that cost and cannot match (the digest was made at another cost).
+ */
+export function dummyHashFor(hashes: Iterable<string>): string {
+  const counts = new Map<number, number>();
+  for (const hash of hashes) {
+    const cost = costOf(hash);
+    counts.set(cost, (counts.get(cost) ?? 0) + 1);
+  }
+  let best = DEFAULT_COST;
+  let bestCount = 0;
+  for (const [cost, count] of counts) {
+    if (count > bestCount || (count === bestCount && cost > best)) [best, bestCount] = [cost, count];
+  }
+  // bcrypt costs are 4 to 31; anything else would fail the compare, not slow it.
+  const cost = Math.min(31, Math.max(4, best));
+  return `$2b$${String(cost).padStart(2, '0')}$${DUMMY_HASH.slice(7)}`;
+}
+
+function costOf(hash: string): number {
+  return Number(hash.slice(4, 6));
 }
 
 // bcryptjs reads $2a$/$2b$; Apache's $2y$ is the same algorithm under another name.
