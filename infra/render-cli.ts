@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, YAMLError } from 'yaml';
 import { parseStackConfig, rawFromStackFile, StackConfigError } from './config.ts';
 import { serverImageName } from './image.ts';
 import { mirrorRulesets } from './render/cloudflare.ts';
@@ -118,12 +118,31 @@ function main(argv: string[]): number {
     for (const n of notes) process.stderr.write(`note: ${n}\n`);
     return 0;
   } catch (err) {
-    if (err instanceof StackConfigError) {
-      process.stderr.write(`render: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
+    const message = renderFailure(err, stackFile);
+    if (message === undefined) throw err;
+    process.stderr.write(`render: ${message}\n`);
+    return 2;
   }
+}
+
+/**
+ * The one place a bad stack file becomes the line `render: …` (no stack
+ * trace): a file that cannot be read, is not YAML, or fails the schema. A
+ * single schema problem is put on that one line; several stay listed one a
+ * line. Anything else is a bug and keeps its stack trace.
+ */
+function renderFailure(err: unknown, stackFile: string): string | undefined {
+  if (err instanceof StackConfigError) {
+    const lines = err.message.split('\n');
+    return lines.length === 2 ? `${lines[0]} ${lines[1].trim()}` : err.message;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.syscall === 'open' && e.code) {
+    return `cannot read the stack file ${stackFile}: ${e.message.replace(new RegExp(`^${e.code}: `), '').replace(/, open '.*'$/, '')} (${e.code})`;
+  }
+  // The YAML parser's message ends in a code frame over several lines: the first says where.
+  if (e instanceof YAMLError) return `${stackFile} is not valid YAML: ${e.message.split('\n')[0]}`;
+  return undefined;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -38,7 +38,8 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   try {
     raw = parseYaml(text) ?? {};
   } catch (err) {
-    throw new ConfigError(`${source} is not valid YAML: ${(err as Error).message}`);
+    // The parser's message ends in a code frame over several lines: the first line says where.
+    throw new ConfigError(`${source} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${source}: the top level must be a mapping of keys`);
@@ -147,6 +148,8 @@ function formatIssues(
     const origin = env ? ` (from ${env})` : '';
     return `${key}${origin}: ${describe(issue, getPath(doc, issue.path))}`;
   });
+  // One problem fits on one line (`registry: …` at start); several are listed one a line.
+  if (lines.length === 1 && !lines[0].includes('\n')) return `invalid configuration in ${source}: ${lines[0]}`;
   return `invalid configuration in ${source}:\n  ${lines.join('\n  ')}`;
 }
 

@@ -38,6 +38,52 @@ export const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return bytes;
 });
 
+/**
+ * A TCP listen address as http.addr and admin.addr take it: "host:port",
+ * ":port" (all interfaces) or "[v6]:port". Checked here so that a typo stops
+ * the start with the key's name instead of surfacing from inside listen().
+ */
+const LISTEN_ADDR = /^(?:\[([^\]]+)\]|([^\s:/[\]]*)):(\d{1,5})$/;
+
+export function parseListenAddr(addr: string): { host: string; port: number } | undefined {
+  const m = LISTEN_ADDR.exec(addr.trim());
+  if (!m || Number(m[3]) > 65535) return undefined;
+  return { host: m[1] ?? m[2], port: Number(m[3]) };
+}
+
+const listenAddr = str.pipe(
+  z.string().refine((v) => parseListenAddr(v) !== undefined, {
+    error: (issue) => `must be host:port or :port (e.g. :5000, 127.0.0.1:5000), got ${JSON.stringify(issue.input)}`,
+  }),
+);
+
+/** A URL as shown in a message: user:password@ is never repeated. */
+function redactUrl(v: string): string {
+  return v.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, '$1…@');
+}
+
+/**
+ * The URL of an upstream registry: http(s) only (anything else would fail at
+ * the first pull), and no path, which the mirror would silently drop (the
+ * distribution API lives at /v2/ of the origin).
+ */
+const registryUrl = z.string().superRefine((v, ctx) => {
+  const shown = JSON.stringify(redactUrl(v));
+  let url: URL | undefined;
+  try {
+    url = new URL(v);
+  } catch {
+    // "registry-1.docker.io" parses as nothing; "localhost:5000" as scheme "localhost:".
+  }
+  if (!url || !/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+    ctx.addIssue({ code: 'custom', message: `must be an http(s) URL such as https://registry-1.docker.io, got ${shown} (no scheme?)` });
+  } else if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: `must be an http(s) URL with no path, e.g. https://ghcr.io; ${url.protocol.slice(0, -1)} is not supported, got ${shown}` });
+  } else if (url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    ctx.addIssue({ code: 'custom', message: `must be an http(s) URL with no path, e.g. https://ghcr.io (the registry API is always at /v2/), got ${shown}` });
+  }
+});
+
 const logLevel = z.enum(['error', 'warn', 'info', 'debug', 'trace', 'fatal', 'panic']);
 
 const log = z.strictObject({
@@ -143,6 +189,7 @@ const storage = z
   });
 
 const http = z.strictObject({
+  /** host:port for net tcp, a socket path for net unix (checked below). */
   addr: str.default(':5000'),
   net: z.enum(['tcp', 'unix']).default('tcp'),
   prefix: str.optional(),
@@ -176,6 +223,10 @@ const http = z.strictObject({
       idle: duration.optional(),
     })
     .optional(),
+}).superRefine((h, ctx) => {
+  if (h.net === 'tcp' && !parseListenAddr(h.addr)) {
+    ctx.addIssue({ code: 'custom', path: ['addr'], message: `must be host:port or :port (e.g. :5000, 127.0.0.1:5000), got ${JSON.stringify(h.addr)}` });
+  }
 });
 
 const htpasswd = z.strictObject({
@@ -210,14 +261,14 @@ const upstream = z.strictObject({
   /** The registry host clients name: containerd's ?ns= value, or the leading component of a repository name. */
   host: z.string().regex(/^[a-z0-9.-]+(:\d+)?$/, 'must be a registry host such as ghcr.io or registry.example.com:5000'),
   /** Where to reach it, e.g. https://registry-1.docker.io for docker.io. */
-  url: z.string().regex(/^https?:\/\/[^/]+\/?$/, 'must be an http(s) URL with no path, e.g. https://ghcr.io'),
+  url: registryUrl,
   username: str.optional(),
   password: str.optional(),
 });
 
 const proxy = z.strictObject({
   // distribution's keys: one upstream
-  remoteurl: str.optional(),
+  remoteurl: str.pipe(registryUrl).optional(),
   username: str.optional(),
   password: str.optional(),
   /** Cached content unused for this long is evicted (distribution's meaning; the pruning job enforces it). */
@@ -256,7 +307,7 @@ const redis = z.strictObject({
 
 /** Ours: the admin listener (metrics, health, GC and prune endpoints), loopback by default. */
 const admin = z.strictObject({
-  addr: str.default('127.0.0.1:5001'),
+  addr: listenAddr.default('127.0.0.1:5001'),
   /** Bearer token the admin endpoints that change things (gc, prune) require; none = loopback trust. */
   token: str.optional(),
 });
@@ -320,6 +371,17 @@ export const configSchema = z.strictObject({
   if (c.storage.cache?.blobdescriptor === 'redis' && !c.redis) {
     ctx.addIssue({ code: 'custom', path: ['storage', 'cache', 'blobdescriptor'], message: '"redis" needs a redis section (redis.addr)' });
   }
+  // Both listeners on one port: the second would fail at listen with "address in use".
+  const main = c.http.net === 'tcp' ? parseListenAddr(c.http.addr) : undefined;
+  const admin = c.admin ? parseListenAddr(c.admin.addr) : undefined;
+  if (main && admin && main.port !== 0 && main.port === admin.port && overlaps(main.host, admin.host)) {
+    ctx.addIssue({ code: 'custom', path: ['admin', 'addr'], message: `must not use the port of http.addr (${c.http.addr}), got ${JSON.stringify(c.admin!.addr)}` });
+  }
 });
+
+const ANY_HOST = new Set(['', '0.0.0.0', '::']);
+function overlaps(a: string, b: string): boolean {
+  return a === b || ANY_HOST.has(a) || ANY_HOST.has(b);
+}
 
 export type RegistryConfig = z.output<typeof configSchema>;
