@@ -80,7 +80,7 @@ describe('bad input', () => {
       ['GET', () => '/v2/ok/app/blobs/%2e%2e', '', 400, 'DIGEST_INVALID'],
       ['DELETE', () => '/v2/ok/app/blobs/sha256%3A..%2F..%2F..%2Fdata', '', 400, 'DIGEST_INVALID'],
       ['GET', () => '/v2/ok/app/manifests/sha256:..%2F..%2Fblobs', '', 400, 'DIGEST_INVALID'],
-      ['GET', () => '/v2/ok/app/manifests/..%2F..%2F_manifests', '', 400, 'TAG_INVALID'],
+      ['GET', () => '/v2/ok/app/manifests/..%2F..%2F_manifests', '', 404, 'MANIFEST_UNKNOWN'],
       ['PUT', () => '/v2/ok/app/manifests/%2e%2e', '{}', 400, 'TAG_INVALID'],
       ['GET', () => '/v2/ok/app/referrers/sha256:..%2F..', '', 400, 'DIGEST_INVALID'],
       ['GET', () => '/v2/ok/app/blobs/uploads/%2e%2e', '', 404, 'BLOB_UPLOAD_UNKNOWN'],
@@ -266,6 +266,16 @@ describe('bad input', () => {
       expect(res!.status).toBe(400);
       await settlesBackTo(before);
       expect((await client.req(`/v2/${REPO}/manifests/overlong`)).status).toBe(404);
+    });
+
+    it('request headers over 16 KB → 431 Request Header Fields Too Large, with a spec error body', async () => {
+      const res = await raw({ method: 'GET', path: '/v2/', headers: { 'x-padding': 'a'.repeat(20 * 1024) } });
+      expect(res).toBeDefined();
+      expect(res!.status).toBe(431);
+      expect(res!.headers.connection).toBe('close');
+      expect(errorCodes({ body: res!.body }).length).toBe(1);
+      // Headers under the limit are still served.
+      expect((await raw({ method: 'GET', path: '/v2/', headers: { 'x-padding': 'a'.repeat(8 * 1024) } }))!.status).toBe(200);
     });
 
     it('a non-numeric Content-Length is refused before anything is written', async () => {

@@ -423,6 +423,24 @@ describe('manifests', () => {
       await expectInvalid(JSON.stringify(noType), 'application/vnd.example.unknown+json');
     });
 
+    it('Content-Type text/plain, application/json or none: refused (400 MANIFEST_INVALID) unless the body declares a known mediaType', async () => {
+      const untyped = doc();
+      delete untyped.mediaType;
+      for (const contentType of ['text/plain', 'application/json', undefined]) {
+        await expectInvalid(JSON.stringify(untyped), contentType, 'untyped');
+      }
+      // The body names its type: stored as that, and served with it.
+      const typed = doc();
+      expect(typed.mediaType).toBe(MT.ociManifest);
+      for (const [i, contentType] of ['text/plain', undefined].entries()) {
+        const res = await put('bad/app', `typed-${i}`, image.manifest.data, contentType);
+        expect(res.status, String(contentType)).toBe(201);
+        expect((await client.req(`/v2/bad/app/manifests/typed-${i}`, { headers: { accept: MT.ociManifest } })).header('content-type')).toBe(MT.ociManifest);
+      }
+      // A manifest media type in Content-Type still names an untyped body (OCI allows leaving mediaType out).
+      expect((await put('bad/app', 'ct-typed', JSON.stringify(untyped), MT.ociManifest)).status).toBe(201);
+    });
+
     it('Content-Type that contradicts the body’s mediaType', async () => {
       await expectInvalid(image.manifest.data, MT.dockerManifest);
       await expectInvalid(image.manifest.data, MT.ociIndex);
@@ -476,12 +494,21 @@ describe('manifests', () => {
       expect((await put('bad/app', 'x'.repeat(128), image.manifest.data, MT.ociManifest)).status).toBe(201);
     });
 
-    it('GET and DELETE with an invalid tag are 400 TAG_INVALID too', async () => {
-      for (const method of ['GET', 'DELETE']) {
-        const res = await unchanged(() => client.req('/v2/bad/app/manifests/-x', { method }));
-        expect(res.status).toBe(400);
-        expect(errorCodes(res)).toEqual(['TAG_INVALID']);
+    it('GET and HEAD of a reference that is not a valid tag → 404 MANIFEST_UNKNOWN (as the OCI conformance suite expects); DELETE → 400 TAG_INVALID', async () => {
+      for (const tag of ['.INVALID_MANIFEST_NAME', '-x', 'sp%20ace']) {
+        for (const method of ['GET', 'HEAD']) {
+          const res = await unchanged(() => client.req(`/v2/bad/app/manifests/${tag}`, { method }));
+          expect(res.status, `${method} ${tag}`).toBe(404);
+          if (method === 'GET') expect(errorCodes(res), tag).toEqual(['MANIFEST_UNKNOWN']);
+        }
       }
+      // PUT of the same reference keeps refusing it as a tag.
+      const put400 = await unchanged(() => put('bad/app', '.INVALID_MANIFEST_NAME', image.manifest.data, MT.ociManifest));
+      expect(put400.status).toBe(400);
+      expect(errorCodes(put400)).toEqual(['TAG_INVALID']);
+      const res = await unchanged(() => client.req('/v2/bad/app/manifests/-x', { method: 'DELETE' }));
+      expect(res.status).toBe(400);
+      expect(errorCodes(res)).toEqual(['TAG_INVALID']);
     });
   });
 

@@ -1,7 +1,7 @@
 // htpasswd parsing and verification (files from Apache's `htpasswd -B` and
 // from bcryptjs) and the access policy of the Authenticator.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -89,6 +89,38 @@ describe('Htpasswd.verify', () => {
     const file = path.join(dir, 'bad.htpasswd');
     writeFileSync(file, 'x:$apr1$y$z\n');
     expect(() => new Htpasswd({ path: file })).toThrow(/no bcrypt hash/);
+  });
+});
+
+describe('Htpasswd reload', () => {
+  it('a reload with a bad line loads the valid entries and warns naming the line and user, never the hash', async () => {
+    const file = path.join(dir, 'reload.htpasswd');
+    writeFileSync(file, `${apacheEntry('old', 'old-pw')}\n`);
+    const warnings: { fields: Record<string, unknown>; message: string }[] = [];
+    const logger = { warn: (fields: Record<string, unknown>, message: string) => warnings.push({ fields, message }) };
+    const htpasswd = new Htpasswd({ path: file, reloadCheckMs: 0, logger: logger as never });
+    try {
+      expect(await htpasswd.verify('old', 'old-pw')).toBe('old');
+      // While the server runs, someone adds a bcrypt user and an MD5 one.
+      const md5 = 'md5user:$apr1$Xy7Qz1aB$S3cr3tHashValueNotToLog';
+      writeFileSync(file, [apacheEntry('old', 'old-pw'), apacheEntry('new', 'new-pw'), md5, ''].join('\n'));
+      utimesSync(file, new Date(), new Date(Date.now() + 5_000));
+      expect(await htpasswd.verify('new', 'new-pw')).toBe('new');
+      expect(await htpasswd.verify('old', 'old-pw')).toBe('old');
+      expect(await htpasswd.verify('md5user', 'anything')).toBeUndefined();
+      expect(htpasswd.userCount).toBe(2);
+      expect(warnings).toHaveLength(1);
+      const logged = JSON.stringify(warnings);
+      expect(warnings[0].fields).toMatchObject({ line: 3, user: 'md5user' });
+      expect(warnings[0].message).toMatch(/no bcrypt hash/);
+      expect(logged).not.toContain('$apr1$');
+      expect(logged).not.toContain('S3cr3tHashValueNotToLog');
+      // The same file version is not warned about again.
+      await htpasswd.verify('new', 'new-pw');
+      expect(warnings).toHaveLength(1);
+    } finally {
+      await htpasswd.close();
+    }
   });
 });
 

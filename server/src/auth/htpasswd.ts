@@ -9,6 +9,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
+import type { Logger } from '../ops/logger.ts';
 import { LruCache } from '../registry/lru.ts';
 import { BcryptPool } from './bcrypt-pool.ts';
 
@@ -18,6 +19,17 @@ export interface HtpasswdOptions {
   cacheTtlMs?: number;
   /** How often the file's mtime is checked for changes. */
   reloadCheckMs?: number;
+  /** Where a reload's bad lines are reported. */
+  logger?: Pick<Logger, 'warn'>;
+}
+
+/** A line of an htpasswd file that holds no usable entry. */
+export interface HtpasswdProblem {
+  /** 1-based. */
+  line: number;
+  user?: string;
+  /** Names the file, line and user, never the hash. */
+  message: string;
 }
 
 // A valid cost-10 hash of a random, discarded password. Unknown users are
@@ -43,7 +55,7 @@ export class Htpasswd {
     this.cacheTtlMs = options.cacheTtlMs ?? 60_000;
     this.reloadCheckMs = options.reloadCheckMs ?? 2_000;
     this.verified = new LruCache(10_000, () => 1);
-    this.load();
+    this.load(true);
   }
 
   get userCount(): number {
@@ -90,37 +102,62 @@ export class Htpasswd {
     if (now - this.lastCheck < this.reloadCheckMs) return;
     this.lastCheck = now;
     try {
-      if (statSync(this.options.path).mtimeMs !== this.loadedMtime) this.load();
+      if (statSync(this.options.path).mtimeMs !== this.loadedMtime) this.load(false);
     } catch {
       // The file went away: keep the users we have rather than lock everyone out.
     }
   }
 
-  private load(): void {
+  /**
+   * At startup (strict) a bad line stops the server, as a bad config does. On
+   * a reload it must not: dropping the whole file kept users added correctly
+   * locked out because of someone else's MD5 line, silently. So a reload
+   * takes the valid entries and warns about each bad line (once per version
+   * of the file: the mtime is taken as loaded).
+   */
+  private load(strict: boolean): void {
     const stat = statSync(this.options.path);
     const text = readFileSync(this.options.path, 'utf8');
-    this.users = parseHtpasswd(text, this.options.path);
+    const { users, problems } = readHtpasswd(text, this.options.path);
+    if (strict && problems.length > 0) throw new Error(problems[0].message);
+    for (const { line, user, message } of problems) {
+      this.options.logger?.warn({ file: this.options.path, line, user }, `htpasswd reload: skipped a line: ${message}`);
+    }
+    this.users = users;
     this.dummyHash = dummyHashFor(this.users.values());
     this.loadedMtime = stat.mtimeMs;
     this.verified.clear();
   }
 }
 
+/** The entries of an htpasswd file; throws on the first bad line. */
 export function parseHtpasswd(text: string, source = 'htpasswd'): Map<string, string> {
+  const { users, problems } = readHtpasswd(text, source);
+  if (problems.length > 0) throw new Error(problems[0].message);
+  return users;
+}
+
+/** The valid entries of an htpasswd file, and the lines that are not. */
+export function readHtpasswd(text: string, source = 'htpasswd'): { users: Map<string, string>; problems: HtpasswdProblem[] } {
   const users = new Map<string, string>();
+  const problems: HtpasswdProblem[] = [];
   text.split(/\r?\n/).forEach((line, i) => {
     const t = line.trim();
     if (t === '' || t.startsWith('#')) return;
     const colon = t.indexOf(':');
-    if (colon <= 0) throw new Error(`${source}:${i + 1}: expected user:hash`);
+    if (colon <= 0) {
+      problems.push({ line: i + 1, message: `${source}:${i + 1}: expected user:hash` });
+      return;
+    }
     const user = t.slice(0, colon);
     const hash = t.slice(colon + 1);
     if (!/^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) {
-      throw new Error(`${source}:${i + 1}: user ${user} has no bcrypt hash (create entries with htpasswd -B)`);
+      problems.push({ line: i + 1, user, message: `${source}:${i + 1}: user ${user} has no bcrypt hash (create entries with htpasswd -B)` });
+      return;
     }
     users.set(user, hash);
   });
-  return users;
+  return { users, problems };
 }
 
 /**

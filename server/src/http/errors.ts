@@ -50,6 +50,20 @@ export function toErrorResponse(err: unknown): ErrorResponse {
   };
 }
 
+/**
+ * For requests Node's parser refused before the app saw them (malformed
+ * headers, broken chunked bodies): the spec's JSON error body rather than a
+ * bare 400. Headers over the parser's limit (16 KB) are 431 Request Header
+ * Fields Too Large (RFC 6585), which tells the client what to shorten; the
+ * spec has no error code for either, so both keep the one malformed requests
+ * have always had.
+ */
+export function parserErrorResponse(err: NodeJS.ErrnoException): ErrorResponse {
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const message = tooLarge ? 'request headers too large' : `malformed request: ${err.code ?? err.message}`;
+  return { status: tooLarge ? 431 : 400, body: JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_INVALID', message }] }) };
+}
+
 export function writeError(res: ServerResponse, err: unknown, extraHeaders: Record<string, string> = {}): number {
   const { status, body } = toErrorResponse(err);
   if (res.headersSent) {

@@ -18,6 +18,7 @@ import { Metrics } from '../ops/metrics.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
 import { createDriver } from '../storage/factory.ts';
 import { createApp } from './app.ts';
+import { parserErrorResponse } from './errors.ts';
 import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
 import { MirrorRegistry } from '../proxy/mirror-registry.ts';
@@ -81,7 +82,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const service: RegistryService = mirror ?? registry;
 
   const htpasswdConfig = config.auth?.htpasswd;
-  const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path }) : undefined;
+  const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path, logger }) : undefined;
   const authenticator = new Authenticator({
     htpasswd,
     realm: htpasswdConfig?.realm ?? 'Registry Realm',
@@ -113,12 +114,13 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       : http.createServer(app);
   // Pushes of large layers take as long as they take: no overall request deadline
   // unless the config asks for one.
-  // Requests Node's parser refuses (malformed headers, broken chunked bodies)
-  // still get the spec's JSON error body rather than a bare 400.
+  // Requests Node's parser refuses still get a spec error body (parserErrorResponse).
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') return socket.destroy();
-    const body = JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_INVALID', message: `malformed request: ${err.code ?? err.message}` }] });
-    socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    const { status, body } = parserErrorResponse(err);
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
   server.requestTimeout = config.http.timeout?.read ?? 0;
   server.headersTimeout = 60_000;

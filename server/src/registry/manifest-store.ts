@@ -16,7 +16,7 @@ import {
   type ManifestInfo,
   parseManifest,
 } from './manifest.ts';
-import { validateTag } from './names.ts';
+import { isValidTag, validateTag } from './names.ts';
 import type { ManifestResult, PutManifestResult, ReferrersResult } from './types.ts';
 
 interface Parsed {
@@ -50,6 +50,12 @@ export class ManifestStore {
   }
 
   async get(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    // A reference that cannot be a tag names no manifest: a read answers 404
+    // MANIFEST_UNKNOWN, as distribution does and the OCI conformance suite
+    // expects (GET/HEAD of ".INVALID_MANIFEST_NAME"). Writes and deletes still
+    // refuse it as TAG_INVALID. Not in resolve(): the mirror relies on it
+    // refusing such a reference before asking its upstream.
+    if (!looksLikeDigest(reference) && !isValidTag(reference)) throw manifestUnknown(name, reference);
     return this.getResolved(name, await this.resolve(name, reference), reference, accept);
   }
 
@@ -87,7 +93,7 @@ export class ManifestStore {
     const byDigest = looksLikeDigest(reference);
     const claimed = byDigest ? parseDigest(reference) : undefined;
     if (!byDigest) validateTag(reference);
-    const info = parseManifest(body, contentType);
+    const info = parseManifest(body, contentType, { pushed: true });
     const digest = digestOf(body, claimed?.algorithm ?? 'sha256');
     if (claimed && claimed.hex !== digest.hex) {
       throw new RegistryError('DIGEST_INVALID', `manifest digest ${digest.value} does not match reference ${claimed.value}`);

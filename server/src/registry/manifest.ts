@@ -51,9 +51,10 @@ export interface ManifestInfo {
 
 /**
  * Parses a manifest body. `contentType` is the request's Content-Type (undefined
- * when reading back stored bytes, where the body's own mediaType decides).
+ * when reading back stored bytes, where the body's own mediaType decides);
+ * `pushed` for a manifest being stored, which must name its media type.
  */
-export function parseManifest(body: Uint8Array, contentType?: string): ManifestInfo {
+export function parseManifest(body: Uint8Array, contentType?: string, options: { pushed?: boolean } = {}): ManifestInfo {
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.from(body).toString('utf8'));
@@ -73,6 +74,20 @@ export function parseManifest(body: Uint8Array, contentType?: string): ManifestI
     throw new RegistryError(
       'MANIFEST_INVALID',
       `Content-Type ${requested} does not match the manifest's mediaType ${declared}`,
+    );
+  }
+  // A push must say what it pushes, as distribution requires: either the
+  // Content-Type is a supported manifest media type (a mediaType in the body
+  // must then be the same, above), or, when the Content-Type is missing or
+  // another type (text/plain, application/json, ...), the body declares a
+  // supported mediaType and is stored as that. Otherwise 400 MANIFEST_INVALID:
+  // guessing from the shape would store a Docker manifest as OCI (their shapes
+  // are alike) and serve it later under the wrong Content-Type. Stored bytes
+  // read back (no Content-Type, not a push) may still be typed by their shape.
+  if (options.pushed && !declared && !(requested && isManifestMediaType(requested))) {
+    throw new RegistryError(
+      'MANIFEST_INVALID',
+      `a manifest push needs a manifest media type: Content-Type is ${requested?.slice(0, 100) ?? 'missing'} and the body has no mediaType`,
     );
   }
   const mediaType = declared ?? (requested && isManifestMediaType(requested) ? requested : inferMediaType(doc));
