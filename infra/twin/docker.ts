@@ -38,27 +38,27 @@ export interface DockerCli {
   out(args: string[], o?: DockerRunOptions): Promise<string>;
 }
 
+/** Runs a command to its end, collecting its output; rejects only when it cannot start. */
+export function runProcess(cmd: string, args: string[], o: { input?: string | Buffer; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<DockerResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), code: code ?? 1 }));
+    child.stdin.on('error', () => {}); // a command that exits before reading all its input
+    child.stdin.end(o.input ?? '');
+  });
+}
+
 export function dockerCli(host: string, bin = 'docker'): DockerCli {
-  const run = (args: string[], o: DockerRunOptions = {}) =>
-    new Promise<DockerResult>((resolve, reject) => {
-      const child = spawn(bin, args, {
-        cwd: o.cwd,
-        env: { ...process.env, DOCKER_HOST: host, ...o.env },
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      child.stdout.on('data', (b: Buffer) => out.push(b));
-      child.stderr.on('data', (b: Buffer) => err.push(b));
-      child.on('error', reject);
-      child.on('close', (code) => {
-        const result = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), code: code ?? 1 };
-        if (result.code !== 0 && !o.allowFail) reject(new DockerError(args, result));
-        else resolve(result);
-      });
-      child.stdin.on('error', () => {}); // a command that exits before reading all its input
-      child.stdin.end(o.input ?? '');
-    });
+  const run = async (args: string[], o: DockerRunOptions = {}) => {
+    const result = await runProcess(bin, args, { input: o.input, cwd: o.cwd, env: { ...process.env, DOCKER_HOST: host, ...o.env } });
+    if (result.code !== 0 && !o.allowFail) throw new DockerError(args, result);
+    return result;
+  };
   return {
     host,
     run,

@@ -25,12 +25,11 @@
 // full copy of the filesystem (and every container as two more): the
 // Dockerfiles add one COPY each and avoid RUN where they can, and they are
 // built with BuildKit (see buildImage).
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type DockerCli, dockerCli } from './docker.ts';
+import { type DockerCli, dockerCli, runProcess } from './docker.ts';
 
 const IMAGES_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'images');
 
@@ -410,20 +409,11 @@ function listFiles(dir: string, rel = ''): string[] {
 }
 
 /** Run a command; resolve with its stdout, reject with the tail of its output. */
-function exec(cmd: string, args: string[], o: { cwd?: string } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) return resolve(Buffer.concat(out).toString());
-      const tail = `${Buffer.concat(out)}\n${Buffer.concat(err)}`.trim().split('\n').slice(-15).join('\n');
-      reject(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${tail}`));
-    });
-  });
+async function exec(cmd: string, args: string[], o: { cwd?: string } = {}): Promise<string> {
+  const r = await runProcess(cmd, args, o);
+  if (r.code === 0) return r.stdout;
+  const tail = `${r.stdout}\n${r.stderr}`.trim().split('\n').slice(-15).join('\n');
+  throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${tail}`);
 }
 
 function sha256(s: string): string {

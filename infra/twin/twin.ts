@@ -232,7 +232,8 @@ async function vpsHostKey(docker: DockerCli, l: TwinLayout): Promise<string> {
 
 async function startPebble(docker: DockerCli, l: TwinLayout, image: string, webCa: { cert: string; key: string }): Promise<void> {
   mkdirSync(l.pebble, { recursive: true });
-  const tls = ensureServerCert(webCa, path.join(l.pebble, 'tls'), 'pebble', ['pebble', l.ips.pebble]);
+  // pebble's own HTTPS certificate, from the web PKI (Caddy trusts it through acme_ca_root).
+  ensureServerCert(webCa, path.join(l.pebble, 'tls'), 'pebble', ['pebble', l.ips.pebble]);
   writeFileSync(
     path.join(l.pebble, 'pebble.json'),
     JSON.stringify({
@@ -248,7 +249,6 @@ async function startPebble(docker: DockerCli, l: TwinLayout, image: string, webC
       },
     }),
   );
-  void tls;
   await ensureContainer(docker, TWIN_CONTAINERS.pebble, [
     '--network', PUBLIC_NETWORK, '--ip', l.ips.pebble, '--network-alias', 'pebble',
     // Validation at once and no random nonce rejections: the twin wants issuance, not pebble's chaos testing.
@@ -260,12 +260,7 @@ async function startPebble(docker: DockerCli, l: TwinLayout, image: string, webC
 
 /** Pebble's root (new at each pebble start): what clients must trust for dcr, as they trust Let's Encrypt's. */
 async function pebbleRoots(l: TwinLayout, webCa: string): Promise<string> {
-  const pem: string[] = [];
-  for (const i of [0]) {
-    const text = await fetchWithCa(`https://${l.ips.pebble}:15000/roots/${i}`, webCa, 'pebble');
-    pem.push(text.trim());
-  }
-  return `${pem.join('\n')}\n`;
+  return `${(await fetchWithCa(`https://${l.ips.pebble}:15000/roots/0`, webCa, 'pebble')).trim()}\n`;
 }
 
 async function fetchWithCa(url: string, caFile: string, servername: string, retryMs = 60_000): Promise<string> {
@@ -310,7 +305,7 @@ async function connectToStack(docker: DockerCli, cfg: StackConfig, container: st
   }
 }
 
-async function startEdge(docker: DockerCli, l: TwinLayout, cfg: StackConfig, secrets: Secrets, serverImage: string, pki: { web: string; originCa: string }) {
+async function startEdge(docker: DockerCli, l: TwinLayout, cfg: StackConfig, secrets: Secrets, serverImage: string, originCa: string) {
   mkdirSync(path.join(l.edge, 'cache'), { recursive: true });
   const webCa = { cert: path.join(l.pki, 'web', 'ca.crt'), key: path.join(l.pki, 'web', 'ca.key') };
   ensureServerCert(webCa, path.join(l.edge, 'tls'), 'edge', [cfg.derived.mirHost]);
@@ -324,9 +319,8 @@ async function startEdge(docker: DockerCli, l: TwinLayout, cfg: StackConfig, sec
     cacheDir: '/var/cache/edge',
     rulesets: edgeRulesets(cfg, secrets.originSecret),
   };
-  writeFileSync(path.join(l.edge, 'origin-ca.crt'), readFileSync(pki.originCa));
+  writeFileSync(path.join(l.edge, 'origin-ca.crt'), readFileSync(originCa));
   writeFileSync(path.join(l.edge, 'edge.json'), JSON.stringify(config, null, 2), { mode: 0o600 });
-  void pki.web;
   const id = await docker.run(['inspect', '--format', '{{index .Config.Labels "registry-stack.twin.edge"}}', TWIN_CONTAINERS.edge], { allowFail: true });
   const stamp = createHash('sha256').update(`${serverImage}\n${JSON.stringify(config)}\nnode-strip`).digest('hex').slice(0, 16);
   if (id.code === 0 && id.stdout.trim() === stamp && (await running(docker, TWIN_CONTAINERS.edge))) return;
@@ -487,7 +481,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     done.add(CONTAINERS);
     changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log)));
     await connectToStack(docker, cfg, TWIN_CONTAINERS.hub, HUB_ALIAS);
-    await startEdge(docker, l, cfg, secrets, serverImage, { web: webCa.cert, originCa: originCa.cert });
+    await startEdge(docker, l, cfg, secrets, serverImage, originCa.cert);
     await connectToStack(docker, cfg, TWIN_CONTAINERS.edge, cfg.derived.mirHost);
 
     // The client machine.

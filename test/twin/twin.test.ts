@@ -144,6 +144,18 @@ describe('deploying again', () => {
     expect(await vps().out(['ps', '-q', '--no-trunc'])).toBe(ids);
   }, 600_000);
 
+  it('removes server images of earlier deploys, and names its own so no registry can answer it', async () => {
+    const d = vps();
+    // An image an earlier deploy built (any content will do: no container uses it).
+    const tar = execFileSync('tar', ['-C', path.dirname(layout.secrets), '-cf', '-', 'secrets.json']);
+    await d.run(['import', '-', 'localhost/registry-stack/server:0000000000000000'], { input: tar });
+    await twinUp({ dir, log: (s) => logs.push(s) });
+    const running = await d.out(['inspect', '--format', '{{.Config.Image}}', 'registry']);
+    expect(running).toMatch(/^localhost\/registry-stack\/server:[0-9a-f]{16}$/);
+    const tags = (await d.out(['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', 'localhost/registry-stack/server'])).split('\n');
+    expect(tags).toEqual([running]);
+  }, 600_000);
+
   it('a host step whose apply failed is applied by the next up', async () => {
     // As if the first deploy's firewall apply had failed (apt lock, a broken ufw):
     // the firewall was never enabled and the file is not there yet.
@@ -167,6 +179,22 @@ describe('deploying again', () => {
 });
 
 describe('the VPS', () => {
+  it('merged our daemon.json keys into the VPS\'s own, and its engine runs with them', async () => {
+    const r = await ssh('cat /etc/docker/daemon.json');
+    const json = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(json['max-concurrent-downloads']).toBe(6); // the VPS's own setting, kept
+    expect(json['log-driver']).toBe('json-file'); // ours
+    expect(await vps().out(['info', '--format', '{{.LoggingDriver}} {{.LiveRestoreEnabled}}'])).toBe('json-file true');
+  });
+
+  it('has ufw on, letting in only SSH, HTTP and HTTPS', async () => {
+    const status = await ssh('ufw status');
+    expect(status.stdout).toMatch(/Status: active/);
+    const allowed = [...status.stdout.matchAll(/^(\S+)\s+ALLOW/gm)].map((m) => m[1]);
+    // IPv4 rules (the IPv6 ones, "22/tcp (v6)", mirror them)
+    expect(new Set(allowed)).toEqual(new Set(['22/tcp', '80/tcp', '443/tcp', '443/udp']));
+  });
+
   it('brings a killed mirror container back by its restart policy', async () => {
     const d = vps();
     const before = Number(await d.out(['inspect', '--format', '{{.RestartCount}}', 'registry-cache']));
