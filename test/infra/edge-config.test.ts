@@ -57,6 +57,16 @@ function selfSigned(dir: string, name: string): { certFile: string; keyFile: str
 // ---------------------------------------------------------------------------
 // 1. mir's Cloudflare Origin CA certificate
 
+/** The two sites every Caddyfile in this file serves. */
+const SITES = {
+  dcrHost: 'dcr.example.com',
+  mirHost: 'mir.example.com',
+  privateUpstream: 'registry:5000',
+  mirrorUpstream: 'registry-cache:5000',
+  originHeader: 'X-Origin-Secret',
+  originSecret: 'abcabcabcabcabcabc',
+};
+
 describe('mir: a Cloudflare Origin CA certificate made by the program', () => {
   it('registers a P-256 key, a CSR for the mir host and a 15-year origin-ecc certificate', async () => {
     const run = await runProgram(MINIMAL, { secretKeys: ['users'] });
@@ -124,12 +134,7 @@ describe('mir: a Cloudflare Origin CA certificate made by the program', () => {
     try {
       const cert = selfSigned(dir, 'mir.example.com');
       const text = renderCaddyfile({
-        dcrHost: 'dcr.example.com',
-        mirHost: 'mir.example.com',
-        privateUpstream: 'registry:5000',
-        mirrorUpstream: 'registry-cache:5000',
-        originHeader: 'X-Origin-Secret',
-        originSecret: 'abcabcabcabcabcabc',
+        ...SITES,
         behindCloudflare: true,
         accessLog: true,
         mirTls: { certFile: cert.certFile, keyFile: cert.keyFile },
@@ -152,12 +157,7 @@ describe('mir: a Cloudflare Origin CA certificate made by the program', () => {
     const dir = tmp('rs-edge-acmeroot-');
     const root = selfSigned(dir, 'pebble').certFile;
     const text = renderCaddyfile({
-      dcrHost: 'dcr.example.com',
-      mirHost: 'mir.example.com',
-      privateUpstream: 'registry:5000',
-      mirrorUpstream: 'registry-cache:5000',
-      originHeader: 'X-Origin-Secret',
-      originSecret: 'abcabcabcabcabcabc',
+      ...SITES,
       behindCloudflare: false,
       accessLog: false,
       acme: { directory: 'https://pebble:14000/dir', rootCaFile: root },
