@@ -242,6 +242,46 @@ describe('mirror: an erroring upstream', () => {
   });
 });
 
+describe('mirror: an upstream sending a garbage Docker-Content-Digest', () => {
+  let upstream: FakeUpstream;
+  let garbling: FrontProxy;
+  let mirror: LocalMirror;
+  const image = buildImage({ files: [{ 'g.txt': 'garbage digest header, cached first\n' }] });
+  const unseen = buildImage({ files: [{ 'h.txt': 'garbage digest header, never cached\n' }] });
+
+  beforeAll(async () => {
+    upstream = await FakeUpstream.start();
+    await upstream.pushImage('team/app', 'v1', image);
+    await upstream.pushImage('team/app', 'unseen', unseen);
+    garbling = await FrontProxy.start({ target: upstream.url });
+    mirror = await startMirror({ upstreams: [{ host: 'docker.io', url: garbling.url }] });
+  });
+
+  afterAll(async () => {
+    await mirror?.stop();
+    await garbling?.stop();
+    await upstream?.dispose();
+  });
+
+  it('is an upstream failure (503 UNAVAILABLE, not the client\'s 400), and a cached tag is served stale', async () => {
+    expect((await verifyPull(mirror.url, undefined, 'team/app', 'v1')).digest).toBe(image.manifest.digest);
+    await mirror.settled();
+    garbling.manifestDigestHeader = 'not-a-digest!!';
+    try {
+      // First, before anything marked the upstream down: the revalidation fails, the cached tag is served.
+      const stale = await fetchManifest(mirror.url, undefined, 'team/app', 'v1');
+      expect(stale.status).toBe(200);
+      expect(stale.digest).toBe(image.manifest.digest);
+      const fresh = await fetchManifest(mirror.url, undefined, 'team/app', 'unseen');
+      expect(fresh.status).toBe(503);
+      expect(fresh.json?.errors?.[0]?.code).toBe('UNAVAILABLE');
+      expect(cachedTag(mirror.dataDir, 'docker.io/team/app', 'unseen')).toBeUndefined();
+    } finally {
+      garbling.manifestDigestHeader = undefined;
+    }
+  });
+});
+
 describe('mirror: a client that disconnects mid-blob', () => {
   let upstream: FakeUpstream;
   let slow: FrontProxy;

@@ -14,7 +14,7 @@
 import type { Readable } from 'node:stream';
 import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
-import { type Digest, digestOf, looksLikeDigest, parseDigest } from '../registry/digest.ts';
+import { type Digest, digestOf, looksLikeDigest, parseDigest, tryParseDigest } from '../registry/digest.ts';
 import { isRegistryError, RegistryError } from '../registry/errors.ts';
 import type { Exclusive } from '../registry/keyed-lock.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
@@ -233,7 +233,18 @@ export class MirrorRegistry implements RegistryService {
     const { client, remoteName } = this.upstreamFor(name);
     const fetched = await client.getManifest(remoteName, reference, MAX_MANIFEST_BYTES);
     const byDigest = looksLikeDigest(reference);
-    const claimed = byDigest ? parseDigest(reference) : fetched.digest ? parseDigest(fetched.digest) : undefined;
+    let claimed: Digest | undefined;
+    if (byDigest) claimed = parseDigest(reference);
+    else if (fetched.digest !== undefined) {
+      // The upstream's header, not the client's input: garbage there is an upstream failure.
+      claimed = tryParseDigest(fetched.digest);
+      if (!claimed) {
+        throw new UpstreamUnavailable(
+          this.upstreamFor(name).upstream.host,
+          `manifest ${remoteName}@${reference} came with an invalid Docker-Content-Digest ${JSON.stringify(fetched.digest.slice(0, 80))}; not cached`,
+        );
+      }
+    }
     const actual = digestOf(fetched.body, claimed?.algorithm ?? 'sha256');
     if (claimed && claimed.hex !== actual.hex) {
       throw new UpstreamUnavailable(

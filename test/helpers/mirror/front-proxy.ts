@@ -9,6 +9,8 @@
 // - corrupt: flips one byte in the middle of every blob body it forwards
 //   (same length, so only the digest check can notice).
 // - corruptManifests: the same for manifest bodies.
+// - manifestDigestHeader: replaces the Docker-Content-Digest header of
+//   manifest answers (HEAD and GET) with this value, garbage included.
 // - holdBlobsAfter(n): forwards the first n bytes of each blob body, then
 //   waits for release() before sending the rest (to disconnect a client in
 //   the middle of a cache fill, deterministically).
@@ -59,6 +61,8 @@ export class FrontProxy {
   corrupt = false;
   /** Flip a byte in every manifest body forwarded while true. */
   corruptManifests = false;
+  /** Docker-Content-Digest sent with every manifest answer while set (instead of the real one). */
+  manifestDigestHeader: string | undefined;
   /** Base URL that blob GETs are redirected to (307), while set. */
   redirectBlobsTo: string | undefined;
   /** Requests answered by failNext, and redirects sent. */
@@ -230,7 +234,11 @@ export class FrontProxy {
         (up) => {
           const status = up.statusCode ?? 502;
           this.forwarded.push({ method: req.method ?? 'GET', path: url.pathname, status, authorization: req.headers.authorization !== undefined });
-          res.writeHead(status, up.headers);
+          const outHeaders = { ...up.headers };
+          if (this.manifestDigestHeader !== undefined && /\/manifests\/[^/]+$/.test(url.pathname)) {
+            outHeaders['docker-content-digest'] = this.manifestDigestHeader;
+          }
+          res.writeHead(status, outHeaders);
           const isBlobBody = req.method === 'GET' && status === 200 && BLOB_PATH.test(url.pathname);
           let body: NodeJS.ReadableStream = up;
           if (isBlobBody && this.corrupt) {
