@@ -10,6 +10,9 @@ import { FrontProxy } from '../helpers/mirror/front-proxy.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { sleep } from '../helpers/process.ts';
 import { buildImage, type Image } from '../helpers/oci.ts';
+import { silentLogger } from '../../server/src/ops/logger.ts';
+import { Metrics } from '../../server/src/ops/metrics.ts';
+import { UpstreamClient } from '../../server/src/proxy/upstream-client.ts';
 
 const UP_USER = 'upuser';
 const UP_PASS = 'up-pass-Zq81';
@@ -189,5 +192,48 @@ describe('mirror: upstream authentication', () => {
     ]);
     await m.settled();
     for (const b of allBlobs(image)) expect(cachedBlob(m.dataDir, b.digest)?.equals(b.data)).toBe(true);
+  });
+});
+
+describe('mirror: the upstream token cache', () => {
+  let upstream: FakeUpstream;
+  let tokens: FrontProxy;
+
+  beforeAll(async () => {
+    upstream = await FakeUpstream.start();
+    tokens = await FrontProxy.start({ target: upstream.url, tokenAuth: {} });
+  });
+
+  afterAll(async () => {
+    await tokens?.stop();
+    await upstream?.dispose();
+  });
+
+  it('stays at its bound for many made-up repository names, keeps the recent ones, and a gauge reports its size', async () => {
+    const client = new UpstreamClient(
+      { host: 'tokens.test', url: tokens.url, prefix: 'tokens.test' },
+      { logger: silentLogger, maxTokens: 8, retries: 0 },
+    );
+    const metrics = new Metrics(() => [client]);
+    try {
+      const names = Array.from({ length: 60 }, (_, i) => `made-up/name-${i}`);
+      for (const name of names) {
+        await expect(client.headManifest(name, 'latest', 0)).rejects.toMatchObject({ code: 'MANIFEST_UNKNOWN' });
+      }
+      expect(tokens.tokenRequests.length).toBe(names.length);
+      expect(client.tokenCacheSize).toBe(8);
+      const scraped = await metrics.registry.metrics();
+      expect(scraped).toMatch(/^registry_upstream_token_cache_entries\{upstream="tokens\.test"\} 8$/m);
+
+      // The most recently used names keep their tokens; the oldest were evicted.
+      const before = tokens.tokenRequests.length;
+      await expect(client.headManifest(names.at(-1)!, 'latest', 0)).rejects.toMatchObject({ code: 'MANIFEST_UNKNOWN' });
+      expect(tokens.tokenRequests.length).toBe(before);
+      await expect(client.headManifest(names[0], 'latest', 0)).rejects.toMatchObject({ code: 'MANIFEST_UNKNOWN' });
+      expect(tokens.tokenRequests.length).toBe(before + 1);
+      expect(client.tokenCacheSize).toBe(8);
+    } finally {
+      await client.close();
+    }
   });
 });

@@ -79,6 +79,7 @@ export class Metrics {
       });
     upstreamGauge('registry_upstream_requests', 'Requests sent to each upstream', (c) => c.stats.requests);
     upstreamGauge('registry_upstream_errors', 'Failed upstream requests', (c) => c.stats.errors);
+    upstreamGauge('registry_upstream_token_cache_entries', 'Upstream auth tokens cached (one per repository scope, bounded)', (c) => c.tokenCacheSize);
     upstreamGauge('registry_upstream_ratelimit_remaining', "Upstream's ratelimit-remaining (Docker Hub pulls left)", (c) => c.stats.rateLimitRemaining);
   }
 }

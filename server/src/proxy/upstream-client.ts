@@ -1,12 +1,13 @@
 // HTTP client for one upstream registry (undici): Docker token auth and
 // Basic auth from the upstream's challenge, tokens cached per scope until they
-// expire, redirects to blob storage followed (without our credentials when
+// expire (at most maxTokens of them, least recently used evicted), redirects to blob storage followed (without our credentials when
 // they leave the registry's origin), retries with backoff on 5xx and
 // connection errors, 429 with Retry-After honoured, and Docker Hub's
 // ratelimit-remaining recorded.
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
+import { LruCache } from '../registry/lru.ts';
 import { MediaTypes } from '../registry/manifest.ts';
 import type { Logger } from '../ops/logger.ts';
 import { parseChallenges } from './challenge.ts';
@@ -55,11 +56,15 @@ export interface UpstreamClientOptions {
   /** Longest Retry-After we wait for before giving up (then stale-if-error takes over). */
   maxRetryAfterMs?: number;
   dispatcher?: Dispatcher;
+  /** Most tokens kept (one per repository scope); the least recently used go first. */
+  maxTokens?: number;
 }
 
 const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
 const MAX_REDIRECTS = 5;
 const RETRYABLE = new Set([500, 502, 503, 504]);
+/** Anonymous pulls of made-up names must not grow the cache without bound. */
+const DEFAULT_MAX_TOKENS = 1000;
 
 interface Token {
   value: string;
@@ -71,7 +76,7 @@ type Scheme = { kind: 'none' } | { kind: 'basic' } | { kind: 'bearer'; realm: st
 export class UpstreamClient {
   readonly stats: UpstreamStats = { requests: 0, errors: 0 };
   private scheme: Scheme = { kind: 'none' };
-  private readonly tokens = new Map<string, Token>();
+  private readonly tokens: LruCache<string, Token>;
   private readonly dispatcher: Dispatcher;
   private readonly retries: number;
   private readonly backoffMs: number;
@@ -87,6 +92,12 @@ export class UpstreamClient {
     this.retries = options.retries ?? 3;
     this.backoffMs = options.backoffMs ?? 200;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 10_000;
+    this.tokens = new LruCache(Math.max(1, options.maxTokens ?? DEFAULT_MAX_TOKENS), () => 1);
+  }
+
+  /** Tokens cached now (for the metrics gauge). */
+  get tokenCacheSize(): number {
+    return this.tokens.size;
   }
 
   /** `retries` overrides the client's default (revalidating a cached tag needs no retries: stale is served instead). */
@@ -296,6 +307,7 @@ export class UpstreamClient {
   private async token(scheme: Extract<Scheme, { kind: 'bearer' }>, scope: string): Promise<string | undefined> {
     const cached = this.tokens.get(scope);
     if (cached && cached.expires > Date.now()) return cached.value;
+    if (cached) this.tokens.delete(scope);
     const url = new URL(scheme.realm);
     if (scheme.service) url.searchParams.set('service', scheme.service);
     url.searchParams.set('scope', scope);
