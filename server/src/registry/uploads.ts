@@ -31,6 +31,13 @@ const RUNNING_ALGORITHM: Algorithm = 'sha256';
 const CHECKPOINT_BYTES = 8 * 1024 * 1024;
 /** Resumable states kept in memory (the rest are loaded from the store when needed). */
 const MAX_RESUMABLE_IN_MEMORY = 1000;
+/**
+ * Running hashes kept in memory (least recently used first out). Each costs
+ * about a kilobyte; unbounded, abandoned sessions kept theirs until the purge
+ * (40k POSTs: ~43 MB). An evicted session loses nothing but speed: its bytes
+ * are hashed afresh from the data file at commit, so only its digest's bytes commit.
+ */
+const MAX_RUNNING_IN_MEMORY = 1000;
 
 interface RunningHash {
   hash: Hash;
@@ -59,6 +66,8 @@ export interface UploadStoreOptions {
   /** Keep the running hash resumable, in this store (replicas sharing storage). */
   hashStates?: HashStateStore;
   onHashState?: (event: HashStateEvent) => void;
+  /** Running hashes kept in memory at most (default MAX_RUNNING_IN_MEMORY). */
+  maxHashStatesInMemory?: number;
 }
 
 export class UploadStore {
@@ -67,6 +76,7 @@ export class UploadStore {
   private readonly resumable = new Map<string, ResumableHash>();
   private readonly hashStates?: HashStateStore;
   private readonly onHashState: (event: HashStateEvent) => void;
+  private readonly maxRunning: number;
 
   constructor(
     private readonly driver: StorageDriver,
@@ -76,12 +86,19 @@ export class UploadStore {
   ) {
     this.hashStates = options.hashStates;
     this.onHashState = options.onHashState ?? (() => {});
+    this.maxRunning = Math.max(1, options.maxHashStatesInMemory ?? MAX_RUNNING_IN_MEMORY);
+  }
+
+  /** Running and resumable hashes held in memory (bounded). */
+  get hashStatesInMemory(): number {
+    return this.running.size + this.resumable.size;
   }
 
   async start(name: string): Promise<UploadStatus> {
     const id = randomUUID();
+    // No hash state yet: the first write (at offset 0) starts one, so a POST
+    // that is never followed by bytes holds nothing in memory.
     await this.driver.putContent(paths.uploadStartedAt(name, id), Buffer.from(new Date().toISOString()));
-    if (!this.hashStates) this.running.set(id, { hash: newHash(RUNNING_ALGORITHM), bytes: 0 });
     return { name, id, offset: 0 };
   }
 
@@ -205,8 +222,16 @@ export class UploadStore {
     let state = this.running.get(id);
     if (state && state.bytes !== offset) state = undefined;
     if (!state && offset === 0) state = { hash: newHash(RUNNING_ALGORITHM), bytes: 0 };
-    if (state) this.running.set(id, state);
-    else this.running.delete(id);
+    // Re-inserted, so the Map's order is least recently used first.
+    this.running.delete(id);
+    if (state) {
+      this.running.set(id, state);
+      while (this.running.size > this.maxRunning) {
+        const oldest = this.running.keys().next().value;
+        if (oldest === undefined) break;
+        this.running.delete(oldest);
+      }
+    }
     const tracked = state;
     try {
       return await this.driver.append(paths.uploadData(name, id), body, (chunk) => {
