@@ -4,6 +4,21 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
+/**
+ * Compares waiting or running, at most, by default. One worker on a 2-core
+ * host does a cost-10 compare in ~80 ms, so a full queue is ~2.5 s of work:
+ * unbounded, 100 concurrent wrong passwords made a legitimate login wait 17 s.
+ */
+export const DEFAULT_MAX_PENDING = 32;
+
+/** The queue is full: the compare was not queued (see Htpasswd.verify). */
+export class BcryptPoolBusy extends Error {
+  constructor(limit: number) {
+    super(`bcrypt queue full (${limit} compares pending)`);
+    this.name = 'BcryptPoolBusy';
+  }
+}
+
 interface Pending {
   resolve: (ok: boolean) => void;
   reject: (err: Error) => void;
@@ -14,11 +29,28 @@ export class BcryptPool {
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private next = 0;
+  private run = 0;
 
-  constructor(private readonly size = Math.max(1, Math.min(4, availableParallelism() - 1))) {}
+  constructor(
+    private readonly size = Math.max(1, Math.min(4, availableParallelism() - 1)),
+    /** Compares waiting or running, at most; beyond it compare() rejects with BcryptPoolBusy. */
+    private readonly maxPending = DEFAULT_MAX_PENDING,
+  ) {}
+
+  /** Compares waiting or running now. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Compares handed to a worker since the start (refused ones are not). */
+  get comparesRun(): number {
+    return this.run;
+  }
 
   compare(password: string, hash: string): Promise<boolean> {
+    if (this.pending.size >= this.maxPending) return Promise.reject(new BcryptPoolBusy(this.maxPending));
     if (this.workers.length === 0) this.start();
+    this.run++;
     const id = this.nextId++;
     const worker = this.workers[this.next++ % this.workers.length];
     return new Promise((resolve, reject) => {

@@ -6,12 +6,20 @@
 // per-process random key (the cache never holds a password or anything a
 // password could be recovered from cheaply), and concurrent checks of the
 // same credentials share one compare.
+//
+// Under a flood of wrong passwords: the bcrypt queue is bounded (a compare
+// beyond it is refused with TOOMANYREQUESTS, not queued), successes and
+// failures are cached apart (failures cannot evict anyone's verified
+// credentials), and a success is recorded with the hash it was checked
+// against, so that while the queue is full even an expired success is
+// answered without a compare as long as the user's hash has not changed.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
 import type { Logger } from '../ops/logger.ts';
+import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
-import { BcryptPool } from './bcrypt-pool.ts';
+import { BcryptPool, BcryptPoolBusy } from './bcrypt-pool.ts';
 
 export interface HtpasswdOptions {
   path: string;
@@ -21,6 +29,8 @@ export interface HtpasswdOptions {
   reloadCheckMs?: number;
   /** Where a reload's bad lines are reported. */
   logger?: Pick<Logger, 'warn'>;
+  /** The bcrypt pool (tests inject a small one); default: one per instance, DEFAULT_MAX_PENDING queued. */
+  pool?: BcryptPool;
 }
 
 /** A line of an htpasswd file that holds no usable entry. */
@@ -38,13 +48,16 @@ export interface HtpasswdProblem {
 const DUMMY_HASH = '$2b$10$M1I/juEJ1t/V14r4RO4qu.uYoxfxZ.0Svt4864P5bR/fW/Erps2Rq';
 const DEFAULT_COST = 10;
 const FAILURE_TTL_MS = 5_000;
+const CACHE_ENTRIES = 10_000;
 
 export class Htpasswd {
   private users = new Map<string, string>();
   private dummyHash = DUMMY_HASH;
-  private readonly verified: LruCache<string, { user: string; ok: boolean; expires: number }>;
+  /** Successes only: failures cannot push them out. */
+  private readonly verified: LruCache<string, { user: string; hash: string; expires: number }>;
+  private readonly failed: LruCache<string, { user: string; expires: number }>;
   private readonly inflight = new Map<string, Promise<boolean>>();
-  private readonly pool = new BcryptPool();
+  private readonly pool: BcryptPool;
   private readonly hmacKey = randomBytes(32);
   private readonly cacheTtlMs: number;
   private readonly reloadCheckMs: number;
@@ -54,7 +67,9 @@ export class Htpasswd {
   constructor(private readonly options: HtpasswdOptions) {
     this.cacheTtlMs = options.cacheTtlMs ?? 60_000;
     this.reloadCheckMs = options.reloadCheckMs ?? 2_000;
-    this.verified = new LruCache(10_000, () => 1);
+    this.pool = options.pool ?? new BcryptPool();
+    this.verified = new LruCache(CACHE_ENTRIES, () => 1);
+    this.failed = new LruCache(CACHE_ENTRIES, () => 1);
     this.load(true);
   }
 
@@ -71,24 +86,44 @@ export class Htpasswd {
   async verify(user: string, password: string): Promise<string | undefined> {
     this.maybeReload();
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
-    const hit = this.verified.get(key);
-    if (hit && hit.expires > Date.now() && hit.user === user) return hit.ok ? user : undefined;
+    const now = Date.now();
+    // A success counts only against the hash it was checked with (a reload may have changed it).
+    const good = this.verified.get(key);
+    const proven = good !== undefined && good.user === user && good.hash === this.users.get(user);
+    if (proven && good.expires > now) return user;
+    const bad = this.failed.get(key);
+    if (bad && bad.expires > now && bad.user === user) return undefined;
 
     let check = this.inflight.get(key);
     if (!check) {
       check = this.compare(user, password, key).finally(() => this.inflight.delete(key));
       this.inflight.set(key, check);
     }
-    return (await check) ? user : undefined;
+    try {
+      return (await check) ? user : undefined;
+    } catch (err) {
+      if (!(err instanceof BcryptPoolBusy)) throw err;
+      // bcrypt of the same password against the same hash gives the same answer:
+      // an expired success is still right, and keeps the user off the full queue.
+      if (proven) return user;
+      // 429 rather than 503: it is the spec's code for "slow down, retry later",
+      // clients back off on it, and it carries Retry-After; nothing is wrong with
+      // the registry (a 503 would read as an outage to health checks, load
+      // balancers and our own mirror's stale-if-error). Not InvalidCredentials,
+      // so the failed-login limit gives the point back: no password was tried.
+      throw new RegistryError('TOOMANYREQUESTS', 'too many logins being checked, retry shortly', { retryAfterSeconds: 1 });
+    }
   }
 
   private async compare(user: string, password: string, key: string): Promise<boolean> {
     const hash = this.users.get(user);
     const generation = this.users;
     const ok = (await this.pool.compare(password, normalise(hash ?? this.dummyHash))) && hash !== undefined;
-    // A reload while comparing may have changed the password: do not cache the old answer.
-    if (generation === this.users) {
-      this.verified.set(key, { user, ok, expires: Date.now() + (ok ? this.cacheTtlMs : FAILURE_TTL_MS) });
+    if (ok && hash !== undefined) {
+      this.verified.set(key, { user, hash, expires: Date.now() + this.cacheTtlMs });
+    } else if (generation === this.users) {
+      // A reload while comparing may have changed the password: do not cache the old answer.
+      this.failed.set(key, { user, expires: Date.now() + FAILURE_TTL_MS });
     }
     return ok;
   }
@@ -126,7 +161,8 @@ export class Htpasswd {
     this.users = users;
     this.dummyHash = dummyHashFor(this.users.values());
     this.loadedMtime = stat.mtimeMs;
-    this.verified.clear();
+    // Successes stay: each is checked against the user's current hash.
+    this.failed.clear();
   }
 }
 
