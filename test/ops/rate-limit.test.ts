@@ -110,6 +110,33 @@ describe('rate limits', () => {
     }
   });
 
+  it('concurrent requests with the right password never spend the failed-login budget', async () => {
+    // A docker push sends its layers in parallel, each with Basic credentials:
+    // reserving a point per request locked a client out by its own concurrency.
+    const s = await limited({ failedlogins: { limit: 2, window: '1m' }, trustedproxies: ['127.0.0.1'] });
+    const client = { 'x-forwarded-for': '10.7.7.7' };
+    const compare = vi.spyOn(BcryptPool.prototype, 'compare');
+    try {
+      const statuses = (await Promise.all(Array.from({ length: 40 }, () => as(s, 'alice').req('/v2/', { headers: client })))).map((r) => r.status);
+      expect(statuses).toEqual(Array(40).fill(200));
+      expect(compare.mock.calls.length).toBe(1);
+    } finally {
+      compare.mockRestore();
+    }
+    // The whole budget is still there: two wrong guesses are checked, the third is locked out.
+    expect((await as(s, 'alice', 'guess-a').req('/v2/', { headers: client })).status).toBe(401);
+    expect((await as(s, 'alice', 'guess-b').req('/v2/', { headers: client })).status).toBe(401);
+    expectTooMany(await as(s, 'alice').req('/v2/', { headers: client }));
+  });
+
+  it('a wrong password repeated counts each time, although it is checked once', async () => {
+    const s = await limited({ failedlogins: { limit: 3, window: '1m' }, trustedproxies: ['127.0.0.1'] });
+    const client = { 'x-forwarded-for': '10.6.6.6' };
+    for (let i = 0; i < 3; i++) expect((await as(s, 'alice', 'same-guess').req('/v2/', { headers: client })).status).toBe(401);
+    expectTooMany(await as(s, 'alice', 'same-guess').req('/v2/', { headers: client }));
+    expectTooMany(await as(s, 'alice').req('/v2/', { headers: client }));
+  });
+
   it('X-Forwarded-For names the client only when the request came from a trusted proxy', async () => {
     const perip = { rate: 1, burst: 2 };
     const trusting = await limited({ perip, trustedproxies: ['127.0.0.1'] });

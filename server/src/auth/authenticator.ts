@@ -3,7 +3,7 @@
 // everyone may read and nobody may write; with htpasswd, users may do
 // everything and anonymous clients may pull only if auth.anonymouspull is on.
 import { RegistryError } from '../registry/errors.ts';
-import type { Htpasswd } from './htpasswd.ts';
+import type { Htpasswd, LoginBudget } from './htpasswd.ts';
 
 export type Access = 'pull' | 'push' | 'delete';
 
@@ -36,7 +36,7 @@ export class Authenticator {
    * Resolves the identity of a request needing `access`, or throws UNAUTHORIZED
    * (which the HTTP layer answers with a Basic challenge).
    */
-  async authenticate(authorization: string | undefined, access: Access | 'base'): Promise<Identity> {
+  async authenticate(authorization: string | undefined, access: Access | 'base', budget?: LoginBudget): Promise<Identity> {
     const { htpasswd } = this.policy;
     if (!htpasswd) {
       if (access === 'pull' || access === 'base') return {};
@@ -50,8 +50,12 @@ export class Authenticator {
     const creds = authorization ? parseBasic(authorization) : undefined;
     const anonymous = !authorization || (creds?.user === '' && creds.password === '');
     if (!anonymous) {
-      const user = creds ? await htpasswd.verify(creds.user, creds.password) : undefined;
-      if (!user) throw new InvalidCredentials();
+      const user = creds ? await htpasswd.verify(creds.user, creds.password, budget) : undefined;
+      if (!user) {
+        // Unparseable credentials never reach a check; they still count as a failed login.
+        if (!creds) await budget?.charge();
+        throw new InvalidCredentials();
+      }
       return { user };
     }
     // The base endpoint (/v2/) always challenges when there are users, even with

@@ -33,6 +33,25 @@ export interface HtpasswdOptions {
   pool?: BcryptPool;
 }
 
+/** A failed-login point taken before a compare; given back when the password was right. */
+export interface LoginReservation {
+  refund(): Promise<void>;
+}
+
+/**
+ * One client's failed-login budget (see http/rate-limit.ts). A point is
+ * reserved before a bcrypt compare runs, so concurrent guesses cannot all be
+ * checked before any of them has failed; wrong credentials answered without
+ * a compare of the request's own (cached, or shared with a concurrent check
+ * of the same credentials) are charged after. Right credentials never spend
+ * it: 60 parallel requests of one `docker push` are one compare, refunded.
+ */
+export interface LoginBudget {
+  /** Takes a point, or throws (TOOMANYREQUESTS) when none is left. */
+  reserve(): Promise<LoginReservation>;
+  charge(): Promise<void>;
+}
+
 /** A line of an htpasswd file that holds no usable entry. */
 export interface HtpasswdProblem {
   /** 1-based. */
@@ -82,8 +101,12 @@ export class Htpasswd {
     return costOf(this.dummyHash);
   }
 
-  /** The user name when the credentials are right, else undefined. */
-  async verify(user: string, password: string): Promise<string | undefined> {
+  /**
+   * The user name when the credentials are right, else undefined. `budget`
+   * is the client's failed-login budget, drawn on only by wrong credentials
+   * and by compares this call starts.
+   */
+  async verify(user: string, password: string, budget?: LoginBudget): Promise<string | undefined> {
     this.maybeReload();
     const key = createHmac('sha256', this.hmacKey).update(user).update('\0').update(password).digest('base64');
     const now = Date.now();
@@ -92,15 +115,20 @@ export class Htpasswd {
     const proven = good !== undefined && good.user === user && good.hash === this.users.get(user);
     if (proven && good.expires > now) return user;
     const bad = this.failed.get(key);
-    if (bad && bad.expires > now && bad.user === user) return undefined;
+    if (bad && bad.expires > now && bad.user === user) {
+      await budget?.charge();
+      return undefined;
+    }
 
     let check = this.inflight.get(key);
+    const leader = !check;
     if (!check) {
-      check = this.compare(user, password, key).finally(() => this.inflight.delete(key));
+      check = this.reserveAndCompare(user, password, key, budget).finally(() => this.inflight.delete(key));
       this.inflight.set(key, check);
     }
+    let ok: boolean;
     try {
-      return (await check) ? user : undefined;
+      ok = await check;
     } catch (err) {
       if (!(err instanceof BcryptPoolBusy)) throw err;
       // bcrypt of the same password against the same hash gives the same answer:
@@ -109,9 +137,27 @@ export class Htpasswd {
       // 429 rather than 503: it is the spec's code for "slow down, retry later",
       // clients back off on it, and it carries Retry-After; nothing is wrong with
       // the registry (a 503 would read as an outage to health checks, load
-      // balancers and our own mirror's stale-if-error). Not InvalidCredentials,
-      // so the failed-login limit gives the point back: no password was tried.
+      // balancers and our own mirror's stale-if-error). No failed login is
+      // counted: no password was tried.
       throw new RegistryError('TOOMANYREQUESTS', 'too many logins being checked, retry shortly', { retryAfterSeconds: 1 });
+    }
+    if (ok) return user;
+    if (!leader) await budget?.charge();
+    return undefined;
+  }
+
+  /** A compare, paid for by a reserved failed-login point that a right password gives back. */
+  private async reserveAndCompare(user: string, password: string, key: string, budget?: LoginBudget): Promise<boolean> {
+    // No await without a budget: the compare is queued synchronously, in call order.
+    const reservation = budget ? await budget.reserve() : undefined;
+    let wrong = false;
+    try {
+      const ok = await this.compare(user, password, key);
+      wrong = !ok;
+      return ok;
+    } finally {
+      // Kept only for a wrong password; a refused or failed compare tried none.
+      if (!wrong) await reservation?.refund();
     }
   }
 

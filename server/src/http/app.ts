@@ -2,7 +2,7 @@
 // limits → authenticate → handler → errors → metrics and access log.
 // Handlers never see a request they may not serve.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type Authenticator, type Identity, InvalidCredentials } from '../auth/authenticator.ts';
+import type { Authenticator, Identity } from '../auth/authenticator.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
 import type { Health } from '../ops/health.ts';
@@ -119,16 +119,10 @@ export function createApp(options: AppOptions): RequestListener {
         throw new RegistryError('UNSUPPORTED', 'this registry is read-only: pushes and deletes are not accepted');
       }
       await rateLimits?.beforeAuth(client);
-      // Credentials count as a failed login until they are found good (see
-      // reserveLogin): anything but InvalidCredentials gives the point back.
-      const login = req.headers.authorization ? await rateLimits?.reserveLogin(client) : undefined;
-      try {
-        identity = await options.authenticator.authenticate(req.headers.authorization, endpoint.access);
-      } catch (err) {
-        if (!(err instanceof InvalidCredentials)) await login?.refund();
-        throw err;
-      }
-      await login?.refund();
+      // The failed-login budget is drawn on only by password checks that run
+      // and by wrong credentials: good ones (cached, or checked once for many
+      // concurrent requests) never spend it.
+      identity = await options.authenticator.authenticate(req.headers.authorization, endpoint.access, rateLimits?.loginBudget(client));
       await rateLimits?.afterAuth(identity.user);
       if ('name' in route) access.repo = route.name;
       if ('reference' in route) access.reference = route.reference;

@@ -8,14 +8,11 @@
 import type { IncomingMessage } from 'node:http';
 import proxyAddr from 'proxy-addr';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { LoginBudget, LoginReservation } from '../auth/htpasswd.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { SharedRedis } from '../shared/redis.ts';
 
-/** A failed-login point taken before the check; refunded when the login did not fail. */
-export interface LoginReservation {
-  refund(): Promise<void>;
-}
 const NO_RESERVATION: LoginReservation = { refund: async () => {} };
 
 type Bucket = { rate: number; burst: number };
@@ -103,6 +100,12 @@ export class RateLimits {
         await limiter.reward(ip, 1).catch(() => {});
       },
     };
+  }
+
+  /** The budget the password check draws on for requests from `ip`. */
+  loginBudget(ip: string): LoginBudget | undefined {
+    if (!this.enabled || !this.failedLogins) return undefined;
+    return { reserve: () => this.reserveLogin(ip), charge: () => this.loginFailed(ip) };
   }
 
   /** Counts one failed login without a reservation. */
