@@ -87,17 +87,20 @@ const registryUrl = z.string().superRefine((v, ctx) => {
 const logLevel = z.enum(['error', 'warn', 'info', 'debug', 'trace', 'fatal', 'panic']);
 
 const log = z.strictObject({
-  level: logLevel.default('info'),
-  formatter: z.enum(['text', 'json', 'logstash']).optional(),
-  fields: z.record(z.string(), z.unknown()).optional(),
-  hooks: z.array(z.unknown()).optional(),
-  reportcaller: bool.optional(),
-  accesslog: z.strictObject({ disabled: bool.default(false) }).default({ disabled: false }),
+  level: logLevel.default('info').describe('Least severe level logged (panic is taken as fatal).'),
+  formatter: z.enum(['text', 'json', 'logstash']).optional().describe('Accepted; logs are always JSON lines on stdout.'),
+  fields: z.record(z.string(), z.unknown()).optional().describe('Fields added to every log line, e.g. {service: registry}.'),
+  hooks: z.array(z.unknown()).optional().describe('Accepted; not used.'),
+  reportcaller: bool.optional().describe('Accepted; not used.'),
+  accesslog: z
+    .strictObject({ disabled: bool.default(false).describe('No access log line per request.') })
+    .default({ disabled: false })
+    .describe('One log line per request: method, path, status, duration, user, client address, bytes.'),
 });
 
 const filesystem = z.strictObject({
-  rootdirectory: str.default('/var/lib/registry'),
-  maxthreads: int.optional(),
+  rootdirectory: str.default('/var/lib/registry').describe("The data directory, in distribution's layout (docker/registry/v2/...); created at start and write-probed."),
+  maxthreads: int.optional().describe('Accepted; not used.'),
 });
 
 const MiB = 1024 * 1024;
@@ -105,36 +108,31 @@ const MiB = 1024 * 1024;
 /** distribution's s3 driver keys (storage.s3), plus the few of its later versions. */
 const s3 = z
   .strictObject({
-    bucket: str.pipe(z.string().min(1, 'the bucket name is required')),
-    region: str.default('us-east-1'),
-    /** Endpoint of an S3-compatible service (R2, Ceph RGW, MinIO); scheme optional (see secure). */
-    regionendpoint: str.optional(),
-    accesskey: str.optional(),
-    secretkey: str.optional(),
-    sessiontoken: str.optional(),
-    /** Path-style addressing; default: on when regionendpoint is set. */
-    forcepathstyle: bool.optional(),
-    /** Bytes per stored piece of an upload (at least 5 MiB, as S3's smallest multipart part). */
-    chunksize: size.default(10 * MiB),
-    rootdirectory: str.optional(),
-    /** https for a regionendpoint given without a scheme. */
-    secure: bool.default(true),
-    skipverify: bool.default(false),
-    encrypt: bool.default(false),
-    keyid: str.optional(),
-    /** Signature v4 is the only one S3 services still accept; false is refused. */
-    v4auth: bool.default(true),
-    multipartcopychunksize: size.default(32 * MiB),
-    multipartcopymaxconcurrency: int.pipe(z.number().int().positive()).default(100),
-    multipartcopythresholdsize: size.default(32 * MiB),
-    storageclass: str.default('STANDARD'),
-    objectacl: str.optional(),
-    useragent: str.optional(),
-    usedualstack: bool.optional(),
-    accelerate: bool.optional(),
-    loglevel: str.optional(),
-    checksumdisabled: bool.optional(),
-    checksumalgorithm: str.optional(),
+    bucket: str.pipe(z.string().min(1, 'the bucket name is required')).describe('The bucket (required).'),
+    region: str.default('us-east-1').describe('The bucket\'s region; R2 takes "auto".'),
+    regionendpoint: str.optional().describe('Endpoint of an S3-compatible service (R2, Ceph RGW, MinIO); omit for AWS S3. Scheme optional (see secure).'),
+    accesskey: str.optional().describe('Access key ID (or REGISTRY_STORAGE_S3_ACCESSKEY); goes with secretkey. Without both, the AWS SDK\'s default credential chain.'),
+    secretkey: str.optional().describe('Secret access key (or REGISTRY_STORAGE_S3_SECRETKEY).'),
+    sessiontoken: str.optional().describe('Session token of temporary credentials.'),
+    forcepathstyle: bool.optional().describe('Path-style addressing; default: on when regionendpoint is set.'),
+    chunksize: size.default(10 * MiB).describe("Bytes per stored part of an upload: 5 MiB (S3's smallest multipart part) to 5 GiB."),
+    rootdirectory: str.optional().describe('Prefix of every key, e.g. one per registry in a shared bucket.'),
+    secure: bool.default(true).describe('https for a regionendpoint given without a scheme.'),
+    skipverify: bool.default(false).describe("Do not verify the endpoint's TLS certificate."),
+    encrypt: bool.default(false).describe('Server-side encryption of stored objects: AES256, or aws:kms with keyid.'),
+    keyid: str.optional().describe('KMS key ID for encrypt.'),
+    v4auth: bool.default(true).describe('Signature v4 is the only one S3 services still accept; false is refused.'),
+    multipartcopychunksize: size.default(32 * MiB).describe('Part size of server-side copies (at least 5 MiB).'),
+    multipartcopymaxconcurrency: int.pipe(z.number().int().positive()).default(100).describe('Parts copied at once in a server-side copy.'),
+    multipartcopythresholdsize: size.default(32 * MiB).describe('Objects larger than this are copied in parts.'),
+    storageclass: str.default('STANDARD').describe('Storage class of stored objects.'),
+    objectacl: str.optional().describe('Accepted; not used.'),
+    useragent: str.optional().describe('User-Agent of S3 requests.'),
+    usedualstack: bool.optional().describe('Accepted; not used.'),
+    accelerate: bool.optional().describe('Accepted; not used.'),
+    loglevel: str.optional().describe('Accepted; not used.'),
+    checksumdisabled: bool.optional().describe('Accepted; not used.'),
+    checksumalgorithm: str.optional().describe('Accepted; not used.'),
   })
   .superRefine((s, ctx) => {
     if (s.chunksize < 5 * MiB) {
@@ -154,30 +152,41 @@ const s3 = z
 
 const storage = z
   .strictObject({
-    filesystem: filesystem.optional(),
-    s3: s3.optional(),
-    delete: z.strictObject({ enabled: bool.default(false) }).default({ enabled: false }),
+    filesystem: filesystem.optional().describe('Store in a local directory. Exactly one driver: filesystem or s3.'),
+    s3: s3.optional().describe('Store in an S3-compatible bucket (R2, AWS S3, Ceph RGW, MinIO), with the same key layout as on disk.'),
+    delete: z
+      .strictObject({ enabled: bool.default(false).describe('Clients may delete tags and manifests (never on a mirror).') })
+      .default({ enabled: false }),
     cache: z
       .strictObject({
-        blobdescriptor: z.enum(['inmemory', 'redis']).optional(),
-        blobdescriptorsize: int.optional(),
+        blobdescriptor: z
+          .enum(['inmemory', 'redis'])
+          .optional()
+          .describe("inmemory: also trust a repository's links for 10 s once seen; redis: share blob sizes between replicas (the default with a redis section). Blob sizes are always cached in memory."),
+        blobdescriptorsize: int.optional().describe('Entries of the in-memory blob size cache (default 10000).'),
       })
-      .optional(),
+      .optional()
+      .describe('What is cached about stored blobs.'),
     maintenance: z
       .strictObject({
         uploadpurging: z
           .strictObject({
-            enabled: bool.default(true),
-            age: duration.default(168 * 3_600_000),
-            interval: duration.default(24 * 3_600_000),
-            dryrun: bool.default(false),
+            enabled: bool.default(true).describe('Delete abandoned upload sessions.'),
+            age: duration.default(168 * 3_600_000).describe('Sessions older than this are abandoned.'),
+            interval: duration.default(24 * 3_600_000).describe('How often to look for them.'),
+            dryrun: bool.default(false).describe('Only log how many would go.'),
           })
+          .optional()
+          .describe('The upload purger (on by default).'),
+        readonly: z
+          .strictObject({ enabled: bool.default(false).describe('Refuse pushes and deletes (for an offline garbage-collect).') })
           .optional(),
-        readonly: z.strictObject({ enabled: bool.default(false) }).optional(),
       })
       .optional(),
-    redirect: z.strictObject({ disable: bool.default(false) }).optional(),
-    tag: z.strictObject({ concurrencylimit: int.optional() }).optional(),
+    redirect: z
+      .strictObject({ disable: bool.default(false).describe('s3: serve blob GETs through the registry instead of a 307 to a presigned bucket URL.') })
+      .optional(),
+    tag: z.strictObject({ concurrencylimit: int.optional().describe('Accepted; not used.') }).optional(),
   })
   .superRefine((s, ctx) => {
     if (!s.filesystem && !s.s3) {
@@ -189,38 +198,39 @@ const storage = z
   });
 
 const http = z.strictObject({
-  /** host:port for net tcp, a socket path for net unix (checked below). */
-  addr: str.default(':5000'),
-  net: z.enum(['tcp', 'unix']).default('tcp'),
-  prefix: str.optional(),
-  host: str.optional(),
-  secret: str.optional(),
-  relativeurls: bool.optional(),
-  draintimeout: duration.optional(),
+  addr: str.default(':5000').describe('Where the API listens: host:port or :port (all interfaces) for net tcp, a socket path for net unix.'),
+  net: z.enum(['tcp', 'unix']).default('tcp').describe('tcp or unix.'),
+  prefix: str.optional().describe('Path the API is served under, e.g. /registry.'),
+  host: str.optional().describe('Accepted; not used (upload Locations are relative).'),
+  secret: str.optional().describe('Accepted; not used.'),
+  relativeurls: bool.optional().describe('Accepted; Locations are always relative.'),
+  draintimeout: duration.optional().describe('Accepted; not used.'),
   tls: z
     .strictObject({
-      certificate: str.optional(),
-      key: str.optional(),
-      clientcas: z.array(z.string()).optional(),
-      minimumtls: str.optional(),
-      ciphersuites: z.array(z.string()).optional(),
-      letsencrypt: z.record(z.string(), z.unknown()).optional(),
+      certificate: str.optional().describe('PEM certificate file: serve HTTPS (with key).'),
+      key: str.optional().describe('PEM key file of the certificate.'),
+      clientcas: z.array(z.string()).optional().describe('Accepted; not used.'),
+      minimumtls: str.optional().describe("Accepted; not used (Node's default minimum, TLS 1.2)."),
+      ciphersuites: z.array(z.string()).optional().describe('Accepted; not used.'),
+      letsencrypt: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used (Caddy gets the certificates).'),
     })
-    .optional(),
+    .optional()
+    .describe('TLS on the listener itself; the stack terminates TLS in Caddy instead.'),
   debug: z
     .strictObject({
       addr: str.optional(),
       prometheus: z.strictObject({ enabled: bool.default(false), path: str.default('/metrics') }).optional(),
     })
-    .optional(),
-  headers: z.record(z.string(), z.union([z.array(z.string()), z.string()])).optional(),
-  http2: z.strictObject({ disabled: bool.default(false) }).optional(),
-  h2c: z.strictObject({ enabled: bool.default(false) }).optional(),
+    .optional()
+    .describe('Accepted; not used: metrics and health are on the admin listener.'),
+  headers: z.record(z.string(), z.union([z.array(z.string()), z.string()])).optional().describe('Headers added to every response, e.g. X-Content-Type-Options: [nosniff].'),
+  http2: z.strictObject({ disabled: bool.default(false) }).optional().describe('Accepted; not used (HTTP/1.1).'),
+  h2c: z.strictObject({ enabled: bool.default(false) }).optional().describe('Accepted; not used.'),
   timeout: z
     .strictObject({
-      read: duration.optional(),
-      write: duration.optional(),
-      idle: duration.optional(),
+      read: duration.optional().describe('Longest time to receive a whole request, body included (default: none, so big pushes are not cut off).'),
+      write: duration.optional().describe('A connection with no traffic for this long is closed (default: none).'),
+      idle: duration.optional().describe('Keep-alive connections are closed after this long idle (default 75s).'),
     })
     .optional(),
 }).superRefine((h, ctx) => {
@@ -230,17 +240,16 @@ const http = z.strictObject({
 });
 
 const htpasswd = z.strictObject({
-  realm: str.default('Registry Realm'),
-  path: str,
+  realm: str.default('Registry Realm').describe('Realm of the Basic challenge.'),
+  path: str.describe('The htpasswd file (bcrypt entries, htpasswd -B); read at start, re-read when it changes.'),
 });
 
 const auth = z
   .strictObject({
-    htpasswd: htpasswd.optional(),
-    token: z.record(z.string(), z.unknown()).optional(),
-    silly: z.record(z.string(), z.unknown()).optional(),
-    /** Ours: let anonymous clients pull while pushes need a login. */
-    anonymouspull: bool.default(false),
+    htpasswd: htpasswd.optional().describe('Users from an htpasswd file: they may push, pull and delete. Without an auth section everyone may pull and nobody may push.'),
+    token: z.record(z.string(), z.unknown()).optional().describe('Refused: token auth is not supported.'),
+    silly: z.record(z.string(), z.unknown()).optional().describe('Refused: not supported.'),
+    anonymouspull: bool.default(false).describe('Ours: anonymous clients may pull while pushes need a login.'),
   })
   .superRefine((a, ctx) => {
     if (a.token) ctx.addIssue({ code: 'custom', path: ['token'], message: 'token auth is not supported yet; use auth.htpasswd' });
@@ -250,37 +259,38 @@ const auth = z
 const health = z.strictObject({
   storagedriver: z
     .strictObject({ enabled: bool.default(false), interval: duration.optional(), threshold: int.optional() })
-    .optional(),
-  file: z.array(z.unknown()).optional(),
-  http: z.array(z.unknown()).optional(),
-  tcp: z.array(z.unknown()).optional(),
+    .optional()
+    .describe('Accepted; not used: /readyz always checks the storage.'),
+  file: z.array(z.unknown()).optional().describe('Accepted; not used.'),
+  http: z.array(z.unknown()).optional().describe('Accepted; not used.'),
+  tcp: z.array(z.unknown()).optional().describe('Accepted; not used.'),
 });
 
 /** One upstream registry of the mirror (ours; distribution's remoteurl gives just one). */
 const upstream = z.strictObject({
-  /** The registry host clients name: containerd's ?ns= value, or the leading component of a repository name. */
-  host: z.string().regex(/^[a-z0-9.-]+(:\d+)?$/, 'must be a registry host such as ghcr.io or registry.example.com:5000'),
-  /** Where to reach it, e.g. https://registry-1.docker.io for docker.io. */
-  url: registryUrl,
-  username: str.optional(),
-  password: str.optional(),
+  host: z
+    .string()
+    .regex(/^[a-z0-9.-]+(:\d+)?$/, 'must be a registry host such as ghcr.io or registry.example.com:5000')
+    .describe("The registry host clients name: containerd's ?ns= value, or the first component of a repository name (mir.example.com/ghcr.io/org/app)."),
+  url: registryUrl.describe('Where to reach it: http(s), no path, e.g. https://registry-1.docker.io for docker.io.'),
+  username: str.optional().describe('Login at this upstream (or REGISTRY_PROXY_<HOST>_USERNAME, e.g. REGISTRY_PROXY_GHCR_IO_USERNAME).'),
+  password: str.optional().describe('Password or token (or REGISTRY_PROXY_<HOST>_PASSWORD).'),
 });
 
 const proxy = z.strictObject({
   // distribution's keys: one upstream
-  remoteurl: str.pipe(registryUrl).optional(),
-  username: str.optional(),
-  password: str.optional(),
-  /** Cached content unused for this long is evicted (distribution's meaning; the pruning job enforces it). */
-  ttl: duration.optional(),
+  remoteurl: str
+    .pipe(registryUrl)
+    .optional()
+    .describe('The one upstream (distribution\'s key): http(s), no path. Named docker.io when it is Docker Hub, else by its host:port. Without remoteurl and upstreams: Docker Hub.'),
+  username: str.optional().describe('Login at remoteurl (or REGISTRY_PROXY_USERNAME).'),
+  password: str.optional().describe('Password or access token at remoteurl (or REGISTRY_PROXY_PASSWORD).'),
+  ttl: duration.optional().describe('Cached content unused for this long is evicted by prune (the default of cache.maxage).'),
   // ours
-  upstreams: z.array(upstream).optional(),
-  /** Which upstream serves names with no registry host (default: docker.io, or the only upstream). */
-  defaulthost: str.optional(),
-  /** How long a cached tag is trusted without asking the upstream (0: revalidate every pull by tag). */
-  tagfreshness: duration.default(0),
-  /** Cache-Control max-age for manifests fetched by tag (for a CDN in front). */
-  tagmaxage: duration.default(60_000),
+  upstreams: z.array(upstream).optional().describe('Ours: more upstreams in the same mirror, each under the host clients name it by.'),
+  defaulthost: str.optional().describe('Ours: the upstream (by host) that serves names with no registry host (default: docker.io if listed, else the first upstream).'),
+  tagfreshness: duration.default(0).describe('Ours: how long a cached tag is trusted without asking the upstream (0: revalidate every pull by tag).'),
+  tagmaxage: duration.default(60_000).describe('Ours: Cache-Control max-age of manifests fetched by tag, for a CDN in front.'),
 });
 
 /**
@@ -290,83 +300,91 @@ const proxy = z.strictObject({
  * one connection, so `pool` is accepted for compatibility and not used.
  */
 const redis = z.strictObject({
-  /** host:port of the Redis server. */
-  addr: str.pipe(z.string().regex(/^(?:\[[^\]]+\]|[^\s:/]+):\d{1,5}$/, 'must be host:port, e.g. redis:6379')),
-  /** Redis 6 ACL user (distribution 3's key); the password alone authenticates as "default". */
-  username: str.optional(),
-  password: str.optional(),
-  db: int.pipe(z.number().int().min(0)).default(0),
-  dialtimeout: duration.optional(),
-  readtimeout: duration.optional(),
-  writetimeout: duration.optional(),
-  tls: z.strictObject({ enabled: bool.default(false), insecureskipverify: bool.default(false) }).optional(),
-  pool: z.strictObject({ maxidle: int.optional(), maxactive: int.optional(), idletimeout: duration.optional() }).optional(),
-  /** Ours: prefix of every key, so that deployments can share one database. */
-  prefix: str.pipe(z.string().regex(/^[A-Za-z0-9:._-]{0,64}$/, 'letters, digits and :._- only')).default('registry:'),
+  addr: str
+    .pipe(z.string().regex(/^(?:\[[^\]]+\]|[^\s:/]+):\d{1,5}$/, 'must be host:port, e.g. redis:6379'))
+    .describe('host:port of the Redis server (required); the server refuses to start if it cannot reach it.'),
+  username: str.optional().describe('Redis 6 ACL user (distribution 3\'s key); the password alone authenticates as "default".'),
+  password: str.optional().describe('Password (or REGISTRY_REDIS_PASSWORD); never logged.'),
+  db: int.pipe(z.number().int().min(0)).default(0).describe('Database number; give each deployment (private, mirror) its own, or its own prefix.'),
+  dialtimeout: duration.optional().describe('Connect timeout (default 10s).'),
+  readtimeout: duration.optional().describe('Per-command timeout: the larger of readtimeout and writetimeout (default none).'),
+  writetimeout: duration.optional().describe('See readtimeout.'),
+  tls: z
+    .strictObject({
+      enabled: bool.default(false).describe('Connect over TLS.'),
+      insecureskipverify: bool.default(false).describe("Do not verify the server's certificate."),
+    })
+    .optional(),
+  pool: z
+    .strictObject({ maxidle: int.optional(), maxactive: int.optional(), idletimeout: duration.optional() })
+    .optional()
+    .describe('Accepted for compatibility; not used (one multiplexed connection).'),
+  prefix: str.pipe(z.string().regex(/^[A-Za-z0-9:._-]{0,64}$/, 'letters, digits and :._- only')).default('registry:')
+    .describe('Ours: prefix of every key, so that deployments can share one database.'),
 });
 
 /** Ours: the admin listener (metrics, health, GC and prune endpoints), loopback by default. */
 const admin = z.strictObject({
-  addr: listenAddr.default('127.0.0.1:5001'),
-  /** Bearer token the admin endpoints that change things (gc, prune) require; none = loopback trust. */
-  token: str.optional(),
+  addr: listenAddr.default('127.0.0.1:5001').describe('Where the admin listener listens; keep it on loopback or a private network.'),
+  token: str.optional().describe('Bearer token POST /admin/gc and /admin/prune require (or REGISTRY_ADMIN_TOKEN); without one, whoever reaches the listener may call them.'),
 });
 
 const bucket = z.strictObject({
-  /** Sustained requests per second. */
-  rate: num.pipe(z.number().positive()),
-  /** Requests allowed in a burst above the rate. */
-  burst: int.pipe(z.number().int().positive()),
+  rate: num.pipe(z.number().positive()).describe('Sustained requests per second.'),
+  burst: int.pipe(z.number().int().positive()).describe('Requests allowed in a burst above the rate.'),
 });
 
 /** Ours: built-in rate limits. */
 const ratelimit = z.strictObject({
-  enabled: bool.default(false),
-  perip: bucket.optional(),
-  peruser: bucket.optional(),
-  failedlogins: z.strictObject({ limit: int, window: duration }).optional(),
-  /** Addresses/CIDRs of proxies (Caddy) whose X-Forwarded-For is believed. */
-  trustedproxies: z.array(z.string()).default([]),
+  enabled: bool.default(false).describe('Turns the limits below on.'),
+  perip: bucket.optional().describe('Every client address (checked before authentication).'),
+  peruser: bucket.optional().describe('Every authenticated user, from any address.'),
+  failedlogins: z
+    .strictObject({
+      limit: int.describe('Failed logins allowed per client address and window; then every request from it gets 429 until the window ends.'),
+      window: duration.describe('The window, e.g. 15m.'),
+    })
+    .optional()
+    .describe('Brute-force protection, per client address.'),
+  trustedproxies: z
+    .array(z.string())
+    .default([])
+    .describe('Proxies (addresses, CIDRs, or loopback/linklocal/uniquelocal) whose X-Forwarded-For is believed, read right to left.'),
 });
 
 /** Ours: online garbage collection. */
 const gc = z.strictObject({
-  /** Run GC this often inside the server (0: only on demand). */
-  interval: duration.default(0),
-  /** Blobs younger than this are never collected (pushes in flight reference them). */
-  graceperiod: duration.default(3_600_000),
-  deleteuntagged: bool.default(false),
+  interval: duration.default(0).describe('Run GC this often inside the server (0: only on request).'),
+  graceperiod: duration.default(3_600_000).describe('Blobs younger than this, or HEADed or mounted within it, are never collected (pushes in flight rely on them).'),
+  deleteuntagged: bool.default(false).describe('Also delete manifests that no tag reaches (with their referrers).'),
 });
 
 /** Ours: the mirror's cache pruning policy. */
 const cache = z.strictObject({
-  /** Evict content unused for this long (default: proxy.ttl, 168h). */
-  maxage: duration.optional(),
-  /** Keep the cache under this size, least recently used first. */
-  maxsize: size.optional(),
-  /** Prune this often inside the server (0: only on demand / from cron). */
-  interval: duration.default(0),
+  maxage: duration.optional().describe('Evict what was not used for this long (default: proxy.ttl, else 168h).'),
+  maxsize: size.optional().describe('Then keep the cached blobs under this size, least recently used first.'),
+  interval: duration.default(0).describe('Prune this often inside the server (0: only on request or from cron).'),
 });
 
 export const configSchema = z.strictObject({
-  version: z.union([z.string(), z.number()]).transform(String).default('0.1'),
-  log: log.default({ level: 'info', accesslog: { disabled: false } }),
-  loglevel: logLevel.optional(),
-  storage,
-  http: http.default({ addr: ':5000', net: 'tcp' }),
-  auth: auth.optional(),
-  health: health.optional(),
-  proxy: proxy.optional(),
-  notifications: z.record(z.string(), z.unknown()).optional(),
-  redis: redis.optional(),
-  validation: z.record(z.string(), z.unknown()).optional(),
-  compatibility: z.record(z.string(), z.unknown()).optional(),
-  reporting: z.record(z.string(), z.unknown()).optional(),
-  middleware: z.record(z.string(), z.unknown()).optional(),
-  admin: admin.optional(),
-  ratelimit: ratelimit.optional(),
-  gc: gc.optional(),
-  cache: cache.optional(),
+  version: z.union([z.string(), z.number()]).transform(String).default('0.1').describe('Config format version; accepted and not checked.'),
+  log: log.default({ level: 'info', accesslog: { disabled: false } }).describe('Logging: JSON lines on stdout.'),
+  loglevel: logLevel.optional().describe("distribution's old top-level form of log.level; wins over it."),
+  storage: storage.describe('Where everything is stored: one driver (filesystem or s3) and how it is kept.'),
+  http: http.default({ addr: ':5000', net: 'tcp' }).describe('The API listener.'),
+  auth: auth.optional().describe('Who may do what.'),
+  health: health.optional().describe('Accepted for compatibility; not used: /healthz and /readyz are built in.'),
+  proxy: proxy.optional().describe('With this section the server is a read-only pull-through mirror (pushes and deletes get 405).'),
+  notifications: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used (no webhooks).'),
+  redis: redis.optional().describe('Shared state of replicas behind one load balancer (GC pins and lock, mirror single-flight, upload hash state, rate-limit counters, blob sizes).'),
+  validation: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used.'),
+  compatibility: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used.'),
+  reporting: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used.'),
+  middleware: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used (s3 redirects are built in, see storage.redirect).'),
+  admin: admin.optional().describe('Ours: the admin listener (metrics, health, GC and prune endpoints); off without this section.'),
+  ratelimit: ratelimit.optional().describe('Ours: built-in rate limits; a request over one gets 429 TOOMANYREQUESTS with Retry-After.'),
+  gc: gc.optional().describe('Ours: online garbage collection.'),
+  cache: cache.optional().describe("Ours: the mirror's cache pruning policy."),
 }).superRefine((c, ctx) => {
   if (c.storage.cache?.blobdescriptor === 'redis' && !c.redis) {
     ctx.addIssue({ code: 'custom', path: ['storage', 'cache', 'blobdescriptor'], message: '"redis" needs a redis section (redis.addr)' });
