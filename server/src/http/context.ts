@@ -79,38 +79,48 @@ export async function readBody(req: IncomingMessage, limit: number, tooLarge: ()
 
 /**
  * Content-Range of a chunk upload: "<start>-<end>" as the spec writes it,
- * also accepting the "bytes <start>-<end>/<total>" form of RFC 9110.
+ * also accepting the "bytes <start>-<end>/<total>" form of RFC 9110. The
+ * digits are compared exactly (BigInt): past 2^53 a JS number rounds, and
+ * "9007199254740992-9007199254740993" would read as one byte.
  */
 export function parseContentRange(header: string | undefined): ByteRange | undefined {
   if (header === undefined) return undefined;
-  const m = /^\s*(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?\s*$/.exec(header);
-  if (!m) throw new RegistryError('RANGE_INVALID', `invalid Content-Range: ${header.slice(0, 60)}`);
-  const range = { start: Number(m[1]), end: Number(m[2]) };
-  if (range.end < range.start) throw new RegistryError('RANGE_INVALID', `invalid Content-Range: ${header.slice(0, 60)}`);
-  return range;
+  const m = /^\s*(?:bytes[ =])?(\d+)-(\d+)(?:\/(\d+|\*))?\s*$/.exec(header);
+  const invalid = () => new RegistryError('RANGE_INVALID', `invalid Content-Range: ${header.slice(0, 60)}`);
+  if (!m) throw invalid();
+  const start = BigInt(m[1]);
+  const end = BigInt(m[2]);
+  // RFC 9110 §14.4: invalid when the last byte comes before the first, or is not below the complete length.
+  if (end < start || (m[3] !== undefined && m[3] !== '*' && BigInt(m[3]) <= end)) throw invalid();
+  if (end > MAX_SAFE) throw invalid();
+  return { start: Number(start), end: Number(end) };
 }
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 export type RangeRequest = { kind: 'full' } | { kind: 'partial'; range: ByteRange } | { kind: 'unsatisfiable' };
 
-/** A Range header against an object of `size` bytes. Multiple ranges are served as the full object. */
+/**
+ * A Range header against an object of `size` bytes. Multiple ranges are served
+ * as the full object, and so is an invalid range (RFC 9110 §14.2: ignored).
+ * Positions are compared exactly (BigInt), so that digits past 2^53 cannot
+ * round into a different answer.
+ */
 export function parseRangeHeader(header: string | undefined, size: number): RangeRequest {
   if (!header) return { kind: 'full' };
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!m || (m[1] === '' && m[2] === '')) return { kind: 'full' };
-  let start: number;
-  let end: number;
+  const total = BigInt(size);
   if (m[1] === '') {
-    const suffix = Number(m[2]);
-    if (suffix === 0) return { kind: 'unsatisfiable' };
-    start = Math.max(0, size - suffix);
-    end = size - 1;
-  } else {
-    start = Number(m[1]);
-    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
-    if (m[2] !== '' && Number(m[2]) < start) return { kind: 'full' };
+    const suffix = BigInt(m[2]);
+    if (suffix === 0n || total === 0n) return { kind: 'unsatisfiable' };
+    return { kind: 'partial', range: { start: suffix >= total ? 0 : size - Number(suffix), end: size - 1 } };
   }
-  if (start >= size) return { kind: 'unsatisfiable' };
-  return { kind: 'partial', range: { start, end } };
+  const first = BigInt(m[1]);
+  const last = m[2] === '' ? undefined : BigInt(m[2]);
+  if (last !== undefined && last < first) return { kind: 'full' };
+  if (first >= total) return { kind: 'unsatisfiable' };
+  return { kind: 'partial', range: { start: Number(first), end: last === undefined || last >= total ? size - 1 : Number(last) } };
 }
 
 /** The Range header of upload responses: the bytes received so far, as distribution writes it. */
