@@ -2,7 +2,7 @@
 // what to fix in one line on stderr (`registry: …` / `render: …`, naming the
 // key and the bad value) and exit 2, instead of a stack trace or a start that
 // only fails at the first push or pull.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -115,6 +115,35 @@ describe('registry serve: bad input at start is one line and exit 2', () => {
   it('proxy.upstreams[].url with a path', async () => {
     const r = await serve(config('proxy:\n  upstreams:\n    - host: ghcr.io\n      url: https://ghcr.io/v2\n'));
     expectOneLine(r, 'registry', 'proxy.upstreams.0.url', 'https://ghcr.io/v2');
+  });
+
+  it('an upstream host given twice (proxy.remoteurl is one too)', async () => {
+    const twice = await serve(config('proxy:\n  upstreams:\n    - {host: ghcr.io, url: https://ghcr.io}\n    - {host: ghcr.io, url: https://mirror.example.com}\n'));
+    expectOneLine(twice, 'registry', 'proxy.upstreams', 'ghcr.io', 'twice');
+    const alsoRemote = await serve(config('proxy:\n  remoteurl: https://registry-1.docker.io\n  upstreams:\n    - {host: docker.io, url: https://mirror.gcr.io}\n'));
+    expectOneLine(alsoRemote, 'registry', 'proxy.upstreams', 'docker.io', 'proxy.remoteurl');
+  });
+
+  it('proxy.defaulthost that is none of the upstreams', async () => {
+    const r = await serve(config('proxy:\n  upstreams:\n    - {host: ghcr.io, url: https://ghcr.io}\n  defaulthost: quay.io\n'));
+    expectOneLine(r, 'registry', 'proxy.defaulthost', 'quay.io');
+  });
+
+  it('http.tls files that are missing, alone, or not a certificate and its key', async () => {
+    const cert = path.join(dir, 'tls.crt');
+    const key = path.join(dir, 'tls.key');
+    const otherKey = path.join(dir, 'other.key');
+    const openssl = (args: string[]) => expect(spawnSync('openssl', args, { stdio: 'ignore' }).status).toBe(0);
+    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', key, '-out', cert]);
+    openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', otherKey]);
+    const tls = (lines: string) => serve(config(`http:\n  addr: 127.0.0.1:${0}\n  tls:\n${lines}`));
+    expectOneLine(await tls(`    certificate: ${dir}/no-such.crt\n    key: ${key}\n`), 'registry', 'http.tls.certificate', 'no-such.crt', 'ENOENT');
+    expectOneLine(await tls(`    certificate: ${cert}\n    key: ${dir}/no-such.key\n`), 'registry', 'http.tls.key', 'no-such.key', 'ENOENT');
+    // One without the other would serve plain HTTP without a word.
+    expectOneLine(await tls(`    certificate: ${cert}\n`), 'registry', 'http.tls.key', 'required');
+    expectOneLine(await tls(`    key: ${key}\n`), 'registry', 'http.tls.certificate', 'required');
+    expectOneLine(await tls(`    certificate: ${cert}\n    key: ${otherKey}\n`), 'registry', 'http.tls.certificate', 'http.tls.key');
+    expectOneLine(await tls(`    certificate: ${key}\n    key: ${key}\n`), 'registry', 'http.tls.certificate');
   });
 
   it('a config that is not YAML', async () => {

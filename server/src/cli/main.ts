@@ -1,19 +1,42 @@
 // `registry`: one command, distribution's verbs where they overlap.
-import { Command } from 'commander';
-import { serveCommand } from './serve.ts';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { serveCommand, SERVE_HELP } from './serve.ts';
 import { htpasswdCommand } from './htpasswd.ts';
 import { garbageCollectCommand, pruneCommand } from './maintenance.ts';
 import { mirrorPullCommand } from './mirror-pull.ts';
 
+// The SDK warns once per process that its releases after January 2027 need
+// Node 22. That is for whoever upgrades the dependency, not for an operator
+// starting the registry (and it is several lines in a JSON log stream). The
+// SDK's documented switch, left to the operator when set (aws-sdk-js-v3#7983).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+/** Read when asked, so the version is the installed package's and no build step has to copy it. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
 const program = new Command()
   .name('registry')
   .description('registry-stack: an OCI distribution registry (private or mirror)')
-  .showHelpAfterError();
+  .version(packageVersion(), '-v, --version', 'print the version and exit')
+  // Set before the subcommands are made, which inherit both.
+  .configureOutput({
+    // One line, as every other refusal of ours: "registry: unknown command 'x' (Did you mean y?)".
+    outputError: (text, write) => write(`registry: ${text.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')} (see --help)\n`),
+  })
+  .exitOverride((err: CommanderError) => {
+    // Help and --version exit 0; every other refusal of the command line is a usage error, 2 as in the scripts.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  });
 
 program
   .command('serve')
   .description('run the registry; with no config file, a private registry on 127.0.0.1:5000 storing under ./data')
   .argument('[config]', 'configuration file (distribution config.yml format)')
+  .addHelpText('after', SERVE_HELP)
   .action(serveCommand);
 
 program

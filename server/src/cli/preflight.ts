@@ -7,13 +7,56 @@
 // the same one line as any other config mistake.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { parseHtpasswd } from '../auth/htpasswd.ts';
+import { Upstreams } from '../proxy/upstreams.ts';
 import { ConfigError } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 
 export function preflight(config: RegistryConfig): void {
   checkDataDirectory(config);
   checkHtpasswd(config);
+  checkTls(config);
+  checkUpstreams(config);
+}
+
+/**
+ * http.tls: both files, readable, a certificate and the key that goes with it.
+ * One of the two alone would otherwise start a plain HTTP server without a word.
+ */
+function checkTls(config: RegistryConfig): void {
+  const tls = config.http.tls;
+  if (!tls || (tls.certificate === undefined && tls.key === undefined)) return;
+  if (tls.certificate === undefined) throw new ConfigError('http.tls.certificate: required with http.tls.key (both, or neither for plain HTTP)');
+  if (tls.key === undefined) throw new ConfigError('http.tls.key: required with http.tls.certificate (both, or neither for plain HTTP)');
+  const read = (key: string, file: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(`${key}: cannot read ${JSON.stringify(file)}: ${osError(err)}`);
+    }
+  };
+  const cert = read('http.tls.certificate', tls.certificate);
+  const key = read('http.tls.key', tls.key);
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    // OpenSSL's words: "key values mismatch", "no start line" (not PEM), "bad decrypt" (encrypted key).
+    throw new ConfigError(`http.tls.certificate, http.tls.key: ${JSON.stringify(tls.certificate)} and ${JSON.stringify(tls.key)} are not a PEM certificate and its key: ${(err as Error).message.replace(/^error:[0-9A-F]+:[^:]*::/, '')}`);
+  }
+}
+
+/** proxy: the upstream list as the mirror builds it (each host once, defaulthost among them). */
+function checkUpstreams(config: RegistryConfig): void {
+  if (!config.proxy) return;
+  try {
+    Upstreams.fromConfig(config.proxy, {});
+  } catch (err) {
+    const message = (err as Error).message;
+    // proxy.remoteurl is an upstream too, named by its host (docker.io for Docker Hub).
+    const hint = config.proxy.remoteurl && /listed twice/.test(message) ? ' (proxy.remoteurl names one upstream too: give each host once)' : '';
+    throw new ConfigError(`${message}${hint}`);
+  }
 }
 
 /** storage.filesystem.rootdirectory: created if missing, then proven writable with a probe file. */
@@ -55,7 +98,7 @@ function checkHtpasswd(config: RegistryConfig): void {
 }
 
 /** "EACCES: permission denied, open '/x/.probe'" → "permission denied (EACCES)": the path is named already. */
-function osError(err: unknown): string {
+export function osError(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (!e.code) return e.message;
   const text = e.message.replace(new RegExp(`^${e.code}: `), '').replace(/, \w+ '.*'$/, '');

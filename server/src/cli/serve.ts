@@ -6,7 +6,30 @@ import { startServer } from '../http/server.ts';
 import { createLogger } from '../ops/logger.ts';
 import { describeStorage } from '../storage/factory.ts';
 import { RedisUnavailable } from '../shared/redis.ts';
-import { preflight } from './preflight.ts';
+import * as path from 'node:path';
+import { osError, preflight } from './preflight.ts';
+
+/** `registry serve --help`: what the arguments alone do not say. */
+export const SERVE_HELP = `
+Configuration:
+  Any config key can also be set from the environment, as in distribution:
+  REGISTRY_ and the key's path in capitals joined by _, e.g.
+    REGISTRY_HTTP_ADDR=127.0.0.1:5001                            http.addr
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry     storage.filesystem.rootdirectory
+    REGISTRY_LOG_LEVEL=debug                                     log.level
+  They override the config file, and the built-in default when there is none.
+
+Port and address:
+  http.addr (default 127.0.0.1:5000 without a config file, :5000 with one). For example
+    REGISTRY_HTTP_ADDR=127.0.0.1:5001 npx registry serve
+    REGISTRY_HTTP_ADDR=:5001 npm start -- config.yml
+  ":5001" listens on every interface; "127.0.0.1:5001" on this machine only.
+
+Exit codes:
+  0  stopped by SIGINT or SIGTERM
+  1  Redis (the redis section) unreachable: may succeed when it is back
+  2  the configuration or the host is wrong (one line on stderr names the key)
+`;
 
 export async function serveCommand(configFile: string | undefined): Promise<void> {
   let loaded: LoadedConfig | undefined;
@@ -16,7 +39,7 @@ export async function serveCommand(configFile: string | undefined): Promise<void
     if (configFile) {
       loaded = loadConfigFile(configFile);
     } else {
-      quick = quickstartConfig();
+      quick = builtinDefault();
       loaded = quick.loaded;
     }
     preflight(loaded.config);
@@ -33,18 +56,7 @@ export async function serveCommand(configFile: string | undefined): Promise<void
   const { config } = loaded;
   const { logger } = running;
   logger.info({ url: running.url, root: describeStorage(config) }, 'registry listening');
-  if (quick) {
-    const host = running.url.replace(/^https?:\/\//, '');
-    process.stderr.write(
-      [
-        '',
-        `registry-stack: private registry on ${running.url}, storing under ${config.storage.filesystem?.rootdirectory}`,
-        `  push: docker login ${host} -u ${quick.user} -p ${quick.password} && docker tag app:1.0 ${host}/app:1.0 && docker push ${host}/app:1.0`,
-        `  pull: docker pull ${host}/app:1.0`,
-        '',
-      ].join('\n'),
-    );
-  }
+  if (quick) process.stderr.write(quickstartBanner(running.url, config.storage.filesystem?.rootdirectory ?? '', quick));
 
   const stop = (signal: string) => {
     logger.info({ signal }, 'shutting down');
@@ -55,6 +67,46 @@ export async function serveCommand(configFile: string | undefined): Promise<void
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** The built-in default, whose data directory (./data) is made before its config exists: its errors are config errors too. */
+function builtinDefault(): ReturnType<typeof quickstartConfig> {
+  try {
+    return quickstartConfig();
+  } catch (err) {
+    if (!(err as NodeJS.ErrnoException).code) throw err;
+    const dir = path.resolve('data');
+    throw new ConfigError(
+      `storage.filesystem.rootdirectory: the built-in default stores under ${JSON.stringify(dir)}, which cannot be written: ${osError(err)}; run from a directory you can write to, or give a config file`,
+    );
+  }
+}
+
+/**
+ * How to use the built-in default, on stderr. The password is read from its
+ * file by the client (--password-stdin), so it appears in neither the shell's
+ * history nor the process list. The registry speaks plain HTTP on loopback:
+ * Docker allows that for 127.0.0.0/8 by itself, podman and skopeo must be told
+ * (--tls-verify=false).
+ */
+export function quickstartBanner(url: string, root: string, quick: { user: string; passwordFile: string }): string {
+  const host = url.replace(/^https?:\/\//, '');
+  const rel = path.relative(process.cwd(), quick.passwordFile);
+  const file = rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? `./${rel}` : quick.passwordFile;
+  return [
+    '',
+    `registry-stack: private registry on ${url}, storing under ${root}`,
+    `  user ${quick.user}, password in ${file}; anonymous pulls are allowed, pushes need the login`,
+    `  docker:  docker login ${host} -u ${quick.user} --password-stdin < ${file}`,
+    `           docker tag app:1.0 ${host}/app:1.0 && docker push ${host}/app:1.0 && docker pull ${host}/app:1.0`,
+    `  podman:  podman login --tls-verify=false ${host} -u ${quick.user} --password-stdin < ${file}`,
+    `           podman push --tls-verify=false app:1.0 ${host}/app:1.0 && podman pull --tls-verify=false ${host}/app:1.0`,
+    `  skopeo:  skopeo login --tls-verify=false ${host} -u ${quick.user} --password-stdin < ${file}`,
+    `           skopeo copy --dest-tls-verify=false oci:./app-layout:1.0 docker://${host}/app:1.0`,
+    '  (plain HTTP on loopback: Docker allows it for 127.0.0.1; podman and skopeo need --tls-verify=false)',
+    '',
+    '',
+  ].join('\n');
 }
 
 /**

@@ -12,6 +12,8 @@ export interface Quickstart {
   loaded: LoadedConfig;
   user: string;
   password: string;
+  /** Where the password is kept, for clients to read it from (docker login --password-stdin < file). */
+  passwordFile: string;
 }
 
 export const QUICKSTART_USER = 'admin';
@@ -40,5 +42,5 @@ export function quickstartConfig(dataDir = './data', env: NodeJS.ProcessEnv = pr
     env,
     'the built-in default config',
   );
-  return { loaded, user: QUICKSTART_USER, password };
+  return { loaded, user: QUICKSTART_USER, password, passwordFile: passwordPath };
 }
