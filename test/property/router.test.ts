@@ -36,15 +36,15 @@ const built: fc.Arbitrary<Built> = fc.oneof(
     { path: '/v2/_catalog', route: { kind: 'catalog' } },
     { path: '/v2/_catalog/', route: { kind: 'catalog' } },
   ),
-  fc.tuple(name, fc.boolean()).map(([n, slash]) => ({ path: `/v2/${n}/tags/list${slash ? '/' : ''}`, route: { kind: 'tags', name: n } })),
-  fc.tuple(name, fc.boolean()).map(([n, slash]) => ({ path: `/v2/${n}/blobs/uploads${slash ? '/' : ''}`, route: { kind: 'uploads', name: n } })),
-  fc.tuple(name, uploadId).map(([n, id]) => ({ path: `/v2/${n}/blobs/uploads/${encodeURIComponent(id)}`, route: { kind: 'upload', name: n, id } })),
-  fc.tuple(name, reference, fc.boolean()).map(([n, ref, enc]) => ({
+  fc.tuple(name, fc.boolean()).map(([n, slash]): Built => ({ path: `/v2/${n}/tags/list${slash ? '/' : ''}`, route: { kind: 'tags', name: n } })),
+  fc.tuple(name, fc.boolean()).map(([n, slash]): Built => ({ path: `/v2/${n}/blobs/uploads${slash ? '/' : ''}`, route: { kind: 'uploads', name: n } })),
+  fc.tuple(name, uploadId).map(([n, id]): Built => ({ path: `/v2/${n}/blobs/uploads/${encodeURIComponent(id)}`, route: { kind: 'upload', name: n, id } })),
+  fc.tuple(name, reference, fc.boolean()).map(([n, ref, enc]): Built => ({
     path: `/v2/${n}/manifests/${encoded(ref, enc)}`,
     route: { kind: 'manifest', name: n, reference: ref },
   })),
-  fc.tuple(name, digest, fc.boolean()).map(([n, d, enc]) => ({ path: `/v2/${n}/blobs/${encoded(d, enc)}`, route: { kind: 'blob', name: n, reference: d } })),
-  fc.tuple(name, digest, fc.boolean()).map(([n, d, enc]) => ({
+  fc.tuple(name, digest, fc.boolean()).map(([n, d, enc]): Built => ({ path: `/v2/${n}/blobs/${encoded(d, enc)}`, route: { kind: 'blob', name: n, reference: d } })),
+  fc.tuple(name, digest, fc.boolean()).map(([n, d, enc]): Built => ({
     path: `/v2/${n}/referrers/${encoded(d, enc)}`,
     route: { kind: 'referrers', name: n, reference: d },
   })),

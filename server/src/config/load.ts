@@ -3,7 +3,7 @@
 // storage.filesystem.rootdirectory), validates it against the schema and turns
 // every problem into one message that names the key.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument, parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type RegistryConfig } from './schema.ts';
 
@@ -36,7 +36,12 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
 export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env, source = 'config'): LoadedConfig {
   let raw: unknown;
   try {
-    raw = parseYaml(text) ?? {};
+    const doc = parseDocument(text);
+    // The parser only warns about an unknown tag (!custom, !!js/function) or an ambiguous alias, printing a
+    // code frame to stderr and reading the value as something else: refuse it like a syntax error instead.
+    const problem = doc.errors[0] ?? doc.warnings[0];
+    if (problem) throw problem;
+    raw = doc.toJS() ?? {};
   } catch (err) {
     // The parser's message ends in a code frame over several lines: the first line says where.
     throw new ConfigError(`${source} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
@@ -90,7 +95,8 @@ function knownPath(keyPath: string[]): boolean {
   for (const key of keyPath) {
     const shape = objectShape(schema);
     if (shape === 'any') return true;
-    if (!shape || !(key in shape)) return false;
+    // Own keys only: "constructor" (REGISTRY_CONSTRUCTOR_X) is in every object, and is no config key.
+    if (!shape || !Object.hasOwn(shape, key)) return false;
     schema = shape[key];
   }
   return true;
@@ -165,8 +171,20 @@ function getPath(doc: unknown, keyPath: PropertyKey[]): unknown {
 function describe(issue: z.core.$ZodIssue, value: unknown): string {
   if (issue.code === 'invalid_type') {
     if (value === undefined) return `required key is missing (expected ${issue.expected})`;
-    return `expected ${issue.expected}, got ${JSON.stringify(value)}`;
+    return `expected ${issue.expected}, got ${shown(value)}`;
   }
   if (issue.code === 'invalid_value') return `must be one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
   return issue.message;
+}
+
+/** A value as a message shows it: short, and never throwing (a YAML alias can make a value contain itself). */
+function shown(value: unknown): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    return 'a value that contains itself (a YAML alias to an enclosing node)';
+  }
+  if (text === undefined) return String(value);
+  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
 }
