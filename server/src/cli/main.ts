@@ -1,5 +1,7 @@
 // `registry`: one command, distribution's verbs where they overlap.
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { serveCommand, SERVE_HELP } from './serve.ts';
 import { htpasswdCommand } from './htpasswd.ts';
@@ -12,10 +14,21 @@ import { mirrorPullCommand } from './mirror-pull.ts';
 // SDK's documented switch, left to the operator when set (aws-sdk-js-v3#7983).
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-/** Read when asked, so the version is the installed package's and no build step has to copy it. */
+/**
+ * The version of the installed package, read at run time so that no build
+ * step has to copy it: the nearest package.json of registry-stack above this
+ * module, whether it runs from server/src/cli or from a compiled dist/.
+ */
 function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'registry-stack' && pkg.version) return pkg.version;
+    } catch {
+      // none here, or not ours: look higher
+    }
+    if (path.dirname(dir) === dir) return 'unknown';
+  }
 }
 
 const program = new Command()
