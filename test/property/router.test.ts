@@ -21,8 +21,12 @@ const name = fc
 const hex = (n: number) => fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: n, maxLength: n });
 const digest = fc.oneof(hex(64).map((h) => `sha256:${h}`), hex(128).map((h) => `sha512:${h}`));
 const reference = fc.oneof(fc.stringMatching(SPEC_TAG), digest, fc.constantFrom(...ROUTE_WORDS));
-/** Upload ids are opaque to the router (the upload store checks them). */
-const uploadId = fc.oneof(fc.uuid(), fc.constantFrom(...ROUTE_WORDS), fc.string({ unit: fc.constantFrom(...'abc-_.~'), minLength: 1, maxLength: 20 }));
+/** Upload ids are opaque to the router (the upload store checks them); only a dot segment is never one. */
+const uploadId = fc.oneof(
+  fc.uuid(),
+  fc.constantFrom(...ROUTE_WORDS),
+  fc.string({ unit: fc.constantFrom(...'abc-_.~'), minLength: 1, maxLength: 20 }).filter((id) => id !== '.' && id !== '..'),
+);
 
 /** A last segment as a client may send it: as is, or percent-encoded (":" as %3A). */
 const encoded = (segment: string, encode: boolean) => (encode ? encodeURIComponent(segment) : segment);
