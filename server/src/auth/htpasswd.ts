@@ -13,7 +13,7 @@
 // credentials), and a success is recorded with the hash it was checked
 // against, so that while the queue is full even an expired success is
 // answered without a compare as long as the user's hash has not changed.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
 import type { Logger } from '../ops/logger.ts';
@@ -94,6 +94,19 @@ export class Htpasswd {
 
   get userCount(): number {
     return this.users.size;
+  }
+
+  /**
+   * A short fingerprint of the user's current hash, or undefined when the user
+   * is gone: a refresh token carries it, so a new password or a removed user
+   * ends the refresh tokens issued before. The same on every replica (no
+   * per-process key); the bcrypt hash behind it keeps its salt, so it tells
+   * nothing about the password.
+   */
+  credentialStamp(user: string): string | undefined {
+    this.maybeReload();
+    const hash = this.users.get(user);
+    return hash === undefined ? undefined : createHash('sha256').update(hash).digest('base64url').slice(0, 16);
   }
 
   /** The bcrypt cost unknown users are checked at. */

@@ -1,0 +1,184 @@
+// Checks bearer tokens on registry requests: a JWT signed by a trusted key
+// (ours, or an external token server's from auth.token.rootcertbundle /
+// auth.token.jwks), from the configured issuer, for this service, within its
+// lifetime, naming a key we know by `kid`. `alg: none` and HMAC algorithms are
+// never accepted; neither is a refresh token used as an access token.
+// A verified token is remembered (keyed by its text) until it expires:
+// clients send the same token with every request of a push.
+import { createHash, createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { LruCache } from '../registry/lru.ts';
+import type { Action } from './access-policy.ts';
+import { keyId } from './keys.ts';
+import type { AccessEntry } from './scope.ts';
+
+export const ACCESS_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
+
+/** What a verified token says. */
+export interface VerifiedToken {
+  /** The subject (user or robot); undefined for an anonymous token. */
+  readonly user?: string;
+  /** Repository (as this registry names it) → actions granted. */
+  readonly repositories: ReadonlyMap<string, ReadonlySet<Action>>;
+  /** registry:catalog:* was granted. */
+  readonly catalog: boolean;
+  /** ms since the epoch. */
+  readonly expires: number;
+}
+
+export class InvalidToken extends Error {}
+
+export type KeyResolver = (kid: string) => Promise<KeyObject | undefined>;
+
+export interface TokenVerifierOptions {
+  issuer: string;
+  /** The service (audience) tokens must be for. */
+  service: string;
+  keys: KeyResolver;
+  now?: () => number;
+  /** Maps a name in a token onto this registry's name for it (the mirror's canonical names). */
+  canonicalName?: (name: string) => string;
+  /** Seconds of clock difference tolerated with an external token server. */
+  clockToleranceS?: number;
+}
+
+const CACHE_ENTRIES = 10_000;
+
+export class TokenVerifier {
+  private readonly now: () => number;
+  private readonly cache = new LruCache<string, VerifiedToken>(CACHE_ENTRIES, () => 1);
+
+  constructor(private readonly options: TokenVerifierOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The token's grants; throws InvalidToken saying why not. */
+  async verify(token: string): Promise<VerifiedToken> {
+    const cached = this.cache.get(token);
+    if (cached) {
+      if (cached.expires > this.now()) return cached;
+      this.cache.delete(token);
+      throw new InvalidToken('the token has expired');
+    }
+    let kid: string | undefined;
+    try {
+      kid = decodeProtectedHeader(token).kid;
+    } catch {
+      throw new InvalidToken('not a JWT');
+    }
+    if (!kid) throw new InvalidToken('the token names no key (kid)');
+    const key = await this.options.keys(kid);
+    if (!key) throw new InvalidToken('the token is signed by an unknown key');
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key, {
+        issuer: this.options.issuer,
+        audience: this.options.service,
+        algorithms: ACCESS_ALGORITHMS,
+        currentDate: new Date(this.now()),
+        clockTolerance: this.options.clockToleranceS ?? 0,
+        requiredClaims: ['exp'],
+      }));
+    } catch (err) {
+      throw new InvalidToken(describe(err));
+    }
+    if (payload.token_use !== undefined) throw new InvalidToken('a refresh token is not an access token');
+    const verified = this.grants(payload);
+    this.cache.set(token, verified);
+    return verified;
+  }
+
+  private grants(payload: JWTPayload): VerifiedToken {
+    const repositories = new Map<string, Set<Action>>();
+    let catalog = false;
+    const entries = Array.isArray(payload.access) ? (payload.access as unknown[]) : [];
+    for (const raw of entries) {
+      const entry = raw as Partial<AccessEntry>;
+      if (typeof entry?.name !== 'string' || !Array.isArray(entry.actions)) continue;
+      const actions = entry.actions.filter((a): a is string => typeof a === 'string');
+      if (entry.type === 'registry' && entry.name === 'catalog') {
+        catalog ||= actions.includes('*');
+        continue;
+      }
+      if (entry.type !== 'repository') continue;
+      let name = entry.name;
+      try {
+        name = this.options.canonicalName ? this.options.canonicalName(name) : name;
+      } catch {
+        continue;
+      }
+      let set = repositories.get(name);
+      if (!set) repositories.set(name, (set = new Set()));
+      for (const a of actions) {
+        // distribution's token servers wrote "*" for delete before "delete" existed.
+        if (a === '*') ['pull', 'push', 'delete'].forEach((x) => set.add(x as Action));
+        else if (a === 'pull' || a === 'push' || a === 'delete') set.add(a);
+      }
+    }
+    const sub = typeof payload.sub === 'string' && payload.sub !== '' ? payload.sub : undefined;
+    return { user: sub, repositories, catalog, expires: (payload.exp as number) * 1000 };
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'the token has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `the token's ${err.claim} claim is not accepted here`;
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'the token signature does not verify';
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'the token algorithm is not accepted';
+  return 'the token is not valid';
+}
+
+/**
+ * Keys of an external token server: the certificates of auth.token.rootcertbundle
+ * (distribution's key; named by their libtrust key ID, as distribution's token
+ * servers write `kid`, or by their JWK thumbprint) and the keys of a JWKS file
+ * (named by their `kid`).
+ */
+export async function loadExternalKeys(files: { rootcertbundle?: string; jwks?: string }): Promise<Map<string, KeyObject>> {
+  const keys = new Map<string, KeyObject>();
+  if (files.rootcertbundle) {
+    const pem = readFileSync(files.rootcertbundle, 'utf8');
+    const certs = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+    if (certs.length === 0) throw new Error(`${files.rootcertbundle}: no PEM certificate in it`);
+    for (const cert of certs) {
+      const key = new X509Certificate(cert).publicKey;
+      keys.set(libtrustKeyId(key), key);
+      keys.set(await keyId(key), key);
+    }
+  }
+  if (files.jwks) {
+    const doc = JSON.parse(readFileSync(files.jwks, 'utf8')) as { keys?: Array<Record<string, unknown>> };
+    if (!Array.isArray(doc.keys)) throw new Error(`${files.jwks}: not a JWK set (no "keys" list)`);
+    for (const jwk of doc.keys) {
+      if (typeof jwk.kid !== 'string') throw new Error(`${files.jwks}: a key has no "kid"`);
+      if ('d' in jwk) throw new Error(`${files.jwks}: key ${jwk.kid} is a private key; give the public half`);
+      keys.set(jwk.kid, createPublicKey({ key: jwk as never, format: 'jwk' }));
+    }
+  }
+  return keys;
+}
+
+/** docker/libtrust's key ID: the first 240 bits of SHA-256 of the DER public key, base32 in 12 groups of 4. */
+export function libtrustKeyId(key: KeyObject): string {
+  const der = key.export({ type: 'spki', format: 'der' });
+  const b32 = base32(createHash('sha256').update(der).digest().subarray(0, 30));
+  return b32.match(/.{4}/g)!.join(':');
+}
+
+function base32(data: Buffer): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of data) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += alphabet[(value << (5 - bits)) & 31];
+  return out;
+}
