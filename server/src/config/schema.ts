@@ -3,6 +3,7 @@
 // strict, so a misspelt key is refused with its full path. Keys stay
 // lowercase without underscores, which is what lets REGISTRY_A_B_C map onto
 // them as in distribution.
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.ts';
 
@@ -277,6 +278,16 @@ const upstream = z.strictObject({
   password: str.optional().describe('Password or token (or REGISTRY_PROXY_<HOST>_PASSWORD).'),
 });
 
+/** An IP address or CIDR block (10.0.5.20, 192.168.1.0/24, fd00::/8). */
+const ipOrCidr = z.string().refine(
+  (v) => {
+    const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(v);
+    const family = m ? isIP(m[1]) : 0;
+    return family !== 0 && (m![2] === undefined || Number(m![2]) <= (family === 4 ? 32 : 128));
+  },
+  { error: (issue) => `must be an IP address or CIDR such as 10.0.5.20 or 192.168.1.0/24, got ${JSON.stringify(issue.input)}` },
+);
+
 const proxy = z.strictObject({
   // distribution's keys: one upstream
   remoteurl: str
@@ -291,6 +302,10 @@ const proxy = z.strictObject({
   defaulthost: str.optional().describe('Ours: the upstream (by host) that serves names with no registry host (default: docker.io if listed, else the first upstream).'),
   tagfreshness: duration.default(0).describe('Ours: how long a cached tag is trusted without asking the upstream (0: revalidate every pull by tag).'),
   tagmaxage: duration.default(60_000).describe('Ours: Cache-Control max-age of manifests fetched by tag, for a CDN in front.'),
+  internaltargets: z
+    .array(str.pipe(ipOrCidr))
+    .optional()
+    .describe('Ours: internal addresses or CIDRs (loopback, link-local, private) that upstream redirects and token realms may lead to, e.g. an S3 endpoint on the LAN; other internal targets are refused (the upstream\'s own host always may).'),
 });
 
 /**

@@ -1,9 +1,16 @@
 // HTTP client for one upstream registry (undici): Docker token auth and
 // Basic auth from the upstream's challenge, tokens cached per scope until they
-// expire (at most maxTokens of them, least recently used evicted), redirects to blob storage followed (without our credentials when
-// they leave the registry's origin), retries with backoff on 5xx and
-// connection errors, 429 with Retry-After honoured, and Docker Hub's
-// ratelimit-remaining recorded.
+// expire (at most maxTokens of them, least recently used evicted), redirects to
+// blob storage followed (without our credentials when they leave the
+// registry's origin), retries with backoff on 5xx and connection errors, 429
+// with Retry-After honoured, and Docker Hub's ratelimit-remaining recorded.
+//
+// What a hostile upstream (or whatever it redirects to) cannot make it do:
+// send the upstream credentials to a realm other than the one the upstream's
+// own /v2/ challenge names (https unless the upstream itself is http), learn
+// anything from a 401 of a host a redirect led to, reach internal addresses
+// other than the upstream's own (egress-guard.ts), or have the connection
+// errors of redirect targets repeated to clients (they are logged).
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
@@ -11,6 +18,7 @@ import { LruCache } from '../registry/lru.ts';
 import { MediaTypes } from '../registry/manifest.ts';
 import type { Logger } from '../ops/logger.ts';
 import { parseChallenges } from './challenge.ts';
+import { EgressPolicy, EgressRefused, guardedConnector, type Resolver } from './egress-guard.ts';
 import type { Upstream } from './upstreams.ts';
 
 /** The upstream could not answer (down, erroring, rate limited, refusing our credentials). */
@@ -58,6 +66,8 @@ export interface UpstreamClientOptions {
   dispatcher?: Dispatcher;
   /** Most tokens kept (one per repository scope); the least recently used go first. */
   maxTokens?: number;
+  /** How host names are resolved for the egress check (tests play DNS with it); the system resolver by default. */
+  resolver?: Resolver;
 }
 
 const MANIFEST_ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifestList, MediaTypes.dockerManifest].join(', ');
@@ -73,9 +83,27 @@ interface Token {
 
 type Scheme = { kind: 'none' } | { kind: 'basic' } | { kind: 'bearer'; realm: string; service?: string };
 
+/** A redirect target failed: the detail is logged, never shown to clients (it would tell which internal ports are open). */
+class RedirectTargetFailed extends Error {
+  constructor() {
+    super('a host the upstream redirected to could not be reached');
+    this.name = 'RedirectTargetFailed';
+  }
+}
+
+interface Followed {
+  res: Dispatcher.ResponseData;
+  /** The answer came from a host a redirect led to, not from the configured upstream. */
+  foreign: boolean;
+}
+
 export class UpstreamClient {
   readonly stats: UpstreamStats = { requests: 0, errors: 0 };
   private scheme: Scheme = { kind: 'none' };
+  /** Whether the scheme was learned from the upstream's /v2/ challenge yet; the pending probe. */
+  private discovered = false;
+  private discovering: Promise<void> | undefined;
+  private readonly origin: string;
   private readonly tokens: LruCache<string, Token>;
   private readonly dispatcher: Dispatcher;
   private readonly retries: number;
@@ -86,9 +114,17 @@ export class UpstreamClient {
     readonly upstream: Upstream,
     private readonly options: UpstreamClientOptions,
   ) {
+    this.origin = new URL(upstream.url).origin;
+    const egress = new EgressPolicy(upstream.url, upstream.internalTargets, options.resolver);
     this.dispatcher =
       options.dispatcher ??
-      new Agent({ connections: 64, keepAliveTimeout: 30_000, headersTimeout: 30_000, bodyTimeout: 120_000, connect: { timeout: 10_000 } });
+      new Agent({
+        connections: 64,
+        keepAliveTimeout: 30_000,
+        headersTimeout: 30_000,
+        bodyTimeout: 120_000,
+        connect: guardedConnector(egress, { timeout: 10_000 }),
+      });
     this.retries = options.retries ?? 3;
     this.backoffMs = options.backoffMs ?? 200;
     this.maxRetryAfterMs = options.maxRetryAfterMs ?? 10_000;
@@ -204,9 +240,10 @@ export class UpstreamClient {
     const scope = `repository:${remote}:pull`;
     let authRetried = false;
     for (let attempt = 0; ; attempt++) {
-      let res: Dispatcher.ResponseData;
+      let followed: Followed;
       try {
-        res = await this.follow(method, `${this.upstream.url}${path}`, { ...headers, ...(await this.authHeader(scope)) });
+        if (!this.discovered) await this.discover();
+        followed = await this.follow(method, `${this.upstream.url}${path}`, { ...headers, ...(await this.authHeader(scope)) });
       } catch (err) {
         if (err instanceof UpstreamUnavailable) throw err;
         this.stats.errors++;
@@ -216,12 +253,28 @@ export class UpstreamClient {
         }
         throw new UpstreamUnavailable(this.upstream.host, (err as Error).message);
       }
+      const { res, foreign } = followed;
       this.recordRateLimit(res.headers);
-      if (res.statusCode === 401 && !authRetried && (await this.learnChallenge(res.headers, scope))) {
+      if (res.statusCode === 401 && foreign) {
+        // Not the upstream's word: a redirect target has no say in where our credentials go.
         await res.body.dump();
+        this.stats.errors++;
+        throw new UpstreamUnavailable(this.upstream.host, 'a host the upstream redirected to answered 401');
+      }
+      if (res.statusCode === 401 && !authRetried) {
         authRetried = true;
-        attempt--;
-        continue;
+        let retry: boolean;
+        try {
+          retry = await this.relearn(res.headers, scope);
+        } catch (err) {
+          await res.body.dump();
+          throw err;
+        }
+        if (retry) {
+          await res.body.dump();
+          attempt--;
+          continue;
+        }
       }
       if (res.statusCode === 401 && this.scheme.kind !== 'bearer') {
         // With Bearer auth a 401 after a valid token means "no such repository"
@@ -254,21 +307,44 @@ export class UpstreamClient {
     }
   }
 
-  private async follow(method: 'GET' | 'HEAD', url: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
-    const origin = new URL(url).origin;
+  private async follow(method: 'GET' | 'HEAD', url: string, headers: Record<string, string>): Promise<Followed> {
     let current = url;
     for (let i = 0; i <= MAX_REDIRECTS; i++) {
       this.stats.requests++;
-      const sameOrigin = new URL(current).origin === origin;
-      const sent = sameOrigin ? headers : withoutAuth(headers);
-      const res = await request(current, { method, headers: sent, dispatcher: this.dispatcher });
+      const target = new URL(current);
+      const foreign = target.origin !== this.origin;
+      const sent = foreign ? withoutAuth(headers) : headers;
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(current, { method, headers: sent, dispatcher: this.dispatcher });
+      } catch (err) {
+        if (i === 0) throw err;
+        // Where a redirect led, and why it failed, is for our log only.
+        const where = `${target.protocol}//${target.host}`;
+        if (err instanceof EgressRefused) {
+          this.options.logger.warn({ upstream: this.upstream.host, target: where, address: err.address }, 'refused a redirect to an internal address');
+          this.stats.errors++;
+          throw new UpstreamUnavailable(this.upstream.host, 'it redirected to an address this mirror does not fetch from');
+        }
+        this.options.logger.warn({ upstream: this.upstream.host, target: where, err: (err as Error).message }, 'a redirect target of the upstream failed');
+        throw new RedirectTargetFailed();
+      }
       const location = header(res.headers, 'location');
       if (res.statusCode >= 300 && res.statusCode < 400 && location) {
         await res.body.dump();
-        current = new URL(location, current).toString();
+        let next: URL;
+        try {
+          next = new URL(location, current);
+        } catch {
+          throw new UpstreamUnavailable(this.upstream.host, 'it redirected to an invalid URL');
+        }
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+          throw new UpstreamUnavailable(this.upstream.host, 'it redirected to a URL that is not http(s)');
+        }
+        current = next.toString();
         continue;
       }
-      return res;
+      return { res, foreign };
     }
     throw new UpstreamUnavailable(this.upstream.host, 'too many redirects');
   }
@@ -287,21 +363,82 @@ export class UpstreamClient {
     }
   }
 
-  /** Reads the upstream's 401 challenge; true when we now know how to authenticate. */
-  private async learnChallenge(headers: Dispatcher.ResponseData['headers'], scope: string): Promise<boolean> {
-    const challenges = parseChallenges(headers['www-authenticate']);
-    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
-    if (bearer) {
-      this.scheme = { kind: 'bearer', realm: bearer.params.realm, service: bearer.params.service };
+  /**
+   * After a 401 from the upstream: true when retrying can help. A challenge
+   * naming the realm we already use means our token ran out (or lacks this
+   * scope); anything else is checked against the upstream's /v2/ challenge,
+   * so a realm named by one repository's answer is never adopted for all.
+   */
+  private async relearn(headers: Dispatcher.ResponseData['headers'], scope: string): Promise<boolean> {
+    const bearer = parseChallenges(headers['www-authenticate']).find((c) => c.scheme === 'bearer');
+    const current = this.scheme;
+    if (bearer && current.kind === 'bearer' && bearer.params.realm === current.realm) {
       this.tokens.delete(scope);
       return true;
     }
-    if (challenges.some((c) => c.scheme === 'basic') && this.upstream.username) {
-      const wasBasic = this.scheme.kind === 'basic';
-      this.scheme = { kind: 'basic' };
-      return !wasBasic;
+    this.discovered = false;
+    await this.discover();
+    const now = this.scheme;
+    if (now.kind === 'bearer') {
+      this.tokens.delete(scope);
+      return true;
     }
-    return false;
+    return now.kind === 'basic' && current.kind !== 'basic';
+  }
+
+  /** Learns how to authenticate from the upstream's own /v2/ challenge (one probe at a time). */
+  private discover(): Promise<void> {
+    this.discovering ??= this.probe().finally(() => {
+      this.discovering = undefined;
+    });
+    return this.discovering;
+  }
+
+  private async probe(): Promise<void> {
+    let res: Dispatcher.ResponseData;
+    try {
+      this.stats.requests++;
+      res = await request(`${this.upstream.url}/v2/`, { method: 'GET', dispatcher: this.dispatcher });
+    } catch (err) {
+      // Unreachable now: the request that needed it fails (and retries) on its own.
+      this.stats.errors++;
+      this.options.logger.debug({ upstream: this.upstream.host, err: (err as Error).message }, 'could not ask the upstream how to authenticate');
+      return;
+    }
+    await res.body.dump();
+    this.discovered = true;
+    if (res.statusCode !== 401) {
+      this.scheme = { kind: 'none' };
+      return;
+    }
+    const challenges = parseChallenges(res.headers['www-authenticate']);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
+    if (bearer) {
+      const problem = this.realmProblem(bearer.params.realm);
+      if (problem) {
+        this.options.logger.warn({ upstream: this.upstream.host, realm: bearer.params.realm.slice(0, 200) }, `not using the upstream's token realm: ${problem}`);
+        this.scheme = { kind: 'none' };
+        throw new UpstreamUnavailable(this.upstream.host, `its token realm ${problem}`);
+      }
+      this.scheme = { kind: 'bearer', realm: bearer.params.realm, service: bearer.params.service };
+    } else if (challenges.some((c) => c.scheme === 'basic') && this.upstream.username) {
+      this.scheme = { kind: 'basic' };
+    } else {
+      this.scheme = { kind: 'none' };
+    }
+  }
+
+  /** Why a realm may not be sent our credentials (or asked for tokens at all), if it may not. */
+  private realmProblem(realm: string): string | undefined {
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      return 'is not a URL';
+    }
+    if (url.protocol === 'https:') return undefined;
+    if (url.protocol === 'http:' && new URL(this.upstream.url).protocol === 'http:') return undefined;
+    return 'is not https';
   }
 
   private async token(scheme: Extract<Scheme, { kind: 'bearer' }>, scope: string): Promise<string | undefined> {

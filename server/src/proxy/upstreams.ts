@@ -15,6 +15,8 @@ export interface Upstream {
   readonly password?: string;
   /** The first component of cache names for this upstream: the host, with ':' made '_' so it is a valid name component. */
   readonly prefix: string;
+  /** Internal addresses/CIDRs its redirects and token realm may lead to (proxy.internaltargets); its own host always may. */
+  readonly internalTargets?: readonly string[];
 }
 
 export interface Resolved {
@@ -31,7 +33,15 @@ export class Upstreams {
   private readonly byPrefix = new Map<string, Upstream>();
   readonly defaultUpstream: Upstream;
 
-  constructor(list: Array<Omit<Upstream, 'prefix'>>, defaultHost?: string) {
+  /**
+   * @param anyNamespace answer every ?ns= with the default upstream: distribution's single
+   *   remoteurl ignores ns, and containerd sends ns=docker.io to a mirror of any registry.
+   */
+  constructor(
+    list: Array<Omit<Upstream, 'prefix'>>,
+    defaultHost?: string,
+    private readonly anyNamespace = false,
+  ) {
     if (list.length === 0) throw new Error('the mirror needs at least one upstream');
     for (const u of list) {
       const host = u.host.toLowerCase();
@@ -48,17 +58,25 @@ export class Upstreams {
 
   static fromConfig(proxy: NonNullable<RegistryConfig['proxy']>, env: NodeJS.ProcessEnv = process.env): Upstreams {
     const list: Array<Omit<Upstream, 'prefix'>> = [];
+    const internalTargets = proxy.internaltargets;
     if (proxy.remoteurl) {
       // distribution's single upstream: named by its host, or docker.io for Docker Hub.
       const url = new URL(proxy.remoteurl);
       const host = /(^|\.)docker\.io$/.test(url.hostname) ? DOCKER_HUB : url.host;
-      list.push({ host, url: url.origin, username: proxy.username, password: proxy.password });
+      list.push({ host, url: url.origin, username: proxy.username, password: proxy.password, internalTargets });
     }
     for (const u of proxy.upstreams ?? []) {
-      list.push({ host: u.host, url: u.url, username: u.username ?? envCredential(env, u.host, 'USERNAME'), password: u.password ?? envCredential(env, u.host, 'PASSWORD') });
+      list.push({
+        host: u.host,
+        url: u.url,
+        username: u.username ?? envCredential(env, u.host, 'USERNAME'),
+        password: u.password ?? envCredential(env, u.host, 'PASSWORD'),
+        internalTargets,
+      });
     }
-    if (list.length === 0) list.push({ host: DOCKER_HUB, url: DOCKER_HUB_URL, username: proxy.username, password: proxy.password });
-    return new Upstreams(list, proxy.defaulthost);
+    if (list.length === 0) list.push({ host: DOCKER_HUB, url: DOCKER_HUB_URL, username: proxy.username, password: proxy.password, internalTargets });
+    const singleRemote = proxy.remoteurl !== undefined && (proxy.upstreams ?? []).length === 0;
+    return new Upstreams(list, proxy.defaulthost, singleRemote);
   }
 
   all(): Upstream[] {
@@ -66,14 +84,15 @@ export class Upstreams {
   }
 
   /**
-   * The cache name for a requested repository: from containerd's ?ns=<host>,
-   * else a leading registry host in the name, else the default upstream.
+   * The cache name for a requested repository: from containerd's ?ns=<host>
+   * (any ns, with a single remoteurl), else a leading registry host in the
+   * name, else the default upstream.
    */
   canonicalName(name: string, ns?: string): string {
     let upstream: Upstream | undefined;
     let remote = name;
     if (ns) {
-      upstream = this.byHost.get(ns.toLowerCase());
+      upstream = this.byHost.get(ns.toLowerCase()) ?? (this.anyNamespace ? this.defaultUpstream : undefined);
       if (!upstream) throw new RegistryError('NAME_UNKNOWN', `this mirror has no upstream for ns=${ns.slice(0, 100)}`);
       // containerd sends the name without the host; tolerate clients that repeat it.
       const first = name.split('/')[0];
