@@ -306,6 +306,13 @@ const proxy = z.strictObject({
     .array(str.pipe(ipOrCidr))
     .optional()
     .describe('Ours: internal addresses or CIDRs (loopback, link-local, private) that upstream redirects and token realms may lead to, e.g. an S3 endpoint on the LAN; other internal targets are refused (the upstream\'s own host always may).'),
+  filltimeout: duration
+    .default(120_000)
+    .describe('Ours: a blob fill gets at most filltimeout plus its size at fillminrate to arrive; a slower upstream body (a trickle) is given up.'),
+  fillminrate: size
+    .pipe(z.number().int().min(1, 'must be at least 1 byte (per second)'))
+    .default(128 * 1024)
+    .describe('Ours: the slowest average upstream rate, per second, a blob fill is given time for beyond filltimeout (e.g. 128KiB).'),
 });
 
 /**

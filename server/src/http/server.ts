@@ -74,6 +74,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const mirror = config.proxy
     ? new MirrorRegistry(registry, Upstreams.fromConfig(config.proxy), {
         tagFreshnessMs: config.proxy.tagfreshness,
+        fillLimits: { floorMs: config.proxy.filltimeout, bytesPerSecond: config.proxy.fillminrate },
         logger,
         fills: shared.fills,
         manifestLocks: shared.manifestLocks,

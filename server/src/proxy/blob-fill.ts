@@ -7,6 +7,20 @@
 // is a whole part later). The last byte is held back until the digest is
 // verified, so no client ever receives a complete blob whose bytes do not
 // match it, and a bad blob is never committed.
+//
+// A fill is shared by every repository that asks for its digest, but a
+// repository's upstream answer is its own: until some repository's upstream
+// answers with the bytes, each repository that joins asks its own upstream
+// (the first to answer wins, the others are dropped), and a repository whose
+// upstream fails (404, down, stalled) fails only its own clients. Otherwise a
+// client looping on /v2/nope/x/blobs/<popular layer> would fail, or stall,
+// everyone's pulls of that layer.
+//
+// A fill reads at most the size the upstream announced (and, when a manifest
+// of the repository declared one, no more than that: a larger announcement is
+// refused up front), and gives up when the body takes longer than a deadline
+// scaled to its size (limits): a body trickled a byte at a time would
+// otherwise hold the fill, and its clients, for ever.
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
@@ -15,7 +29,7 @@ import type { BlobStore } from '../registry/blob-store.ts';
 import { type Digest, newHash } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
-import type { UpstreamClient } from './upstream-client.ts';
+import { type FetchedBlob, type UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 
 /** Wakes everyone waiting for the next change. */
 class Signal {
@@ -52,12 +66,57 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /** 'verified': every byte arrived and matches the digest; the commit is still running. */
 type State = 'starting' | 'running' | 'verified' | 'done' | 'failed';
 
+/** Where a fill may fetch its blob: a repository of an upstream, on behalf of the clients of a cache repository. */
+export interface FillSource {
+  /** The cache repository (its canonical name, upstream host included): what tells sources apart. */
+  cacheName: string;
+  remoteName: string;
+  client: UpstreamClient;
+  /** The blob's size as a manifest of `cacheName` declares it, when one was seen. */
+  declaredSize?: number;
+}
+
+/** A fill's time limit: `floorMs` plus its size at `bytesPerSecond` (proxy.filltimeout, proxy.fillminrate). */
+export interface FillLimits {
+  floorMs: number;
+  bytesPerSecond: number;
+}
+
+export const DEFAULT_FILL_LIMITS: FillLimits = { floorMs: 120_000, bytesPerSecond: 128 * 1024 };
+
+/**
+ * The fill ended without the blob, and not because of the joining source's own
+ * upstream: the caller starts a new fill (the storage-side state is gone).
+ */
+export class FillEnded extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'FillEnded';
+  }
+}
+
 /** A cache fill clients can read while it runs: this process's own (BlobFill) or another replica's (RemoteFill). */
 export interface Fill {
   readonly size: number | undefined;
+  /** Resolves once the upstream answered (with the size, if it sent one); rejects if the fill failed first. */
   readonly ready: Promise<number | undefined>;
   readonly done: Promise<void>;
+  /**
+   * Waits on behalf of a client of `source`: resolves with the size (if known) once
+   * the fill has the upstream's bytes coming, whichever repository's upstream
+   * sent them; rejects with `source`'s own upstream failure, or FillEnded.
+   */
+  join(source: FillSource): Promise<number | undefined>;
   stream(range?: ByteRange): Readable;
+}
+
+/** One repository's upstream request for a fill. */
+interface Attempt {
+  failure?: Error;
+  /** Settles for the clients of this source: the fill runs (any source), or this source failed. */
+  settled: Promise<number | undefined>;
+  resolve(size: number | undefined): void;
+  reject(err: Error): void;
 }
 
 /** Told about a fill's progress, to share it with other replicas (proxy/fill-coordinator.ts). */
@@ -73,7 +132,6 @@ export interface FillObserver {
 export class BlobFill implements Fill, TailSource {
   /** Size announced by the upstream (Content-Length); undefined until known or when not sent. */
   size: number | undefined;
-  /** Resolves once the upstream answered (with the size, if it sent one); rejects if it failed first. */
   readonly ready: Promise<number | undefined>;
   /** Resolves when the blob is committed to the cache; rejects when the fill failed. */
   readonly done: Promise<void>;
@@ -83,6 +141,8 @@ export class BlobFill implements Fill, TailSource {
   private stored = 0;
   /** Bytes received from the upstream; those from `windowStart` on are in `window`. */
   private received = 0;
+  /** The most bytes the upstream may send: its Content-Length, or less when a manifest declared less. */
+  private limit = Number.POSITIVE_INFINITY;
   /** Received chunks not yet (wholly) stored, in order: at most the read-ahead (AHEAD_*) plus what the driver buffers. */
   private window: Buffer[] = [];
   private windowStart = 0;
@@ -90,14 +150,24 @@ export class BlobFill implements Fill, TailSource {
   private accounted = 0;
   /** When the last byte arrived and was verified (for the debug log). */
   private verifiedAt = 0;
-  /** Why the pump gave up (upstream error, wrong size or digest). */
+  /** Why the pump gave up (upstream error, wrong size or digest, too slow). */
   private pumpError: Error | undefined;
   /** Any progress: bytes received or stored, the end, a failure (the storage writer, the pump and readers wait on it). */
   private readonly progressed = new Signal();
-  private location: string;
+  /** Each repository's upstream request, by cache name, while the fill starts. */
+  private readonly attempts = new Map<string, Attempt>();
+  /** The repository whose upstream sent the bytes (its upload directory holds them until the commit). */
+  private winner: FillSource | undefined;
+  /** Repositories whose clients were served by this fill: each gets the blob's link at the commit. */
+  private readonly linkNames = new Set<string>();
+  private location = '';
   private readonly uploadId = randomUUID();
+  private readonly limits: FillLimits;
   private resolveReady!: (size: number | undefined) => void;
   private rejectReady!: (err: Error) => void;
+  private readonly answer: Promise<FetchedBlob>;
+  private resolveAnswer!: (fetched: FetchedBlob) => void;
+  private rejectAnswer!: (err: Error) => void;
 
   /**
    * Written straight to the blob's key (driver.putStream) rather than to an upload
@@ -108,33 +178,118 @@ export class BlobFill implements Fill, TailSource {
 
   constructor(
     readonly digest: Digest,
-    private readonly cacheName: string,
-    private readonly remoteName: string,
-    private readonly deps: { driver: StorageDriver; blobs: BlobStore; client: UpstreamClient; logger: Logger; observer?: FillObserver },
+    cacheName: string,
+    remoteName: string,
+    private readonly deps: {
+      driver: StorageDriver;
+      blobs: BlobStore;
+      client: UpstreamClient;
+      logger: Logger;
+      observer?: FillObserver;
+      /** The size a manifest of `cacheName` declares for the blob. */
+      declaredSize?: number;
+      limits?: FillLimits;
+    },
   ) {
-    this.location = paths.uploadData(cacheName, this.uploadId);
+    this.limits = deps.limits ?? DEFAULT_FILL_LIMITS;
     this.direct = deps.driver.putStream !== undefined && deps.observer === undefined;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
     });
     this.ready.catch(() => {});
+    this.answer = new Promise((resolve, reject) => {
+      this.resolveAnswer = resolve;
+      this.rejectAnswer = reject;
+    });
+    this.answer.catch(() => {});
+    this.join({ cacheName, remoteName, client: deps.client, declaredSize: deps.declaredSize });
     this.done = this.run();
     this.done.catch(() => {});
   }
 
+  join(source: FillSource): Promise<number | undefined> {
+    if (this.state === 'failed') return Promise.reject(new FillEnded(this.error?.message ?? 'the blob fill failed'));
+    if (this.state !== 'starting') {
+      this.linkNames.add(source.cacheName);
+      return Promise.resolve(this.size);
+    }
+    return (this.attempts.get(source.cacheName) ?? this.attempt(source)).settled;
+  }
+
+  /** Asks `source`'s upstream for the blob, alongside the requests already out. */
+  private attempt(source: FillSource): Attempt {
+    const attempt = {} as Attempt;
+    attempt.settled = new Promise<number | undefined>((resolve, reject) => {
+      attempt.resolve = resolve;
+      attempt.reject = reject;
+    });
+    attempt.settled.catch(() => {});
+    this.attempts.set(source.cacheName, attempt);
+    void this.ask(source, attempt);
+    return attempt;
+  }
+
+  private async ask(source: FillSource, attempt: Attempt): Promise<void> {
+    let fetched: FetchedBlob;
+    try {
+      fetched = await source.client.getBlob(source.remoteName, this.digest.value);
+    } catch (err) {
+      this.attemptFailed(attempt, err as Error);
+      return;
+    }
+    if (this.state !== 'starting') {
+      // Another repository's upstream answered first (or they all failed): the digest makes its bytes the same blob.
+      fetched.body.destroy();
+      return;
+    }
+    const declared = source.declaredSize;
+    if (declared !== undefined && fetched.size !== undefined && fetched.size > declared) {
+      fetched.body.destroy();
+      const host = source.client.upstream?.host ?? 'upstream';
+      this.attemptFailed(
+        attempt,
+        new UpstreamUnavailable(
+          host,
+          `blob ${source.remoteName}@${this.digest.value} comes as ${fetched.size} bytes where its manifest declares ${declared}; not fetched`,
+        ),
+      );
+      return;
+    }
+    this.winner = source;
+    this.location = paths.uploadData(source.cacheName, this.uploadId);
+    this.limit = Math.min(fetched.size ?? Number.POSITIVE_INFINITY, declared ?? Number.POSITIVE_INFINITY);
+    this.size = fetched.size;
+    this.state = 'running';
+    for (const [name, a] of this.attempts) {
+      if (a.failure) continue;
+      this.linkNames.add(name);
+      a.resolve(fetched.size);
+    }
+    this.resolveReady(fetched.size);
+    this.resolveAnswer(fetched);
+  }
+
+  /** A repository's upstream request failed: its clients fail; the fill fails once every request did. */
+  private attemptFailed(attempt: Attempt, err: Error): void {
+    attempt.failure = err;
+    attempt.reject(err);
+    if (this.state !== 'starting' || [...this.attempts.values()].some((a) => !a.failure)) return;
+    // At once, so that no repository joins a fill that is over.
+    this.state = 'failed';
+    this.error = err;
+    this.rejectAnswer(err);
+  }
+
   private async run(): Promise<void> {
-    const { driver, blobs, client, logger } = this.deps;
+    const { driver, blobs, logger } = this.deps;
     let cleaned = false;
     let body: Readable | undefined;
     const t0 = Date.now();
     const ms: Record<string, number> = {};
     try {
-      const fetched = await client.getBlob(this.remoteName, this.digest.value);
+      const fetched = await this.answer;
       ms.upstreamMs = Date.now() - t0;
-      this.size = fetched.size;
-      this.state = 'running';
-      this.resolveReady(fetched.size);
       this.deps.observer?.started(this.key, fetched.size);
       body = fetched.body;
       const pumping = this.pump(fetched.body);
@@ -159,9 +314,9 @@ export class BlobFill implements Fill, TailSource {
         ms.storedMs = Date.now() - t0;
         await blobs.commitFrom(this.key, this.digest, this.stored);
       }
-      await blobs.writeLink(paths.layerLink(this.cacheName, this.digest), this.digest);
+      await Promise.all([...this.linkNames].map((name) => blobs.writeLink(paths.layerLink(name, this.digest), this.digest)));
       // Clean up before anyone learns the blob is complete: a client that has all its bytes sees no leftovers.
-      if (!this.direct) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      if (!this.direct) await driver.delete(this.uploadDir).catch(() => {});
       cleaned = true;
       this.location = paths.blobData(this.digest);
       this.state = 'done';
@@ -169,7 +324,7 @@ export class BlobFill implements Fill, TailSource {
       this.deps.observer?.finished(true);
       ms.committedMs = Date.now() - t0;
       ms.verifiedMs = this.verifiedAt - t0;
-      logger.debug({ digest: this.digest.value, repo: this.cacheName, bytes: this.stored, ...ms }, 'blob cached');
+      logger.debug({ digest: this.digest.value, repo: this.winner?.cacheName, bytes: this.stored, ...ms }, 'blob cached');
     } catch (err) {
       this.error = this.pumpError ?? (err as Error);
       this.state = 'failed';
@@ -177,35 +332,46 @@ export class BlobFill implements Fill, TailSource {
       body?.destroy();
       this.progressed.notify();
       this.rejectReady(this.error);
+      for (const a of this.attempts.values()) a.reject(this.error);
       this.deps.observer?.finished(false, this.error.message);
-      logger.warn({ digest: this.digest.value, repo: this.cacheName, err: this.error.message }, 'blob fill failed');
+      logger.warn({ digest: this.digest.value, repo: this.winner?.cacheName ?? [...this.attempts.keys()][0], err: this.error.message }, 'blob fill failed');
       throw this.error;
     } finally {
       this.unaccount(Number.POSITIVE_INFINITY);
-      if (!cleaned && !this.direct) await driver.delete(paths.uploadDir(this.cacheName, this.uploadId)).catch(() => {});
+      if (!cleaned && !this.direct && this.winner) await driver.delete(this.uploadDir).catch(() => {});
     }
+  }
+
+  private get uploadDir(): string {
+    return paths.uploadDir(this.winner?.cacheName ?? '', this.uploadId);
   }
 
   /**
    * Reads the upstream into the window as fast as it sends (hashing, and waking
    * readers), independently of how fast the storage takes the bytes, up to a
-   * bounded distance ahead of it (see AHEAD_*). At the end it checks the size and
-   * digest: only then may readers have the last byte, and the storage the end of
-   * the stream (feed()).
+   * bounded distance ahead of it (see AHEAD_*), and no further than `limit`,
+   * within the fill's deadline. At the end it checks the size and digest: only
+   * then may readers have the last byte, and the storage the end of the stream
+   * (feed()).
    */
   private async pump(body: Readable): Promise<void> {
     const hash = newHash(this.digest.algorithm);
     budget.receiving++;
+    const stopDeadline = this.deadline(body);
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         if ((this.state as State) === 'failed') return;
+        if (this.received + chunk.length > this.limit) {
+          throw new Error(`upstream sent more than the ${this.limit} bytes ${this.size === this.limit ? 'it announced' : 'the manifest declares'} for ${this.digest.value}; not cached`);
+        }
         hash.update(chunk);
         this.window.push(chunk);
         this.received += chunk.length;
         this.accounted += chunk.length;
         budget.ahead += chunk.length;
         this.progressed.notify();
-        while (this.state !== 'failed' && this.tooFarAhead()) await this.progressed.next();
+        while (this.state !== 'failed' && !this.pumpError && this.tooFarAhead()) await this.progressed.next();
+        if (this.pumpError) throw this.pumpError;
       }
       if ((this.state as State) === 'failed') return;
       if (this.size !== undefined && this.received !== this.size) {
@@ -220,13 +386,42 @@ export class BlobFill implements Fill, TailSource {
       this.state = 'verified';
       this.verifiedAt = Date.now();
     } catch (err) {
-      this.pumpError = err as Error;
+      this.pumpError ??= err as Error;
       body.destroy();
     } finally {
+      stopDeadline();
       budget.receiving--;
       budget.changed.notify();
       this.progressed.notify();
     }
+  }
+
+  /**
+   * Gives up on the body once it has taken longer than the floor plus its size at
+   * the slowest rate allowed (the upstream's per-chunk timeout restarts with every
+   * byte, so a trickle never trips it). Without a size, the bytes received so far
+   * stand for it: the body must keep up that average rate. Returns the canceller.
+   */
+  private deadline(body: Readable): () => void {
+    const { floorMs, bytesPerSecond } = this.limits;
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const check = () => {
+      const expected = this.size ?? this.received;
+      const left = started + floorMs + (expected / bytesPerSecond) * 1000 - Date.now();
+      if (left > 0) {
+        timer = setTimeout(check, Math.min(Math.ceil(left), 2 ** 31 - 1));
+        return;
+      }
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      this.pumpError ??= new Error(
+        `upstream too slow: ${this.received} of ${this.size ?? 'an unknown number of'} bytes of ${this.digest.value} in ${seconds} s (proxy.filltimeout, proxy.fillminrate); not cached`,
+      );
+      body.destroy(this.pumpError);
+      this.progressed.notify();
+    };
+    check();
+    return () => clearTimeout(timer);
   }
 
   private tooFarAhead(): boolean {
@@ -335,6 +530,10 @@ export class BlobFill implements Fill, TailSource {
     // (direct) catches up from the committed blob.
     if (pos < this.windowStart && pos >= this.written) return this.done.catch(() => {});
     return this.waitFor(pos + 1);
+  }
+
+  async whenComplete(): Promise<void> {
+    while (this.state === 'starting' || this.state === 'running') await this.progressed.next();
   }
 
   private async waitFor(atLeast: number): Promise<void> {

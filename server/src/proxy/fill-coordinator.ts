@@ -10,7 +10,7 @@ import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
-import { BlobFill, type Fill, type FillObserver } from './blob-fill.ts';
+import { BlobFill, type Fill, type FillLimits, type FillObserver, type FillSource } from './blob-fill.ts';
 import { RemoteFill } from './remote-fill.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
@@ -41,6 +41,8 @@ export interface SharedFillDeps {
   client: UpstreamClient;
   logger: Logger;
   coordinator: FillCoordinator;
+  declaredSize?: number;
+  limits?: FillLimits;
 }
 
 /** A fill that first asks the coordinator whether to run it here or to follow another replica's. */
@@ -74,6 +76,10 @@ export class SharedFill implements Fill {
 
   get size(): number | undefined {
     return this.inner?.size;
+  }
+
+  join(source: FillSource): Promise<number | undefined> {
+    return this.chosen.then((f) => f.join(source));
   }
 
   stream(range?: ByteRange): Readable {

@@ -4,9 +4,11 @@
 // one code path for both modes.
 //
 // - Blobs: a cache hit is the local registry's own path. A miss starts (or
-//   joins) one BlobFill per digest: one upstream GET however many clients ask.
-//   With a fill coordinator (Redis), replicas share that: one of them fetches,
-//   the others follow its fill through the shared storage (SharedFill).
+//   joins) one BlobFill per digest: one upstream GET however many clients of
+//   a repository ask (a repository's failing upstream fails only its own
+//   clients: see blob-fill.ts). With a fill coordinator (Redis), replicas
+//   share that: one of them fetches, the others follow its fill through the
+//   shared storage (SharedFill).
 // - Manifests by digest are immutable: served from the cache with no upstream
 //   request. By tag: revalidated with a HEAD once the tag's freshness window
 //   has passed, re-fetched only when the digest moved, and served stale when
@@ -31,9 +33,10 @@ import type {
   RegistryService,
   UploadStatus,
 } from '../registry/types.ts';
+import { LruCache } from '../registry/lru.ts';
 import type { Logger } from '../ops/logger.ts';
 import { AccessTracker } from './access-tracker.ts';
-import { BlobFill, type Fill } from './blob-fill.ts';
+import { BlobFill, type Fill, FillEnded, type FillLimits, type FillSource } from './blob-fill.ts';
 import { type FillCoordinator, SharedFill } from './fill-coordinator.ts';
 import { SingleFlight } from './single-flight.ts';
 import { UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
@@ -41,6 +44,10 @@ import type { Upstreams } from './upstreams.ts';
 
 /** After an upstream failure, cached tags are served stale without asking it for this long. */
 const UPSTREAM_DOWN_MS = 10_000;
+/** Blob sizes remembered from the manifests served (repository and digest → size), most recent first. */
+const DECLARED_SIZES = 20_000;
+/** A client whose fill ended without the blob for another repository's reasons starts a new one; this many times at most. */
+const FILL_STARTS = 3;
 
 export interface MirrorOptions {
   /** How long a cached tag is trusted without asking the upstream. */
@@ -50,12 +57,16 @@ export interface MirrorOptions {
   fills?: FillCoordinator;
   /** One upstream fetch per manifest across replicas (a lock in Redis, shared/redis-lock.ts); per process when absent. */
   manifestLocks?: Exclusive;
+  /** A blob fill's deadline (proxy.filltimeout, proxy.fillminrate). */
+  fillLimits?: FillLimits;
 }
 
 export class MirrorRegistry implements RegistryService {
   readonly capabilities: Capabilities = { write: false, delete: false };
   readonly clients: Map<string, UpstreamClient>;
   private readonly fills = new Map<string, Fill>();
+  /** `name@digest` → the size a manifest of `name` declares: a fill reads no more than that. */
+  private readonly declaredSizes = new LruCache<string, number>(DECLARED_SIZES, () => 1);
   private readonly access: AccessTracker;
   private readonly manifestFetches = new SingleFlight<Digest>();
   /** Manifests fetched and answered, still being written to the cache: `name@tag` and `name@digest` → the write. */
@@ -89,29 +100,27 @@ export class MirrorRegistry implements RegistryService {
   }
 
   async getBlob(name: string, digest: Digest): Promise<BlobHandle> {
-    // A fill of this process already running: join it without asking the storage.
-    let fill = this.fills.get(digest.value);
-    const local = fill ? undefined : await this.localBlob(name, digest);
-    if (local) {
-      this.access.touch(paths.blobData(digest));
-      return this.local.blobHandle(local, 'hit');
+    const { client, remoteName } = this.upstreamFor(name);
+    const source: FillSource = { cacheName: name, remoteName, client, declaredSize: this.declaredSizes.get(`${name}@${digest.value}`) };
+    let fill: Fill | undefined;
+    let size: number | undefined;
+    for (let starts = 1; ; starts++) {
+      // A fill of this process already running: join it without asking the storage.
+      fill = this.fills.get(digest.value);
+      const local = fill ? undefined : await this.localBlob(name, digest);
+      if (local) {
+        this.access.touch(paths.blobData(digest));
+        return this.local.blobHandle(local, 'hit');
+      }
+      fill ??= this.fills.get(digest.value) ?? this.startFill(digest, source);
+      try {
+        size = await fill.join(source);
+        break;
+      } catch (err) {
+        if (!(err instanceof FillEnded) || starts >= FILL_STARTS) throw this.mapUpstreamError(err);
+        if (this.fills.get(digest.value) === fill) this.fills.delete(digest.value);
+      }
     }
-
-    fill ??= this.fills.get(digest.value);
-    if (!fill) {
-      const { client, remoteName } = this.upstreamFor(name);
-      const deps = { driver: this.local.driver, blobs: this.local.blobs, client, logger: this.options.logger };
-      const coordinator = this.options.fills;
-      const started: Fill = coordinator
-        ? new SharedFill(digest, name, remoteName, { ...deps, coordinator })
-        : new BlobFill(digest, name, remoteName, deps);
-      this.fills.set(digest.value, started);
-      started.done.finally(() => {
-        if (this.fills.get(digest.value) === started) this.fills.delete(digest.value);
-      }).catch(() => {});
-      fill = started;
-    }
-    const size = await this.upstreamCall(() => fill.ready);
     if (size === undefined) {
       // No Content-Length upstream: wait for the whole blob, then serve it from the cache.
       await this.upstreamCall(() => fill.done);
@@ -120,6 +129,34 @@ export class MirrorRegistry implements RegistryService {
     }
     const filling = fill;
     return { info: { digest, size }, cache: 'miss', open: async (range) => filling.stream(range) as Readable };
+  }
+
+  private startFill(digest: Digest, source: FillSource): Fill {
+    const deps = {
+      driver: this.local.driver,
+      blobs: this.local.blobs,
+      client: source.client,
+      logger: this.options.logger,
+      declaredSize: source.declaredSize,
+      limits: this.options.fillLimits,
+    };
+    const coordinator = this.options.fills;
+    const started: Fill = coordinator
+      ? new SharedFill(digest, source.cacheName, source.remoteName, { ...deps, coordinator })
+      : new BlobFill(digest, source.cacheName, source.remoteName, deps);
+    this.fills.set(digest.value, started);
+    started.done
+      .finally(() => {
+        if (this.fills.get(digest.value) === started) this.fills.delete(digest.value);
+      })
+      .catch(() => {});
+    return started;
+  }
+
+  /** Remembers the blob sizes a manifest served from `name` declares, for the fills of its blobs. */
+  private async noteDeclaredSizes(name: string, digest: Digest): Promise<void> {
+    const parsed = await this.local.manifests.tryLoad(digest).catch(() => undefined);
+    for (const blob of parsed?.info.blobs ?? []) this.declaredSizes.set(`${name}@${blob.digest}`, blob.size);
   }
 
   /** A blob already in the cache: linked in this repository, or stored for another one (blobs are shared by digest). */
@@ -136,6 +173,7 @@ export class MirrorRegistry implements RegistryService {
 
   async getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
     const result = await this.manifest(name, reference, accept);
+    await this.noteDeclaredSizes(name, result.digest);
     // Last use, for pruning: the manifest in this repository, and the tag that named it.
     this.access.touch(paths.revisionLink(name, result.digest));
     if (!looksLikeDigest(reference)) this.access.touch(paths.tagCurrentLink(name, reference));

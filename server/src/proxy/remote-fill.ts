@@ -8,13 +8,15 @@
 //
 // If the filler goes away (its lease expired, another replica took over) or
 // fails, and the blob was not committed, the readers here fail; the next
-// request starts a new fill.
+// request starts a new fill. A client that joins a fill that failed (or fails
+// before the upstream answered) is told FillEnded: the failure may be another
+// repository's upstream's, so it starts a fill of its own.
 import type { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
-import type { Fill } from './blob-fill.ts';
+import { type Fill, FillEnded } from './blob-fill.ts';
 import type { FillCoordinator, FillInfo } from './fill-coordinator.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
 
@@ -132,6 +134,13 @@ export class RemoteFill implements Fill, TailSource {
     this.deps.logger.warn({ digest: this.digest.value, err: err.message }, 'following a blob fill of another replica failed');
   }
 
+  join(): Promise<number | undefined> {
+    if (this.state === 'failed') return Promise.reject(new FillEnded(this.error?.message ?? 'the blob fill failed on another replica'));
+    return this.ready.catch((err: Error) => {
+      throw new FillEnded(err.message);
+    });
+  }
+
   stream(range?: ByteRange): Readable {
     return tailStream(this, this.deps.driver, range);
   }
@@ -157,6 +166,10 @@ export class RemoteFill implements Fill, TailSource {
   waitForMore(pos: number): Promise<void> {
     const end = this.size !== undefined ? this.size - 1 : Number.POSITIVE_INFINITY;
     return this.waitFor(Math.min(pos + READ_STEP, end));
+  }
+
+  whenComplete(): Promise<void> {
+    return this.done.catch(() => {});
   }
 
   /** Until at least `atLeast` + 1 bytes are readable, the fill ends, or (slow filler) the next update. */

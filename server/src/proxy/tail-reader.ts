@@ -3,10 +3,13 @@
 // process's own fill, what is still in memory on its way to storage), waits
 // for more, and reads on, switching to the committed blob when the upload
 // object moves there.
-// The last byte is held back until the fill says the bytes are complete
-// (their digest verified), so no client receives a complete blob whose bytes
-// do not match it. Shared by this process's fills (blob-fill.ts) and other
-// replicas' (remote-fill.ts), which differ only in how they learn of progress.
+// The last byte a response is to carry (the blob's last byte, or the last of
+// the Range asked for) is held back until the fill says the bytes are complete
+// (their digest verified), so no client receives a complete blob, or a
+// complete 206, whose bytes do not match it: when verification fails, the
+// response is cut short. Shared by this process's fills (blob-fill.ts) and
+// other replicas' (remote-fill.ts), which differ only in how they learn of
+// progress.
 import { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 
@@ -37,6 +40,8 @@ export interface TailSource {
   readonly done: Promise<void>;
   /** Resolves when more than `pos` bytes may be readable, or the fill ended. */
   waitForMore(pos: number): Promise<void>;
+  /** Resolves once the fill is complete (verified) or failed. */
+  whenComplete(): Promise<void>;
 }
 
 export function tailStream(source: TailSource, driver: StorageDriver, range?: ByteRange): Readable {
@@ -50,8 +55,13 @@ async function* tailChunks(source: TailSource, driver: StorageDriver, range?: By
     const end = range?.end ?? (source.size !== undefined ? source.size - 1 : Number.POSITIVE_INFINITY);
     if (pos > end) return;
     const available = source.available ?? source.written;
-    const readable = source.complete ? available : Math.max(0, available - 1);
     if (source.complete && pos >= available) return;
+    // Unverified, the last byte received stays back (it may be the blob's last), and so does the response's last.
+    const readable = source.complete ? available : Math.max(0, Math.min(available - 1, end));
+    if (!source.complete && pos >= end) {
+      await source.whenComplete();
+      continue;
+    }
     const last = Math.min(end, readable - 1);
     const inMemory = pos <= last ? source.fromMemory?.(pos, last) : undefined;
     if (inMemory) {
