@@ -31,7 +31,7 @@ const program = createProgram(
   'GC',
   3600,
 );
-for (const o of adminOptions('GC', 'a registry instance to collect')) program.addOption(o);
+for (const o of adminOptions('GC', 'a registry instance to collect', 'private=http://127.0.0.1:5001')) program.addOption(o);
 program.addOption(
   new Option('--delete-untagged', 'also delete manifests no tag points to (as registry garbage-collect --delete-untagged)').default(
     false,

@@ -17,6 +17,10 @@ const pruneResponse = z.looseObject({
   blobsDeleted: count,
   bytesFreed: count,
   cacheBytes: count,
+  // Servers from before these fields answer without them.
+  blobsInGrace: count.optional(),
+  bytesInGrace: count.optional(),
+  graceEndsAt: z.string().nullable().optional(),
 });
 
 type PruneOptions = CommonOptions & AdminOptions;
@@ -27,7 +31,7 @@ const program = createProgram(
   'PRUNE',
   3600,
 );
-for (const o of adminOptions('PRUNE', 'a mirror instance to prune')) program.addOption(o);
+for (const o of adminOptions('PRUNE', 'a mirror instance to prune', 'mirror=http://127.0.0.1:5002')) program.addOption(o);
 program.addHelpText(
   'after',
   `
@@ -88,7 +92,7 @@ async function run(opts: PruneOptions, log: Logger): Promise<Outcome> {
   const perInstance = results
     .map((r) =>
       r.ok
-        ? `${r.instance} ${verb} ${formatBytes(r.bytesFreed as number)} (${r.tagsDeleted} tags, ${r.blobsDeleted} blobs; cache now ${formatBytes(r.cacheBytes as number)})`
+        ? `${r.instance} ${verb} ${formatBytes(r.bytesFreed as number)} (${r.tagsDeleted} tags, ${r.blobsDeleted} blobs; cache now ${formatBytes(r.cacheBytes as number)})${graceNote(r)}`
         : `${r.instance} FAILED: ${r.error}`,
     )
     .join('; ');
@@ -104,6 +108,13 @@ async function run(opts: PruneOptions, log: Logger): Promise<Outcome> {
     summary: `prune ${opts.dryRun ? 'dry run ' : ''}done: ${perInstance}`,
     details: { instances: results, bytesFreed: freed },
   };
+}
+
+/** Blobs left by evicted manifests stay while younger than the grace period: say so, or "0 blobs" reads as a prune that did nothing. */
+function graceNote(r: Record<string, unknown>): string {
+  const n = r.blobsInGrace as number | undefined;
+  if (!n) return '';
+  return `; the grace period keeps ${n} unreferenced blob(s), ${formatBytes(r.bytesInGrace as number)}, until ${r.graceEndsAt as string}: a prune after that frees them`;
 }
 
 await runScript<PruneOptions>(program, run, adminFallbacks('prune'));

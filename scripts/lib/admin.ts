@@ -23,11 +23,12 @@ export interface AdminOptions {
   tokenFile?: string;
 }
 
-export function adminOptions(envPrefix: string, what: string): Option[] {
+/** `example` is a --admin-url value the help shows: one the script can work on (prune only works on a mirror). */
+export function adminOptions(envPrefix: string, what: string, example: string): Option[] {
   return [
     new Option(
       '--admin-url <[name=]url>',
-      `admin listener of ${what} (repeatable, or comma-separated), e.g. private=http://127.0.0.1:5001 (default: ${DEFAULT_ADMIN_URL})`,
+      `admin listener of ${what} (repeatable, or comma-separated), e.g. ${example} (default: ${DEFAULT_ADMIN_URL})`,
     )
       .env(`${envPrefix}_ADMIN_URLS`)
       .argParser((value: string, previous: string[] | undefined) => [

@@ -28,7 +28,7 @@ export async function startPrivate(extra: Record<string, unknown> = {}): Promise
 }
 
 /** A mirror of `upstream` (no auth of its own), with an admin listener and the given cache policy. */
-export async function startMirrorOf(upstream: TestServer, cache: Record<string, unknown>): Promise<AdminServer> {
+export async function startMirrorOf(upstream: TestServer, cache: Record<string, unknown>, gc: Record<string, unknown> = { graceperiod: '0s' }): Promise<AdminServer> {
   return withAdmin(
     await startTestServer({
       users: {},
@@ -37,7 +37,7 @@ export async function startMirrorOf(upstream: TestServer, cache: Record<string, 
           upstreams: [{ host: `127.0.0.1:${upstream.port}`, url: upstream.url, username: TEST_USER, password: TEST_PASSWORD }],
         },
         admin: { addr: '127.0.0.1:0', token: ADMIN_TOKEN },
-        gc: { graceperiod: '0s' },
+        gc,
         cache,
       },
     }),

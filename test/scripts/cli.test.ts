@@ -48,6 +48,12 @@ describe('the scripts\' command line', () => {
     expect(r.stderr).not.toContain('pw@');
   });
 
+  it('prune --help shows an --admin-url example it can work on (a mirror, not private=)', async () => {
+    const r = await runScriptRaw('prune', ['--help']);
+    expect(r.stdout).toContain('mirror=http://127.0.0.1:5002');
+    expect(r.stdout).not.toContain('private=');
+  });
+
   it('an invalid webhook is a usage error that does not repeat the URL', async () => {
     const envs: Array<Record<string, string>> = [{ ALERT_WEBHOOK: 'hooks.example.com/services/T0/B0/s3cr3t-t0ken' }, { OPS_ALERT_WEBHOOK: 'hooks.example.com/services/T0/B0/s3cr3t-t0ken' }];
     for (const env of envs) {

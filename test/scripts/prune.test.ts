@@ -65,6 +65,23 @@ describe('prune', () => {
     expect(await pull(mirror, 'team/app', '1.0', image)).toEqual([200, 200, 200]);
   });
 
+  it('says what the grace period keeps: the blobs of evicted manifests, and when a prune frees them', async () => {
+    const young = await startMirrorOf(upstream, { maxsize: 1 }, { graceperiod: '1h' });
+    try {
+      expect(await pull(young, 'team/app', '1.0', image)).toEqual([200, 200, 200]);
+      for (let i = 0; i < 50 && !blobOnDisk(young, image.layers[0].digest); i++) await new Promise((r) => setTimeout(r, 100));
+      const r = await runScript('prune', ['--admin-url', `mirror=${young.adminUrl}`, '--token', ADMIN_TOKEN]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      const done = r.lines.find((l) => l.msg === 'cache prune done');
+      // The manifest, the config and the layer: unreferenced now, but written moments ago.
+      expect(done?.fields).toMatchObject({ tagsDeleted: 1, manifestsDeleted: 1, blobsDeleted: 0, bytesFreed: 0, blobsInGrace: 3 });
+      expect(r.summary.msg).toMatch(/the grace period keeps 3 unreferenced blob\(s\), .*, until \d{4}-\d\d-\d\dT[\d:.]+Z: a prune after that frees them$/);
+      expect(blobOnDisk(young, image.layers[0].digest)).toBe(true);
+    } finally {
+      await young.stop();
+    }
+  });
+
   it('on a private registry the server answers 409: the script fails and alerts', async () => {
     hook.clear();
     const r = await runScript('prune', ['--admin-url', `private=${upstream.adminUrl}`, '--token', ADMIN_TOKEN, '--alert-webhook', hook.url]);

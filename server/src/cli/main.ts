@@ -66,6 +66,7 @@ program
   .description("evict a mirror cache's least recently used content by its cache policy (cache.maxage, cache.maxsize)")
   .argument('<config>', 'configuration file of the mirror')
   .option('-d, --dry-run', 'only report what would be deleted, and how many bytes')
+  .option('--grace <seconds>', 'keep unreferenced blobs younger than this (default: gc.graceperiod, 1h)')
   .action(pruneCommand);
 
 program

@@ -37,19 +37,52 @@ export async function garbageCollectCommand(configFile: string, flags: GcFlags):
   summary(result, flags.dryRun ?? false);
 }
 
-export async function pruneCommand(configFile: string, flags: { dryRun?: boolean }): Promise<void> {
+export async function pruneCommand(configFile: string, flags: { dryRun?: boolean; grace?: string }): Promise<void> {
   const config = load(configFile);
   if (!config.proxy) fail('prune is for mirror caches (the config has no proxy section); use garbage-collect');
+  const graceMs = flags.grace !== undefined ? seconds('--grace', flags.grace) * 1000 : (config.gc?.graceperiod ?? 3_600_000);
   const { registry, close } = await open(config);
   const result = await pruneCache(registry, {
     dryRun: flags.dryRun ?? false,
     maxAgeMs: config.cache?.maxage ?? config.proxy?.ttl ?? 168 * 3_600_000,
     maxSizeBytes: config.cache?.maxsize,
-    graceMs: config.gc?.graceperiod ?? 3_600_000,
+    graceMs,
     onDelete: (kind, what, bytes) => report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes }),
   }).finally(close);
   summary(result, flags.dryRun ?? false);
+  if (result.blobsInGrace > 0) {
+    // Evicted tags and manifests go at once, their blobs only once older than the grace period
+    // (a fill or a push in flight may be about to refer to them): without this, "0 blobs
+    // deleted" after evicting half the cache reads as a prune that did nothing.
+    const grace = flags.grace !== undefined ? `--grace ${flags.grace}` : `gc.graceperiod ${formatDuration(graceMs)}`;
+    process.stderr.write(
+      `note: the grace period (${grace}) kept ${result.blobsInGrace} blob(s) that nothing refers to any more, ${mb(result.bytesInGrace)} MB, ` +
+        `because they were written or used less than ${formatDuration(graceMs)} ago; a prune after ${result.graceEndsAt} ${flags.dryRun ? 'would free' : 'will free'} them ` +
+        `(or now, with --grace 0, if no server is filling this cache)\n`,
+    );
+  }
 }
+
+function seconds(flag: string, value: string): number {
+  if (!/^\d+$/.test(value)) fail(`${flag} must be a whole number of seconds, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+/** 3600000 → "1h", 90000 → "1m30s": as the config writes durations. */
+function formatDuration(ms: number): string {
+  let s = Math.round(ms / 1000);
+  if (s === 0) return '0s';
+  const parts: string[] = [];
+  for (const [unit, n] of [['h', 3600], ['m', 60], ['s', 1]] as const) {
+    if (s >= n) {
+      parts.push(`${Math.floor(s / n)}${unit}`);
+      s %= n;
+    }
+  }
+  return parts.join('');
+}
+
+const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
 
 function load(file: string): RegistryConfig {
   try {
@@ -100,7 +133,8 @@ function summary(result: object, dryRun: boolean): void {
   process.stdout.write(`${JSON.stringify({ event: 'summary', ...result })}\n`);
   if (process.stderr.isTTY) {
     const verb = dryRun ? 'would free' : 'freed';
-    process.stderr.write(`${verb} ${(r.bytesFreed / 1e6).toFixed(1)} MB: ${r.manifestsDeleted} manifest(s), ${r.blobsDeleted} blob(s)\n`);
+    const tags = r.tagsDeleted !== undefined ? `${r.tagsDeleted} tag(s), ` : '';
+    process.stderr.write(`${verb} ${mb(r.bytesFreed)} MB: ${tags}${r.manifestsDeleted} manifest(s), ${r.blobsDeleted} blob(s)\n`);
   }
 }
 

@@ -6,7 +6,7 @@
 import { isNotFound } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { type Digest, tryParseDigest } from '../registry/digest.ts';
-import { sweepBlobs } from '../registry/gc.ts';
+import { type GraceKept, sweepBlobs } from '../registry/gc.ts';
 import { listDigests } from '../registry/listing.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
 
@@ -21,7 +21,7 @@ export interface PrunePolicy {
   onDelete?: (kind: 'tag' | 'manifest' | 'blob', what: string, bytes: number) => void;
 }
 
-export interface PruneResult {
+export interface PruneResult extends GraceKept {
   dryRun: boolean;
   tagsDeleted: number;
   manifestsDeleted: number;
@@ -104,7 +104,7 @@ async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<Prun
       marked.add(r.digest.value);
       for (const b of r.blobs) marked.add(b);
     }
-    const { blobsDeleted, bytesFreed } = await sweepBlobs(registry, marked, {
+    const { blobsDeleted, bytesFreed, blobsInGrace, bytesInGrace, graceEndsAt } = await sweepBlobs(registry, marked, {
       dryRun: policy.dryRun,
       graceMs: policy.graceMs,
       onDelete: policy.onDelete,
@@ -116,6 +116,9 @@ async function prune(registry: LocalRegistry, policy: PrunePolicy): Promise<Prun
       blobsDeleted,
       bytesFreed,
       cacheBytes,
+      blobsInGrace,
+      bytesInGrace,
+      graceEndsAt,
       durationMs: Date.now() - started,
     };
   } finally {

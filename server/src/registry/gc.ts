@@ -113,17 +113,32 @@ export async function sweepBlobs(
   registry: LocalRegistry,
   marked: Set<string>,
   options: SweepOptions,
-): Promise<{ blobsDeleted: number; bytesFreed: number; bytesKept: number }> {
+): Promise<{ blobsDeleted: number; bytesFreed: number; bytesKept: number } & GraceKept> {
   const { guard } = registry;
   const all = await listBlobs(registry);
-  const graceCutoff = Date.now() - options.graceMs;
+  const now = Date.now();
+  const graceCutoff = now - options.graceMs;
   let blobsDeleted = 0;
   let bytesFreed = 0;
   let bytesKept = 0;
+  // Unreferenced blobs kept only because they are younger than the grace period, so a caller can say when they go.
+  const grace: GraceKept = { blobsInGrace: 0, bytesInGrace: 0, graceEndsAt: null };
+  const inGrace = (size: number, until: number) => {
+    grace.blobsInGrace++;
+    grace.bytesInGrace += size;
+    if (grace.graceEndsAt === null || until > Date.parse(grace.graceEndsAt)) grace.graceEndsAt = new Date(until).toISOString();
+  };
   for (const [i, digest] of all.entries()) {
     options.onProgress?.('sweep', i + 1, all.length);
-    if (marked.has(digest.value) || (await guard.usedSince(digest.value, graceCutoff))) {
+    if (marked.has(digest.value)) {
       bytesKept += (await registry.blobs.stat(digest))?.size ?? 0;
+      continue;
+    }
+    if (await guard.usedSince(digest.value, graceCutoff)) {
+      // When it was last used is not known here: at the latest, now.
+      const size = (await registry.blobs.stat(digest))?.size ?? 0;
+      bytesKept += size;
+      inGrace(size, now + options.graceMs);
       continue;
     }
     let size: number;
@@ -132,6 +147,7 @@ export async function sweepBlobs(
       size = info.size;
       if (info.modTime.getTime() > graceCutoff) {
         bytesKept += size;
+        inGrace(size, info.modTime.getTime() + options.graceMs);
         continue;
       }
     } catch (err) {
@@ -149,7 +165,15 @@ export async function sweepBlobs(
       bytesKept += size;
     }
   }
-  return { blobsDeleted, bytesFreed, bytesKept };
+  return { blobsDeleted, bytesFreed, bytesKept, ...grace };
+}
+
+export interface GraceKept {
+  /** Blobs nothing refers to, kept because they are younger than the grace period. */
+  blobsInGrace: number;
+  bytesInGrace: number;
+  /** When the last of them leaves the grace period (ISO time), or null when there are none. */
+  graceEndsAt: string | null;
 }
 
 /** With deleteUntagged: the manifests tags reach, their index children, and referrers of anything kept. */
