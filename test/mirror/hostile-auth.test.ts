@@ -244,7 +244,7 @@ describe("mirror: redirects into the mirror's own network", () => {
     }
   });
 
-  it('keeps an upstream on loopback working with its own redirects to the same host (another port)', async () => {
+  it('keeps an upstream on loopback (named localhost) working with its own redirects to the same host (another port)', async () => {
     const up = await started(HostileAuthUpstream.start());
     up.pushImage('team/app', 'v1', image);
     const cdn = await started(
@@ -256,7 +256,8 @@ describe("mirror: redirects into the mirror's own network", () => {
       }),
     );
     for (const b of [image.config, ...image.layers]) up.redirect(`/v2/team/app/blobs/${b.digest}`, `${cdn.url}/cdn/${b.digest}`);
-    const m = await mirrorOf(up.url);
+    // Named by a host name: the redirect target's address is the one that name resolves to.
+    const m = await mirrorOf(`http://localhost:${up.port}`);
     expect((await verifyPull(m.url, undefined, 'team/app', 'v1')).digest).toBe(image.manifest.digest);
     expect(cdn.requests.length).toBeGreaterThanOrEqual(1);
     expect(cdn.withAuthorization).toEqual([]);
