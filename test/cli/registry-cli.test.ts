@@ -137,3 +137,25 @@ describe('registry serve: a data directory the built-in default cannot write', (
     oneLineError(r, 'storage.filesystem.rootdirectory', path.join(work, 'data'), 'ENOTDIR');
   });
 });
+
+describe('registry garbage-collect and prune: a storage that fails', () => {
+  it('S3 unreachable: one line naming the failure, exit 1, and no AWS SDK Node-version warning', async () => {
+    const work = makeTempDir('rs-cli-gc-s3-');
+    const config = path.join(work, 'config.yml');
+    const endpoint = `http://127.0.0.1:${await freePort()}`;
+    writeFileSync(config, `version: 0.1\nstorage:\n  s3: {bucket: b, regionendpoint: "${endpoint}", accesskey: a, secretkey: s}\n`);
+    // The test processes turn the SDK's warning off themselves (vitest.config.ts): the command must not need it.
+    const env = { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: undefined };
+    const r = await runRegistry(['garbage-collect', '--dry-run', config], { env, timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).not.toContain('NodeVersionSupportWarning');
+    expect(r.stderr).toMatch(/^registry: garbage-collect: the storage failed: .*ECONNREFUSED.*\n$/);
+  });
+
+  it('--grace that is not a number of seconds is a usage error', async () => {
+    const work = makeTempDir('rs-cli-gc-grace-');
+    const config = path.join(work, 'config.yml');
+    writeFileSync(config, `version: 0.1\nstorage:\n  filesystem: {rootdirectory: ${path.join(work, 'data')}}\n`);
+    oneLineError(await runRegistry(['garbage-collect', '--grace', '1h', config]), '--grace', '"1h"');
+  });
+});

@@ -12,7 +12,7 @@ import { mirrorPullCommand } from './mirror-pull.ts';
 // Node 22. That is for whoever upgrades the dependency, not for an operator
 // starting the registry (and it is several lines in a JSON log stream). The
 // SDK's documented switch, left to the operator when set (aws-sdk-js-v3#7983).
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ||= 'true';
 
 /**
  * The version of the installed package, read at run time so that no build

@@ -22,17 +22,20 @@ interface GcFlags {
 
 export async function garbageCollectCommand(configFile: string, flags: GcFlags): Promise<void> {
   const config = load(configFile);
+  if (flags.grace !== undefined) seconds('--grace', flags.grace);
   const { registry, close } = await open(config);
   const bar = progressBar();
   const result = await collectGarbage(registry, {
     dryRun: flags.dryRun ?? false,
     deleteUntagged: flags.deleteUntagged ?? config.gc?.deleteuntagged ?? false,
-    graceMs: flags.grace !== undefined ? Number(flags.grace) * 1000 : (config.gc?.graceperiod ?? 0),
+    graceMs: flags.grace !== undefined ? seconds('--grace', flags.grace) * 1000 : (config.gc?.graceperiod ?? 0),
     onProgress: bar?.update,
     onDelete: (kind, what, bytes) => {
       if (!bar) report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes });
     },
-  }).finally(close);
+  })
+    .catch(storageFailed('garbage-collect'))
+    .finally(close);
   bar?.stop();
   summary(result, flags.dryRun ?? false);
 }
@@ -48,7 +51,9 @@ export async function pruneCommand(configFile: string, flags: { dryRun?: boolean
     maxSizeBytes: config.cache?.maxsize,
     graceMs,
     onDelete: (kind, what, bytes) => report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes }),
-  }).finally(close);
+  })
+    .catch(storageFailed('prune'))
+    .finally(close);
   summary(result, flags.dryRun ?? false);
   if (result.blobsInGrace > 0) {
     // Evicted tags and manifests go at once, their blobs only once older than the grace period
@@ -136,6 +141,21 @@ function summary(result: object, dryRun: boolean): void {
     const tags = r.tagsDeleted !== undefined ? `${r.tagsDeleted} tag(s), ` : '';
     process.stderr.write(`${verb} ${mb(r.bytesFreed)} MB: ${tags}${r.manifestsDeleted} manifest(s), ${r.blobsDeleted} blob(s)\n`);
   }
+}
+
+/**
+ * A storage that cannot be reached or read (an errno, or an S3 error with its
+ * metadata) is for the operator to fix, and may work on a retry: one line,
+ * exit 1. Anything else is a bug and keeps its stack trace.
+ */
+function storageFailed(command: string): (err: unknown) => never {
+  return (err) => {
+    const e = err as (NodeJS.ErrnoException & { $metadata?: unknown }) | undefined;
+    if (!e || (typeof e.code !== 'string' && e.$metadata === undefined)) throw err;
+    const code = e.code && !e.message.includes(e.code) ? ` (${e.code})` : '';
+    process.stderr.write(`registry: ${command}: the storage failed: ${e.message.split('\n')[0]}${code}\n`);
+    process.exit(1);
+  };
 }
 
 function fail(message: string): never {
