@@ -268,7 +268,9 @@ export class UpstreamClient {
           retry = await this.relearn(res.headers, scope);
         } catch (err) {
           await res.body.dump();
-          throw err;
+          if (err instanceof UpstreamUnavailable) throw err;
+          this.stats.errors++;
+          throw new UpstreamUnavailable(this.upstream.host, (err as Error).message);
         }
         if (retry) {
           await res.body.dump();
@@ -395,17 +397,12 @@ export class UpstreamClient {
   }
 
   private async probe(): Promise<void> {
-    let res: Dispatcher.ResponseData;
-    try {
-      this.stats.requests++;
-      res = await request(`${this.upstream.url}/v2/`, { method: 'GET', dispatcher: this.dispatcher });
-    } catch (err) {
-      // Unreachable now: the request that needed it fails (and retries) on its own.
-      this.stats.errors++;
-      this.options.logger.debug({ upstream: this.upstream.host, err: (err as Error).message }, 'could not ask the upstream how to authenticate');
-      return;
-    }
+    // Unreachable now: the request that needed it fails (and is retried) with this error.
+    this.stats.requests++;
+    const res = await request(`${this.upstream.url}/v2/`, { method: 'GET', dispatcher: this.dispatcher });
     await res.body.dump();
+    // An erroring /v2/ says nothing about auth: asked again when a request meets a 401.
+    if (res.statusCode >= 500 || res.statusCode === 429) return;
     this.discovered = true;
     if (res.statusCode !== 401) {
       this.scheme = { kind: 'none' };
