@@ -90,8 +90,6 @@ describe('access decisions', () => {
     const p = parseAccessPolicy('admins: [root]\nrepositories:\n  "team/**": { default: [pull] }\n');
     expect(sorted(p.actions({ user: 'alice' }, 'other/app'))).toEqual([]);
     expect(sorted(p.actions({ user: 'root' }, 'other/app'))).toEqual(['delete', 'pull', 'push']);
-    expect(p.anonymousMayPullSomething).toBe(false);
-    expect(policy.anonymousMayPullSomething).toBe(true);
   });
 
   it('keeps the order of the file even for patterns that look like numbers', () => {
@@ -145,7 +143,8 @@ describe('AccessPolicyFile reloads', () => {
   it('applies a changed file; keeps the last good one (and says why) when the change is bad', () => {
     write('repositories:\n  "**": { default: [pull] }\n');
     const warnings: Array<{ obj: any; msg: string }> = [];
-    const logger = { warn: (obj: any, msg: string) => warnings.push({ obj, msg }), info: () => {} };
+    // pino's overloaded LogFn: a plain recorder stands in for it.
+    const logger = { warn: (obj: any, msg: string) => warnings.push({ obj, msg }), info: () => {} } as never;
     const policy = new AccessPolicyFile({ path: file, reloadCheckMs: 0, logger });
     expect(policy.current().may({ user: 'a' }, 'x', 'push')).toBe(false);
 

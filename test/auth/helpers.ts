@@ -161,6 +161,25 @@ export class TokenClient extends RegistryClient {
     super(baseUrl, undefined);
   }
 
+  /**
+   * Fetches a token for `scopes` up front, as docker does before a push (a
+   * request with a body answered by a challenge would have to be sent twice).
+   */
+  async login(...scopes: string[]): Promise<TokenResponse> {
+    const probe = await super.req('/v2/');
+    const challenge = parseChallenge(probe.header('www-authenticate'));
+    if (!challenge) throw new Error(`/v2/ did not challenge: ${probe.status}`);
+    const token = await fetchToken(challenge.params.realm, { service: challenge.params.service, scope: scopes }, this.credentials);
+    this.tokensFetched++;
+    if (token.status === 200) this.bearer = `Bearer ${token.body.token}`;
+    return token;
+  }
+
+  /** The token in use (undefined before the first). */
+  get token(): string | undefined {
+    return this.bearer?.slice('Bearer '.length);
+  }
+
   override withAuth(): RegistryClient {
     throw new Error('TokenClient manages its own Authorization');
   }

@@ -87,11 +87,6 @@ export class AccessPolicy {
   may(subject: Subject, name: string, action: Action): boolean {
     return this.actions(subject, name).has(action);
   }
-
-  /** Whether anonymous clients may do anything at all (else listing the catalog asks them to log in). */
-  get anonymousMayPullSomething(): boolean {
-    return this.rules.some((r) => r.anonymous.has('pull'));
-  }
 }
 
 /** A problem in a policy file, named by its key path. */
@@ -225,6 +220,8 @@ export interface AccessPolicyFileOptions {
   /** How often the file's mtime is looked at. */
   reloadCheckMs?: number;
   logger?: Pick<Logger, 'warn' | 'info'>;
+  /** The clock of reload checks (tests move it). */
+  now?: () => number;
 }
 
 /** The policy of a file, re-read when its mtime changes. */
@@ -243,7 +240,7 @@ export class AccessPolicyFile {
   }
 
   current(): AccessPolicy {
-    const now = Date.now();
+    const now = (this.options.now ?? Date.now)();
     if (now - this.lastCheck >= this.reloadCheckMs) {
       this.lastCheck = now;
       this.maybeReload();

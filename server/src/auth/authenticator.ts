@@ -10,12 +10,38 @@ export type Access = 'pull' | 'push' | 'delete';
 export interface Identity {
   /** The authenticated user, or undefined for an anonymous client. */
   readonly user?: string;
+  /**
+   * With an access policy: whether this client may do `action` on another
+   * repository than the request's (the catalog, a mount's source). Absent:
+   * whatever the request was let through for, it may do everywhere.
+   */
+  readonly may?: (name: string, action: Access) => boolean;
+}
+
+/** What the HTTP layer knows about a request when it asks who is asking. */
+export interface AuthRequest {
+  authorization?: string;
+  /** What the endpoint needs; 'base' for /v2/. */
+  access: Access | 'base';
+  /** The repository, as the registry names it; undefined for /v2/ and the catalog. */
+  repository?: string;
+  catalog?: boolean;
+  /** scheme://host[/prefix] the client reached us at (for a token realm on this server). */
+  origin?: string;
+  budget?: LoginBudget;
+}
+
+/** The authentication scheme of a server: Basic over htpasswd, or bearer tokens. */
+export interface RequestAuthenticator {
+  authenticateRequest(request: AuthRequest): Promise<Identity>;
+  /** The WWW-Authenticate value of an UNAUTHORIZED answer. */
+  challengeFor(request: AuthRequest | undefined, err: RegistryError): string;
 }
 
 /** Wrong user or password (as opposed to none given): what the failed-login limit counts. */
 export class InvalidCredentials extends RegistryError {
-  constructor() {
-    super('UNAUTHORIZED', 'authentication required: invalid credentials');
+  constructor(message = 'authentication required: invalid credentials') {
+    super('UNAUTHORIZED', message);
   }
 }
 
@@ -25,11 +51,19 @@ export interface AuthPolicy {
   anonymousPull: boolean;
 }
 
-export class Authenticator {
+export class Authenticator implements RequestAuthenticator {
   constructor(private readonly policy: AuthPolicy) {}
 
   get challenge(): string {
     return `Basic realm="${this.policy.realm.replace(/"/g, '')}"`;
+  }
+
+  authenticateRequest(request: AuthRequest): Promise<Identity> {
+    return this.authenticate(request.authorization, request.access, request.budget);
+  }
+
+  challengeFor(): string {
+    return this.challenge;
   }
 
   /**
@@ -67,7 +101,7 @@ export class Authenticator {
   }
 }
 
-function parseBasic(header: string): { user: string; password: string } | undefined {
+export function parseBasic(header: string): { user: string; password: string } | undefined {
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
   if (!m) return undefined;
   const decoded = Buffer.from(m[1], 'base64').toString('utf8');

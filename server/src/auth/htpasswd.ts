@@ -31,6 +31,8 @@ export interface HtpasswdOptions {
   logger?: Pick<Logger, 'warn'>;
   /** The bcrypt pool (tests inject a small one); default: one per instance, DEFAULT_MAX_PENDING queued. */
   pool?: BcryptPool;
+  /** The clock of reload checks (tests move it). */
+  now?: () => number;
 }
 
 /** A failed-login point taken before a compare; given back when the password was right. */
@@ -192,7 +194,7 @@ export class Htpasswd {
   }
 
   private maybeReload(): void {
-    const now = Date.now();
+    const now = (this.options.now ?? Date.now)();
     if (now - this.lastCheck < this.reloadCheckMs) return;
     this.lastCheck = now;
     try {

@@ -245,16 +245,46 @@ const htpasswd = z.strictObject({
   path: str.describe('The htpasswd file (bcrypt entries, htpasswd -B); read at start, re-read when it changes.'),
 });
 
+/**
+ * Token auth: distribution's keys (an external token server's realm, service,
+ * issuer and certificates) plus ours for the built-in token server that
+ * auth.access turns on.
+ */
+const token = z.strictObject({
+  realm: str.optional().describe('Where clients get tokens (an absolute URL); default: this server\'s /auth/token.'),
+  service: str.optional().describe('The service tokens are for (their audience; clients send it back as ?service=). Default: registry-stack.'),
+  issuer: str.optional().describe('The issuer tokens must name. Default: registry-stack.'),
+  rootcertbundle: str.optional().describe('PEM certificates of an external token server\'s signing keys (tokens name them by kid: libtrust key ID or JWK thumbprint).'),
+  jwks: str.optional().describe('Ours: a JWK set file with an external token server\'s public keys (by kid).'),
+  autoredirect: bool.optional().describe('Accepted; not used.'),
+  keydir: str.optional().describe('Ours: the built-in token server\'s signing keys (PEM, made on first start with mode 0600, or put there). Default: <rootdirectory>/auth/token-keys; replicas share one.'),
+  signingalgorithm: z.enum(['ES256', 'RS256']).default('ES256').describe('Ours: the algorithm of keys the built-in token server makes.'),
+  keyrotation: duration.default(720 * 3_600_000).describe('Ours: a new signing key is made when the newest is this old (0: never); older keys keep verifying what they signed.'),
+  expiration: duration.default(300_000).describe('Ours: how long an access token of the built-in token server lives.'),
+  refreshexpiration: duration.default(720 * 3_600_000).describe('Ours: how long a refresh token (docker login\'s) lives; a new password or a removed user ends it sooner.'),
+});
+
 const auth = z
   .strictObject({
-    htpasswd: htpasswd.optional().describe('Users from an htpasswd file: they may push, pull and delete. Without an auth section everyone may pull and nobody may push.'),
-    token: z.record(z.string(), z.unknown()).optional().describe('Refused: token auth is not supported.'),
+    htpasswd: htpasswd.optional().describe('Users from an htpasswd file: they may push, pull and delete (with auth.access: what the policy lets them). Without an auth section everyone may pull and nobody may push.'),
+    access: str.optional().describe('Ours: the access policy file (who may pull, push, delete which repositories); turns on token auth with the built-in token server at /auth/token. Re-read when it changes.'),
+    token: token.optional().describe('Token auth (Docker token protocol): without auth.access, tokens of an external token server (realm, service, issuer, rootcertbundle or jwks required).'),
     silly: z.record(z.string(), z.unknown()).optional().describe('Refused: not supported.'),
-    anonymouspull: bool.default(false).describe('Ours: anonymous clients may pull while pushes need a login.'),
+    anonymouspull: bool.default(false).describe('Ours: anonymous clients may pull while pushes need a login (with auth.access: refused; the policy says what anonymous clients may do).'),
   })
   .superRefine((a, ctx) => {
-    if (a.token) ctx.addIssue({ code: 'custom', path: ['token'], message: 'token auth is not supported yet; use auth.htpasswd' });
     if (a.silly) ctx.addIssue({ code: 'custom', path: ['silly'], message: 'silly auth is not supported; use auth.htpasswd' });
+    if (a.access && a.anonymouspull) {
+      ctx.addIssue({ code: 'custom', path: ['anonymouspull'], message: 'with auth.access, the policy file says what anonymous clients may do (anonymous: [pull])' });
+    }
+    if (a.token && !a.access) {
+      for (const key of ['realm', 'service', 'issuer'] as const) {
+        if (!a.token[key]) ctx.addIssue({ code: 'custom', path: ['token', key], message: 'required for an external token server (or set auth.access for the built-in one)' });
+      }
+      if (!a.token.rootcertbundle && !a.token.jwks) {
+        ctx.addIssue({ code: 'custom', path: ['token', 'rootcertbundle'], message: 'an external token server\'s certificates (or auth.token.jwks) are required' });
+      }
+    }
   });
 
 const health = z.strictObject({

@@ -2,7 +2,9 @@
 // limits → authenticate → handler → errors → metrics and access log.
 // Handlers never see a request they may not serve.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Authenticator, Identity } from '../auth/authenticator.ts';
+import type { AuthRequest, Identity, RequestAuthenticator } from '../auth/authenticator.ts';
+import { TOKEN_PATH } from '../auth/token-auth.ts';
+import type { TokenService } from '../auth/token-service.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
 import type { Health } from '../ops/health.ts';
@@ -12,12 +14,15 @@ import type { Metrics } from '../ops/metrics.ts';
 import type { AccessRecord, CacheControl, RequestContext } from './context.ts';
 import { endpointFor, isWriteMethod } from './dispatch.ts';
 import { writeError } from './errors.ts';
+import { tokenEndpoint } from './handlers/token.ts';
 import type { RateLimits } from './rate-limit.ts';
 import { matchRoute, splitUrl } from './router.ts';
 
 export interface AppOptions {
   service: RegistryService;
-  authenticator: Authenticator;
+  authenticator: RequestAuthenticator;
+  /** The built-in token server, answering /auth/token (auth.access). */
+  tokens?: TokenService;
   logger: Logger;
   accessLog: boolean;
   /** http.prefix: the path the API is mounted under (e.g. "/registry"). */
@@ -47,6 +52,7 @@ export function createApp(options: AppOptions): RequestListener {
     for (const [k, v] of fixedHeaders) res.setHeader(k, v);
     const access: AccessRecord = {};
     let identity: Identity = {};
+    let authRequest: AuthRequest | undefined;
     let routeKind = 'unknown';
     const client = rateLimits ? rateLimits.clientIp(req) : req.socket.remoteAddress ?? '';
 
@@ -79,7 +85,7 @@ export function createApp(options: AppOptions): RequestListener {
       if (!(err instanceof RegistryError)) logger.error({ err, method: req.method, path: req.url }, 'request failed');
       const extra: Record<string, string> = {};
       if (err instanceof RegistryError && err.code === 'UNAUTHORIZED') {
-        extra['WWW-Authenticate'] = options.authenticator.challenge;
+        extra['WWW-Authenticate'] = options.authenticator.challengeFor(authRequest, err);
       }
       if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
         const retry = (err.detail as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds;
@@ -106,6 +112,12 @@ export function createApp(options: AppOptions): RequestListener {
         if (!pathname.startsWith(`${prefix}/`)) throw new RegistryError('NAME_UNKNOWN', 'not found');
         pathname = pathname.slice(prefix.length);
       }
+      if (options.tokens && (pathname === TOKEN_PATH || pathname === `${TOKEN_PATH}/`)) {
+        routeKind = 'token';
+        const user = await tokenEndpoint({ req, res, query, tokens: options.tokens, client, rateLimits });
+        identity = { user };
+        return finish(res.statusCode);
+      }
       const { canonicalName } = options.service;
       const ns = query.get('ns') ?? undefined;
       const route = matchRoute(pathname, canonicalName && ((name) => canonicalName.call(options.service, name, ns)));
@@ -122,8 +134,23 @@ export function createApp(options: AppOptions): RequestListener {
       // The failed-login budget is drawn on only by password checks that run
       // and by wrong credentials: good ones (cached, or checked once for many
       // concurrent requests) never spend it.
-      identity = await options.authenticator.authenticate(req.headers.authorization, endpoint.access, rateLimits?.loginBudget(client));
+      authRequest = {
+        authorization: req.headers.authorization,
+        access: endpoint.access,
+        repository: 'name' in route ? route.name : undefined,
+        catalog: route.kind === 'catalog',
+        origin: `${originOf(req)}${prefix}`,
+        budget: rateLimits?.loginBudget(client),
+      };
+      identity = await options.authenticator.authenticateRequest(authRequest);
       await rateLimits?.afterAuth(identity.user);
+      // A mount from a repository the client may not pull would hand it that
+      // repository's blob: such a POST starts a plain upload instead.
+      const from = query.get('from');
+      if (route.kind === 'uploads' && from !== null && identity.may && !identity.may(from, 'pull')) {
+        query.delete('mount');
+        query.delete('from');
+      }
       if ('name' in route) access.repo = route.name;
       if ('reference' in route) access.reference = route.reference;
       const ctx: RequestContext = {
@@ -146,4 +173,12 @@ export function createApp(options: AppOptions): RequestListener {
       .catch(fail)
       .finally(() => metrics?.inFlight.dec());
   };
+}
+
+/** scheme://host the client used; behind a proxy, as the proxy says (it only names where this client goes). */
+function originOf(req: IncomingMessage): string {
+  const forwarded = req.headers['x-forwarded-proto'];
+  const proto = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0].trim();
+  const scheme = proto === 'https' || proto === 'http' ? proto : 'encrypted' in req.socket && req.socket.encrypted ? 'https' : 'http';
+  return `${scheme}://${req.headers.host ?? 'localhost'}`;
 }

@@ -5,8 +5,7 @@ import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { Authenticator } from '../auth/authenticator.ts';
-import { Htpasswd } from '../auth/htpasswd.ts';
+import { createAuth } from '../auth/setup.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import type { RegistryService } from '../registry/types.ts';
@@ -51,6 +50,8 @@ export interface StartOptions {
   addr?: string;
   /** Overrides admin.addr. */
   adminAddr?: string;
+  /** The clock tokens are issued and checked by (tests move it). */
+  now?: () => number;
 }
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -82,13 +83,17 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     : undefined;
   const service: RegistryService = mirror ?? registry;
 
-  const htpasswdConfig = config.auth?.htpasswd;
-  const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path, logger }) : undefined;
-  const authenticator = new Authenticator({
-    htpasswd,
-    realm: htpasswdConfig?.realm ?? 'Registry Realm',
-    anonymousPull: config.auth?.anonymouspull ?? false,
-  });
+  let auth: Awaited<ReturnType<typeof createAuth>>;
+  try {
+    auth = await createAuth(config, {
+      logger,
+      canonicalName: mirror && ((name) => mirror.canonicalName(name, undefined)),
+      now: options.now,
+    });
+  } catch (err) {
+    await shared.close();
+    throw err;
+  }
 
   const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
   const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis);
@@ -97,7 +102,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
 
   const app = createApp({
     service,
-    authenticator,
+    authenticator: auth.authenticator,
+    tokens: auth.tokens,
     logger,
     accessLog: !config.log.accesslog.disabled,
     prefix: config.http.prefix,
@@ -123,6 +129,14 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
   });
+  // CONNECT asks for a tunnel, which a registry never gives: Node would drop the connection without
+  // a word; answer it like any other unsupported method.
+  server.on('connect', (_req: http.IncomingMessage, socket: import('node:stream').Duplex) => {
+    const body = JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message: 'CONNECT is not supported: this is a registry, not a proxy' }] });
+    socket.end(
+      `HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
   server.requestTimeout = config.http.timeout?.read ?? 0;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = config.http.timeout?.idle ?? 75_000;
@@ -132,6 +146,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   try {
     await listen(server, config.http.net, addr);
   } catch (err) {
+    await auth.close();
     await shared.close();
     throw err;
   }
@@ -180,7 +195,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
         server.closeAllConnections();
       });
       await mirror?.close();
-      await htpasswd?.close();
+      await auth.close();
       await shared.close();
     },
   };
@@ -192,7 +207,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
  * private caches (the client's own) may keep anything.
  */
 function cacheControlFor(config: RegistryConfig): CacheControl {
-  const scope = config.auth?.htpasswd ? 'private' : 'public';
+  const scope = config.auth?.htpasswd || config.auth?.access || config.auth?.token ? 'private' : 'public';
   if (!config.proxy) return { immutable: `${scope}, max-age=31536000` };
   const tagSeconds = Math.floor(config.proxy.tagmaxage / 1000);
   return {

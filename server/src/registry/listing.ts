@@ -2,6 +2,7 @@
 // empty, and <dir>/<algorithm>/<hex> trees (revisions, referrers) are digests.
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { type Digest, tryParseDigest } from './digest.ts';
+import type { Page, PageRequest, RegistryService } from './types.ts';
 
 export async function listOrEmpty(driver: StorageDriver, key: string): Promise<string[]> {
   try {
@@ -22,4 +23,21 @@ export async function listDigests(driver: StorageDriver, dir: string): Promise<D
     }
   }
   return out;
+}
+
+/**
+ * The catalog as one client may see it: only the names `visible` lets through,
+ * paged after filtering, so a page holds up to n names the client may see.
+ * The local catalog walks every repository for any page anyway, so asking it
+ * for all of them costs nothing more.
+ */
+export async function visibleCatalog(
+  service: Pick<RegistryService, 'catalog'>,
+  { n, last }: PageRequest,
+  visible: (name: string) => boolean,
+): Promise<Page> {
+  const items = (await service.catalog({ last })).items.filter(visible);
+  if (n === undefined || items.length <= n) return { items };
+  const page = items.slice(0, n);
+  return { items: page, next: page[page.length - 1] };
 }

@@ -1,5 +1,6 @@
 // GET /v2/, /v2/_catalog, /v2/<name>/tags/list, /v2/<name>/referrers/<digest>
 import { parseDigest } from '../../registry/digest.ts';
+import { visibleCatalog } from '../../registry/listing.ts';
 import { MediaTypes } from '../../registry/manifest.ts';
 import { linkHeader, queryInt, type RequestContext } from '../context.ts';
 
@@ -9,7 +10,10 @@ export async function base(ctx: RequestContext): Promise<void> {
 
 export async function catalog(ctx: RequestContext): Promise<void> {
   const n = queryInt(ctx.query, 'n');
-  const page = await ctx.service.catalog({ n, last: ctx.query.get('last') ?? undefined });
+  const request = { n, last: ctx.query.get('last') ?? undefined };
+  // With an access policy, only the repositories the caller may pull.
+  const { may } = ctx.identity;
+  const page = may ? await visibleCatalog(ctx.service, request, (name) => may(name, 'pull')) : await ctx.service.catalog(request);
   const headers: Record<string, string> = {};
   if (page.next !== undefined && n !== undefined) {
     headers.Link = linkHeader(ctx.url('/v2/_catalog'), { last: page.next, n });

@@ -1,0 +1,137 @@
+// Builds the server's authentication from the config:
+// - no auth.access and no auth.token: Basic over htpasswd, all-or-nothing (as always);
+// - auth.access: bearer tokens from the built-in token server (/auth/token),
+//   passwords from htpasswd, rights from the policy file; tokens of an external
+//   issuer are trusted too when auth.token names its keys;
+// - auth.token alone: bearer tokens of an external token server only (distribution's token auth).
+// A problem with a file it needs stops the start as one line naming the key.
+import * as path from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { ConfigError } from '../config/load.ts';
+import type { RegistryConfig } from '../config/schema.ts';
+import type { Logger } from '../ops/logger.ts';
+import { AccessPolicyFile } from './access-policy.ts';
+import { Authenticator, type RequestAuthenticator } from './authenticator.ts';
+import { Htpasswd } from './htpasswd.ts';
+import { KeyStore } from './keys.ts';
+import { TokenAuthenticator } from './token-auth.ts';
+import { TokenIssuer } from './token-issuer.ts';
+import { TokenService } from './token-service.ts';
+import { loadExternalKeys, TokenVerifier } from './token-verifier.ts';
+
+export const DEFAULT_SERVICE = 'registry-stack';
+export const DEFAULT_ISSUER = 'registry-stack';
+
+export interface AuthSetup {
+  authenticator: RequestAuthenticator;
+  /** The built-in token server, when auth.access is configured. */
+  tokens?: TokenService;
+  close(): Promise<void>;
+}
+
+export interface AuthSetupOptions {
+  logger: Logger;
+  /** This registry's name for a requested repository (the mirror's). */
+  canonicalName?: (name: string) => string;
+  /** The clock tokens are issued and checked by (tests move it). */
+  now?: () => number;
+}
+
+/** Where the built-in token server keeps its keys unless auth.token.keydir says. */
+export function defaultKeyDir(config: RegistryConfig): string | undefined {
+  const root = config.storage.filesystem?.rootdirectory;
+  return root === undefined ? undefined : path.join(root, 'auth', 'token-keys');
+}
+
+export async function createAuth(config: RegistryConfig, options: AuthSetupOptions): Promise<AuthSetup> {
+  const { logger } = options;
+  const auth = config.auth;
+  const htpasswdConfig = auth?.htpasswd;
+  const htpasswd = htpasswdConfig ? new Htpasswd({ path: htpasswdConfig.path, logger, now: options.now }) : undefined;
+  const close = async () => {
+    await htpasswd?.close();
+  };
+  if (!auth?.access && !auth?.token) {
+    const authenticator = new Authenticator({
+      htpasswd,
+      realm: htpasswdConfig?.realm ?? 'Registry Realm',
+      anonymousPull: auth?.anonymouspull ?? false,
+    });
+    return { authenticator, close };
+  }
+
+  try {
+    const token = auth.token;
+    const service = token?.service ?? DEFAULT_SERVICE;
+    const issuerName = token?.issuer ?? DEFAULT_ISSUER;
+    let external = new Map<string, KeyObject>();
+    if (token?.rootcertbundle || token?.jwks) {
+      try {
+        external = await loadExternalKeys({ rootcertbundle: token.rootcertbundle, jwks: token.jwks });
+      } catch (err) {
+        throw new ConfigError(`auth.token.${token.rootcertbundle ? 'rootcertbundle' : 'jwks'}: ${(err as Error).message}`);
+      }
+    }
+
+    let policyFile: AccessPolicyFile | undefined;
+    let keys: KeyStore | undefined;
+    if (auth.access) {
+      try {
+        policyFile = new AccessPolicyFile({ path: auth.access, logger, now: options.now });
+      } catch (err) {
+        throw new ConfigError(`auth.access: ${(err as Error).message}`);
+      }
+      const dir = token?.keydir ?? defaultKeyDir(config);
+      if (!dir) throw new ConfigError('auth.token.keydir: required when the storage is not a filesystem (a directory every replica shares)');
+      const expiration = token?.expiration ?? 300_000;
+      const refresh = token?.refreshexpiration ?? 720 * 3_600_000;
+      try {
+        keys = await KeyStore.open({
+          dir,
+          algorithm: token?.signingalgorithm,
+          rotationMs: token?.keyrotation ?? 720 * 3_600_000,
+          // A replaced key verifies what it signed for as long as that can live.
+          overlapMs: Math.max(expiration, refresh),
+          now: options.now,
+          logger,
+        });
+      } catch (err) {
+        throw new ConfigError(`auth.token.keydir: ${(err as Error).message}`);
+      }
+    }
+
+    const verifier = new TokenVerifier({
+      issuer: issuerName,
+      service,
+      now: options.now,
+      canonicalName: options.canonicalName,
+      // Only an external server's clock may differ from ours.
+      clockToleranceS: external.size > 0 ? 60 : 0,
+      keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey,
+    });
+    const policy = policyFile && (() => policyFile.current());
+    const authenticator = new TokenAuthenticator({ verifier, service, realm: token?.realm, policy, htpasswd });
+    const tokens =
+      keys && policy
+        ? new TokenService(
+            new TokenIssuer({
+              issuer: issuerName,
+              service,
+              keys,
+              policy,
+              expiresInS: Math.max(1, Math.round((token?.expiration ?? 300_000) / 1000)),
+              refreshExpiresInS: Math.max(1, Math.round((token?.refreshexpiration ?? 720 * 3_600_000) / 1000)),
+              now: options.now,
+              canonicalName: options.canonicalName,
+              credentialStamp: (user) => htpasswd?.credentialStamp(user),
+            }),
+            htpasswd,
+          )
+        : undefined;
+    logger.info({ service, issuer: issuerName, builtin: tokens !== undefined, external: external.size }, 'token auth on');
+    return { authenticator, tokens, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
