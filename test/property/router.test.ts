@@ -134,9 +134,29 @@ describe('matchRoute', () => {
 });
 
 describe('splitUrl', () => {
-  it('the path is everything before the first "?", undecoded; the query is what follows', () => {
+  it('a request target in absolute form ("http://host/v2/…") routes as its path does', () => {
+    const authority = fc.constantFrom('http://registry.example.com', 'https://127.0.0.1:5000', 'HTTP://[::1]:5000', 'http://user@host');
     fc.assert(
-      fc.property(fc.string({ maxLength: 40 }), fc.option(fc.string({ maxLength: 40 }), { nil: undefined }), (path, query) => {
+      fc.property(authority, built, fc.option(fc.constantFrom('n=1', 'digest=sha256:x', ''), { nil: undefined }), (origin, { path, route }, query) => {
+        const target = query === undefined ? `${origin}${path}` : `${origin}${path}?${query}`;
+        const split = splitUrl(target);
+        expect(split.pathname).toBe(path);
+        expect(split.query.toString()).toBe(new URLSearchParams(query ?? '').toString());
+        expect(matchRoute(split.pathname)).toEqual(route);
+      }),
+      RUNS,
+    );
+    // Regression: "GET http://host/v2/ HTTP/1.1" was 404 NAME_UNKNOWN ("no such API endpoint").
+    expect(splitUrl('http://registry.example.com/v2/').pathname).toBe('/v2/');
+    expect(splitUrl('http://registry.example.com?n=1')).toEqual({ pathname: '/', query: new URLSearchParams('n=1') });
+  });
+
+
+  it('the path is everything before the first "?", undecoded; the query is what follows', () => {
+    // Origin form: a target that starts with "scheme://" is the absolute form (below).
+    const originForm = fc.string({ maxLength: 40 }).filter((p) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(p));
+    fc.assert(
+      fc.property(originForm, fc.option(fc.string({ maxLength: 40 }), { nil: undefined }), (path, query) => {
         const p = path.replace(/\?/g, '');
         const url = query === undefined ? p : `${p}?${query}`;
         const split = splitUrl(url);

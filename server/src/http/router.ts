@@ -63,7 +63,12 @@ function decode(segment: string): string {
   }
 }
 
-export function splitUrl(url: string): { pathname: string; query: URLSearchParams } {
+export function splitUrl(target: string): { pathname: string; query: URLSearchParams } {
+  // RFC 9112 §3.2.2: a server must accept the absolute form ("http://host/v2/…"), which Node passes on as
+  // it came; only its path and query say what is asked for (as distribution reads it).
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(target);
+  const rest = absolute ? target.slice(absolute[0].length) : target;
+  const url = absolute && !rest.startsWith('/') ? `/${rest}` : rest;
   const q = url.indexOf('?');
   if (q < 0) return { pathname: url, query: new URLSearchParams() };
   return { pathname: url.slice(0, q), query: new URLSearchParams(url.slice(q + 1)) };
