@@ -5,12 +5,18 @@
 // shared storage (RemoteFill). The Redis implementation is
 // shared/redis-fills.ts; without one, every replica fills on its own (the
 // in-process single-flight of MirrorRegistry still holds).
+//
+// A claim names the repository it was made for. A replica asked for the blob
+// by another repository, while that claim's upstream has not answered yet,
+// fetches from its own repository's upstream instead of following: the first
+// repository's 404 or stalled upstream is not its clients' problem (as within
+// a process: blob-fill.ts).
 import { Readable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../ops/logger.ts';
-import { BlobFill, type Fill, type FillLimits, type FillObserver, type FillSource } from './blob-fill.ts';
+import { BlobFill, type Fill, FillEnded, type FillLimits, type FillObserver, type FillSource } from './blob-fill.ts';
 import { RemoteFill } from './remote-fill.ts';
 import type { UpstreamClient } from './upstream-client.ts';
 
@@ -26,11 +32,13 @@ export interface FillInfo {
   /** Bytes stored at `key`, readable by anyone. */
   written: number;
   error?: string;
+  /** The cache repository the fill was claimed for (undefined from a coordinator that does not record it). */
+  source?: string;
 }
 
 export interface FillCoordinator {
-  /** Claims the fill of `digest` (a lease to publish it through), or returns the fill another replica runs. */
-  claim(digest: string): Promise<{ lease: FillObserver } | { following: FillInfo }>;
+  /** Claims the fill of `digest` for the cache repository `source` (a lease to publish it through), or returns the fill another replica runs. */
+  claim(digest: string, source?: string): Promise<{ lease: FillObserver } | { following: FillInfo }>;
   /** The current fill of `digest`, if any. */
   get(digest: string): Promise<FillInfo | undefined>;
 }
@@ -57,12 +65,16 @@ export class SharedFill implements Fill {
     this.chosen = (async (): Promise<Fill> => {
       let claim: Awaited<ReturnType<FillCoordinator['claim']>> | undefined;
       try {
-        claim = await coordinator.claim(digest.value);
+        claim = await coordinator.claim(digest.value, cacheName);
       } catch (err) {
         // Without the shared state this replica still serves its clients, with its own fetch.
         deps.logger.warn({ digest: digest.value, err: (err as Error).message }, 'cannot coordinate the blob fill with other replicas; fetching here');
       }
-      if (claim && 'following' in claim) return new RemoteFill(digest, claim.following, { driver: deps.driver, coordinator, logger: deps.logger });
+      if (claim && 'following' in claim) {
+        // Another repository's upstream has not answered yet: fetch from ours, unshared, rather than wait on it.
+        if (!startedFor(claim.following, cacheName)) return new BlobFill(digest, cacheName, remoteName, local);
+        return new RemoteFill(digest, claim.following, { driver: deps.driver, coordinator, logger: deps.logger });
+      }
       return new BlobFill(digest, cacheName, remoteName, { ...local, observer: claim?.lease });
     })();
     this.chosen.then((f) => {
@@ -79,12 +91,22 @@ export class SharedFill implements Fill {
   }
 
   join(source: FillSource): Promise<number | undefined> {
-    return this.chosen.then((f) => f.join(source));
+    return this.chosen.then((f) => {
+      if (f instanceof RemoteFill && !startedFor(f.info, source.cacheName)) {
+        throw new FillEnded(`the fill followed was claimed for ${f.info.source} and has not started`);
+      }
+      return f.join(source);
+    });
   }
 
   stream(range?: ByteRange): Readable {
     return this.inner ? this.inner.stream(range) : streamLater(this.chosen, range);
   }
+}
+
+/** Whether a client of `cacheName` may follow a fill: it runs, or was claimed for the same repository (or says not for which). */
+function startedFor(info: FillInfo, cacheName: string): boolean {
+  return info.state !== 'starting' || info.source === undefined || info.source === cacheName;
 }
 
 function streamLater(fill: Promise<Fill>, range?: ByteRange): Readable {

@@ -35,6 +35,8 @@ export class RemoteFill implements Fill, TailSource {
   readonly done: Promise<void>;
 
   private state: State = 'waiting';
+  /** The latest state seen of the fill followed. */
+  info: FillInfo;
   private error: Error | undefined;
   private stored = 0;
   private location: string | undefined;
@@ -51,6 +53,7 @@ export class RemoteFill implements Fill, TailSource {
     private readonly deps: { driver: StorageDriver; coordinator: FillCoordinator; logger: Logger },
   ) {
     this.owner = first.owner;
+    this.info = first;
     this.ready = new Promise((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -91,6 +94,7 @@ export class RemoteFill implements Fill, TailSource {
   }
 
   private update(info: FillInfo): void {
+    this.info = info;
     if (this.state === 'waiting') {
       this.state = 'running';
       this.size = info.size;

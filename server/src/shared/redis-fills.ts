@@ -1,5 +1,5 @@
 // The mirror's single-flight across replicas (proxy/fill-coordinator.ts):
-// "<prefix>fill:<digest>" is a hash {owner, state, key, size, written, error}
+// "<prefix>fill:<digest>" is a hash {owner, state, key, size, written, error, source}
 // that doubles as the lock. claim() creates it (owner = a fresh id, state
 // "starting") unless a live fill holds it; the owner publishes the upload key
 // and the upstream's size when the upstream answers, the bytes stored as
@@ -19,12 +19,12 @@ const FILL_TTL_MS = 15_000;
 const DONE_TTL_MS = 30_000;
 const FAILED_TTL_MS = 10_000;
 
-// KEYS: fill. ARGV: owner, ttl. Returns [] when claimed, else the current fill (HGETALL).
+// KEYS: fill. ARGV: owner, ttl, source. Returns [] when claimed, else the current fill (HGETALL).
 const CLAIM = `
 local st = redis.call('HGET', KEYS[1], 'state')
 if (not st) or st == 'failed' then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'starting', 'written', '0')
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'starting', 'written', '0', 'source', ARGV[3] or '')
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
   return {}
 end
@@ -56,9 +56,9 @@ export class RedisFillCoordinator implements FillCoordinator {
     return this.redis.key('fill', digest);
   }
 
-  async claim(digest: string): Promise<{ lease: FillObserver } | { following: FillInfo }> {
+  async claim(digest: string, source?: string): Promise<{ lease: FillObserver } | { following: FillInfo }> {
     const owner = randomUUID();
-    const current = await this.claimScript(this.key(digest), owner, this.ttlMs);
+    const current = await this.claimScript(this.key(digest), owner, this.ttlMs, source ?? '');
     if (current.length > 0) {
       const info = parse(pairs(current));
       if (info) return { following: info };
@@ -165,5 +165,6 @@ function parse(h: Record<string, string>): FillInfo | undefined {
     size,
     written: Number(h.written ?? 0) || 0,
     error: h.error,
+    source: h.source || undefined,
   };
 }
