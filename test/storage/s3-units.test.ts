@@ -92,16 +92,16 @@ describe('storage.s3 configuration', () => {
     expect(fail({ storage: { s3: {} } })).toThrow(/storage\.s3\.bucket/);
   });
 
-  test('createDriver picks the driver the config names', () => {
+  test('createDriver picks the driver the config names', async () => {
     const s3 = loadConfigObject({ storage: { s3: { bucket: 'b', regionendpoint: 'http://127.0.0.1:1', rootdirectory: '/pfx' } } }, {}).config;
-    const driver = createDriver(s3);
+    const driver = await createDriver(s3);
     expect(driver).toBeInstanceOf(S3Driver);
     expect(driver.name).toBe('s3');
     expect((driver as S3Driver).bucket).toBe('b');
     (driver as S3Driver).destroy();
     expect(describeStorage(s3)).toBe('s3://b/pfx');
     const fs = loadConfigObject({ storage: { filesystem: { rootdirectory: '/tmp/x' } } }, {}).config;
-    expect(createDriver(fs)).toBeInstanceOf(FilesystemDriver);
+    expect(await createDriver(fs)).toBeInstanceOf(FilesystemDriver);
     expect(describeStorage(fs)).toBe('/tmp/x');
   });
 });

@@ -99,7 +99,7 @@ function load(file: string): RegistryConfig {
 }
 
 async function open(config: RegistryConfig): Promise<{ registry: LocalRegistry; close: () => Promise<void> }> {
-  const driver = createDriver(config);
+  const driver = await createDriver(config);
   let shared;
   try {
     shared = await createSharedState(config, silentLogger);

@@ -56,7 +56,7 @@ export interface StartOptions {
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
   const logger = options.logger ?? createLogger(config.loglevel ?? config.log.level, config.log.fields);
-  const driver = createDriver(config);
+  const driver = await createDriver(config);
   const mirrorMode = config.proxy !== undefined;
   // With a redis section: connects now, and refuses to start if Redis cannot be reached.
   const shared = await createSharedState(config, logger, {

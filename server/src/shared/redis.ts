@@ -6,7 +6,10 @@
 // refuses to start with a message naming redis.addr instead of running
 // without the state it must share. The password never reaches a log line:
 // errors are logged by their message only (ioredis never puts it there).
-import { Redis, type RedisOptions } from 'ioredis';
+// ioredis is loaded only by a server that has a redis section: a single
+// instance would otherwise carry it (about 10 MB) for nothing.
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { RegistryConfig } from '../config/schema.ts';
 import type { Logger } from '../ops/logger.ts';
 
@@ -66,8 +69,14 @@ export function redisOptions(config: RedisConfig): RedisOptions {
   };
 }
 
+/** ioredis's Redis class, loaded on first use (synchronously: it is CommonJS, and callers need the client at once). */
+function redisClass(): typeof Redis {
+  return (createRequire(import.meta.url)('ioredis') as typeof import('ioredis')).Redis;
+}
+
 export function createSharedRedis(config: RedisConfig, logger: Logger): SharedRedis {
-  const client = new Redis(redisOptions(config));
+  const RedisClient = redisClass();
+  const client = new RedisClient(redisOptions(config));
   const addr = config.addr;
   const prefix = config.prefix;
   // Without a listener ioredis prints every connection error; log them, at most every 10 s.

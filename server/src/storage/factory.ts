@@ -1,13 +1,15 @@
 // Picks the storage driver the config names (storage.filesystem or storage.s3;
-// the schema guarantees exactly one).
+// the schema guarantees exactly one). The S3 driver is imported only when it
+// is the one configured: the AWS SDK it loads costs a filesystem server about
+// 8 MB of memory for nothing.
 import type { RegistryConfig } from '../config/schema.ts';
 import type { StorageDriver } from './driver.ts';
 import { FilesystemDriver } from './filesystem.ts';
-import { S3Driver } from './s3.ts';
 
-export function createDriver(config: Pick<RegistryConfig, 'storage'>): StorageDriver {
+export async function createDriver(config: Pick<RegistryConfig, 'storage'>): Promise<StorageDriver> {
   const { filesystem, s3 } = config.storage;
   if (s3) {
+    const { S3Driver } = await import('./s3.ts');
     return new S3Driver({
       bucket: s3.bucket,
       region: s3.region,
