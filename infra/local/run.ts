@@ -10,13 +10,25 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { rawFromStackFile, StackConfigError } from '../config.ts';
-import { localStackBanner, startLocalStack } from './stack.ts';
+import { LocalStackError, localStackBanner, startLocalStack } from './stack.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === '--help' || argv[0] === '-h') {
-    process.stdout.write('usage: npm run stack:local [-- [--replicas N] stack-config.yaml]\n');
+    process.stdout.write(
+      [
+        'usage: npm run stack:local [-- [--replicas N] stack-config.yaml]',
+        '',
+        'The whole stack on this machine, on loopback: Caddy (its own CA) in front of the private registry and the mirror.',
+        'Environment:',
+        '  STACK_LOCAL_DIR         state, data and logs (default .tmp/stack-local)',
+        '  STACK_LOCAL_HTTPS_PORT  Caddy\'s HTTPS port on 127.0.0.1 (default 8443)',
+        '  STACK_LOCAL_HTTP_PORT   Caddy\'s HTTP port on 127.0.0.1 (default 8080)',
+        'Exit codes: 0 stopped by Ctrl-C or SIGTERM; 1 a process of the stack failed; 2 bad usage (a value, a port in use, the stack file)',
+        '',
+      ].join('\n'),
+    );
     return 0;
   }
   let replicas: number | undefined;
@@ -25,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
     const a = argv[i];
     const value = a.startsWith('--replicas=') ? a.slice('--replicas='.length) : a === '--replicas' ? argv[++i] : undefined;
     if (value === undefined) {
+      if (a.startsWith('-')) throw new LocalStackError(`unknown option ${a} (see --help)`);
       args.push(a);
       continue;
     }
@@ -34,9 +47,22 @@ async function main(argv: string[]): Promise<number> {
     }
     replicas = Number(value);
   }
+  if (args.length > 1) throw new LocalStackError(`one stack config file at most, got ${args.length}: ${args.join(' ')}`);
   let stackConfig: Record<string, unknown> | undefined;
   if (args[0]) {
-    const { raw, encrypted } = rawFromStackFile(parseYaml(readFileSync(args[0], 'utf8')));
+    let text: string;
+    try {
+      text = readFileSync(args[0], 'utf8');
+    } catch (err) {
+      throw new LocalStackError(`cannot read the stack config ${args[0]}: ${(err as Error).message}`);
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (err) {
+      throw new LocalStackError(`${args[0]} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+    }
+    const { raw, encrypted } = rawFromStackFile(doc);
     if (encrypted.length) process.stderr.write(`note: encrypted keys are ignored locally: ${encrypted.join(', ')}\n`);
     stackConfig = raw;
     // Encrypted users cannot be read here: fall back to the local admin user.
@@ -44,7 +70,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const port = (name: string, dflt: number) => {
     const v = process.env[name];
-    return v ? Number(v) : dflt;
+    if (v === undefined || v === '') return dflt;
+    // Number('abc') is NaN, which would be written into the Caddyfile as it is.
+    if (!/^\d{1,5}$/.test(v.trim()) || Number(v) < 1 || Number(v) > 65535) {
+      throw new LocalStackError(`${name} must be a port number from 1 to 65535, got ${JSON.stringify(v)}`);
+    }
+    return Number(v);
   };
   const stack = await startLocalStack({
     dir: process.env.STACK_LOCAL_DIR ?? path.join(ROOT, '.tmp', 'stack-local'),
@@ -70,7 +101,12 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err) => {
-    process.stderr.write(`stack:local: ${err instanceof StackConfigError ? err.message : (err as Error).stack}\n`);
+    // What the user asked for is wrong (a value, a busy port, the stack file): one line, exit 2.
+    if (err instanceof StackConfigError || err instanceof LocalStackError) {
+      process.stderr.write(`stack:local: ${err.message.replace(/\s*\n\s*/g, '; ')}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`stack:local: ${(err as Error).stack}\n`);
     process.exit(1);
   },
 );

@@ -4,9 +4,13 @@
 // the mirror, both started from their rendered configs on loopback.
 //
 // Differences from the VPS, and only these: loopback addresses instead of
-// container names, temp paths instead of volumes, Caddy's own CA instead of
-// Let's Encrypt, and no Cloudflare (clients add the origin header themselves
-// to reach the mirror, as Cloudflare's transform rule does in production).
+// container names (Caddy too listens on 127.0.0.1 only), temp paths instead of
+// volumes, Caddy's own CA instead of Let's Encrypt, the private registry also
+// answering at 127.0.0.1:<https port> (for clients that cannot resolve
+// *.localhost, such as skopeo, podman and docker on Debian), and no Cloudflare
+// (clients add the origin header themselves to reach the mirror host, as
+// Cloudflare's transform rule does in production; clients that cannot add a
+// header use the mirror's loopback address, as Caddy does).
 //
 // With `replicas` > 1 each registry runs that many processes behind Caddy's
 // load balancer (the rendered lb_policy and health checks), sharing their data
@@ -57,6 +61,14 @@ export interface LocalStackOptions {
 
 export interface LocalStack {
   dir: string;
+  /** Caddy's HTTPS port: dcr.localhost, mir.localhost and 127.0.0.1 (the private registry) on it. */
+  httpsPort: number;
+  /** The private registry through Caddy by address (https://127.0.0.1:<httpsPort>), for clients that cannot resolve *.localhost. */
+  privateAddressUrl: string;
+  /** A directory holding Caddy's CA root as ca.crt, for --cert-dir (skopeo, podman) and Docker's certs.d. */
+  certDir: string;
+  /** user → file holding the password (the generated admin user's), for --password-stdin. */
+  passwordFiles: Record<string, string>;
   config: StackConfig;
   privateUrl: string;
   mirrorUrl: string;
@@ -83,6 +95,43 @@ export interface LocalStack {
 }
 
 export const LOCAL_DOMAIN = 'localhost';
+
+/** A mistake in what the local stack was asked for (a bad or busy port): one line for the user, exit 2. */
+export class LocalStackError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LocalStackError';
+  }
+}
+
+/** Throws a LocalStackError unless `port` can be listened on at 127.0.0.1 now (Caddy would fail on it later, in its log). */
+async function checkPortFree(name: string, port: number): Promise<void> {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new LocalStackError(`${name} must be a port number from 1 to 65535, got ${JSON.stringify(port)}`);
+  await new Promise<void>((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'in use by another process' : err.code === 'EACCES' ? 'not allowed (ports below 1024 need privileges)' : err.message;
+      reject(new LocalStackError(`${name}: cannot listen on 127.0.0.1:${port}: ${why} (${err.code ?? 'error'})`));
+    });
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+  });
+}
+
+/**
+ * The rendered Caddyfile, adjusted for this machine: every site bound to
+ * loopback (default_bind), and the private registry also at 127.0.0.1, which
+ * clients use when they cannot resolve *.localhost (a TLS connection to an
+ * address carries no server name; Caddy then picks the certificate for it).
+ */
+export function localCaddyfile(rendered: string, dcrHost: string): string {
+  const lines = rendered.split('\n');
+  const global = lines.indexOf('{');
+  const site = lines.indexOf(`${dcrHost} {`);
+  if (global < 0 || site < 0) throw new Error('local stack: the rendered Caddyfile has no global block or no private registry site');
+  lines[site] = `${dcrHost}, 127.0.0.1 {`;
+  lines.splice(global + 1, 0, '\tdefault_bind 127.0.0.1');
+  return lines.join('\n');
+}
 
 /** Resolves every *.localhost name to 127.0.0.1 (glibc does not always), for undici's connect options. */
 export function localhostLookup(
@@ -154,7 +203,16 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
 
   // The stack config, as for a deploy, with local defaults for what only a VPS needs.
   const base = { ...(o.stackConfig ?? {}) };
+  const generated = o.users === undefined && base.users === undefined;
   const users = o.users ?? (base.users as Record<string, string> | undefined) ?? { admin: persistentPassword(dir, 'admin') };
+  const passwordFiles: Record<string, string> = {};
+  for (const [user, password] of Object.entries(users)) {
+    // Clients read it with --password-stdin, so the banner's commands put no password on a command line.
+    if (!/^[A-Za-z0-9._-]+$/.test(user)) continue;
+    const file = path.join(dir, `${user}.password`);
+    if (!generated) writeFileSync(file, `${password}\n`, { mode: 0o600 });
+    passwordFiles[user] = file;
+  }
   const mirror = { ...((base.mirror as Record<string, unknown>) ?? {}) };
   if (o.upstreams) mirror.upstreams = o.upstreams;
   if (o.mirrorDefaultHost) mirror.defaultHost = o.mirrorDefaultHost;
@@ -179,6 +237,9 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     },
   };
 
+  if (o.httpsPort !== undefined) await checkPortFree('STACK_LOCAL_HTTPS_PORT', o.httpsPort);
+  if (o.httpPort !== undefined) await checkPortFree('STACK_LOCAL_HTTP_PORT', o.httpPort);
+  if (o.httpsPort !== undefined && o.httpsPort === o.httpPort) throw new LocalStackError(`STACK_LOCAL_HTTPS_PORT and STACK_LOCAL_HTTP_PORT must differ, both are ${o.httpsPort}`);
   const ports = (n: number) => Promise.all(Array.from({ length: n }, () => freePort()));
   const [[httpsPort, httpPort, redisPort], privatePorts, mirrorPorts, privateAdmins, mirrorAdmins] = await Promise.all([
     Promise.all([o.httpsPort ?? freePort(), o.httpPort ?? freePort(), freePort()]),
@@ -239,7 +300,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
   }
   writeFileSync(
     files.caddyfile,
-    renderCaddyfile({
+    localCaddyfile(renderCaddyfile({
       dcrHost: cfg.derived.dcrHost,
       mirHost: cfg.derived.mirHost,
       privateUpstream: privatePorts.map((p) => `127.0.0.1:${p}`),
@@ -251,7 +312,7 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
       admin: 'off',
       local: { httpPort, httpsPort },
       accessLog: false,
-    }),
+    }), cfg.derived.dcrHost),
   );
 
   const children: Array<{ name: string; proc: ChildProcess; exit?: string; stopped?: boolean }> = [];
@@ -336,6 +397,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
 
     const caRootPath = path.join(caddyData, 'data', 'caddy', 'pki', 'authorities', 'local', 'root.crt');
     const caRoot = await waitFor('Caddy\'s local CA', timeout, async () => (existsSync(caRootPath) ? readFileSync(caRootPath, 'utf8') : undefined), () => caddy.exit);
+    // --cert-dir for skopeo and podman takes a directory of CA files.
+    const certDir = path.join(dir, 'certs.d');
+    mkdirSync(certDir, { recursive: true });
+    writeFileSync(path.join(certDir, 'ca.crt'), caRoot);
     dispatcher = localDispatcher(caRoot);
     const tlsUp = dispatcher;
     await waitFor('Caddy (TLS)', timeout, async () => {
@@ -347,6 +412,10 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
 
     return {
       dir,
+      httpsPort,
+      privateAddressUrl: `https://127.0.0.1:${httpsPort}`,
+      certDir,
+      passwordFiles,
       config: cfg,
       privateUrl,
       mirrorUrl,
@@ -393,32 +462,51 @@ function redisPing(port: number, password: string): Promise<true | undefined> {
   });
 }
 
-/** What to tell a user about a running local stack. */
+/**
+ * What to tell a user about a running local stack. Every command in it is run
+ * by test/cli/stack-local.test.ts as printed.
+ */
 export function localStackBanner(s: LocalStack): string {
   const [user] = Object.keys(s.users).sort();
   const dcr = new URL(s.privateUrl);
   const mir = new URL(s.mirrorUrl);
   const port = dcr.port;
-  const certDir = path.join(s.dir, 'certs.d');
+  const byAddress = new URL(s.privateAddressUrl).host;
+  const mirrorDirect = new URL(s.backends.mirror).host;
+  const ca = path.join(s.certDir, 'ca.crt');
+  const file = s.passwordFiles[user];
+  const stdin = file ? `--password-stdin < ${file}` : `-p '${s.users[user]}'`;
+  const curlUser = file ? `"${user}:$(cat ${file})"` : `'${user}:${s.users[user]}'`;
   return [
     '',
     'registry-stack local twin: the rendered Caddyfile and registry configs, on loopback, with no Docker',
-    `  private registry  ${s.privateUrl}   (user ${user}, password ${s.users[user]})`,
+    `  private registry  ${s.privateUrl}, also ${s.privateAddressUrl}   (user ${user}, password ${file ? `in ${file}` : s.users[user]})`,
     `  mirror            ${s.mirrorUrl}   (requires header ${s.originHeader.name}: ${s.originHeader.value}, as Cloudflare adds it)`,
+    `                    ${s.backends.mirror}   (the mirror itself, behind Caddy: for clients that cannot add a header)`,
     ...(Object.keys(s.replicas.private).length > 1
       ? [
           `  replicas          ${[...Object.entries(s.replicas.private), ...Object.entries(s.replicas.mirror)].map(([n, u]) => `${n} ${u}`).join(', ')}`,
           `  redis             ${s.redisAddr} (password in ${path.join(s.dir, 'redis.secret')})`,
         ]
       : []),
-    `  Caddy's CA root   ${s.caRootPath}`,
+    `  Caddy's CA root   ${ca} (also in ${s.caRootPath})`,
     `  files and data    ${s.dir}`,
     '',
-    'Try it (names under .localhost may need --resolve if your resolver does not map them to 127.0.0.1):',
-    `  curl --cacert ${s.caRootPath} --resolve ${dcr.hostname}:${port}:127.0.0.1 -u ${user}:${s.users[user]} ${s.privateUrl}/v2/_catalog`,
-    `  curl --cacert ${s.caRootPath} --resolve ${mir.hostname}:${port}:127.0.0.1 -H '${s.originHeader.name}: ${s.originHeader.value}' ${s.mirrorUrl}/v2/`,
-    `  mkdir -p ${certDir} && cp ${s.caRootPath} ${certDir}/ca.crt`,
-    `  skopeo copy --dest-cert-dir ${certDir} --dest-creds ${user}:${s.users[user]} oci:IMAGE_DIR:TAG docker://${dcr.host}/team/app:v1`,
+    `With curl (--resolve, in case your resolver does not map *.localhost to 127.0.0.1):`,
+    `  curl --cacert ${ca} --resolve ${dcr.hostname}:${port}:127.0.0.1 -u ${curlUser} ${s.privateUrl}/v2/_catalog`,
+    `  curl --cacert ${ca} --resolve ${mir.hostname}:${port}:127.0.0.1 -H '${s.originHeader.name}: ${s.originHeader.value}' ${s.mirrorUrl}/v2/`,
+    `With skopeo and podman (at ${byAddress}: they cannot be told where *.localhost is; --cert-dir trusts Caddy's CA):`,
+    `  skopeo login --cert-dir ${s.certDir} -u ${user} ${stdin} ${byAddress}`,
+    `  skopeo copy --dest-cert-dir ${s.certDir} oci:IMAGE_DIR:TAG docker://${byAddress}/team/app:v1`,
+    `  podman login --cert-dir ${s.certDir} -u ${user} ${stdin} ${byAddress}`,
+    `  podman pull --cert-dir ${s.certDir} ${byAddress}/team/app:v1`,
+    `With docker: trust the CA for that address first (as root), then log in the same way:`,
+    `  mkdir -p /etc/docker/certs.d/${byAddress} && cp ${ca} /etc/docker/certs.d/${byAddress}/ca.crt`,
+    `  docker login -u ${user} ${stdin} ${byAddress}`,
+    `Through the mirror: skopeo, podman and docker cannot send the header Cloudflare adds, and Caddy refuses requests`,
+    `without it (403). Pull from the mirror itself instead (plain HTTP on loopback), which is where Caddy sends them:`,
+    `  skopeo inspect --tls-verify=false docker://${mirrorDirect}/library/alpine:3.20`,
+    `  podman pull --tls-verify=false ${mirrorDirect}/library/alpine:3.20`,
     '',
     'Ctrl-C stops everything.',
     '',
