@@ -151,10 +151,13 @@ describe('mirror: slow and oversized upstream bodies', () => {
     up.misbehave('big/app', layer.digest, { contentLength: 100_000_000_000, padTo: 64 * MiB });
     expect((await fetchManifest(mirror.url, undefined, 'big/app', 'v1')).status).toBe(200);
 
+    const head = await request(`${mirror.url}/v2/big/app/blobs/${layer.digest}`, { method: 'HEAD' });
+    await head.body.dump();
+    expect(head.statusCode).toBe(503);
     const got = await fetchBlob(mirror.url, 'big/app', layer.digest);
     expect(got.status).toBe(503);
     expect(got.headers['content-length']).not.toBe('100000000000');
-    const answered = await up.waitFor((e) => e.repo === 'big/app' && e.kind === 'blob' && e.state !== 'pending');
+    const answered = await up.waitFor((e) => e.repo === 'big/app' && e.kind === 'blob' && e.method === 'GET' && e.state !== 'pending');
     expect(answered?.state).toBe('aborted');
     expect(answered?.bytesSent).toBeLessThan(64 * MiB);
     await mirror.settled();

@@ -94,8 +94,13 @@ export class MirrorRegistry implements RegistryService {
     if (local) return local;
     const fill = this.fills.get(digest.value);
     if (fill?.size !== undefined) return { digest, size: fill.size };
-    const { client, remoteName } = this.upstreamFor(name);
+    const { client, remoteName, upstream } = this.upstreamFor(name);
     const size = await this.upstreamCall(() => client.headBlob(remoteName, digest.value));
+    const declared = this.declaredSizes.get(`${name}@${digest.value}`);
+    if (declared !== undefined && size > declared) {
+      // As a fill would refuse it: the client would not get the size it is told.
+      throw new RegistryError('UNAVAILABLE', `upstream ${upstream.host}: blob ${remoteName}@${digest.value} comes as ${size} bytes where its manifest declares ${declared}`);
+    }
     return { digest, size };
   }
 
