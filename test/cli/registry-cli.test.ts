@@ -2,6 +2,7 @@
 // serve, and the built-in default's banner, whose commands are run as printed.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,5 +158,20 @@ describe('registry garbage-collect and prune: a storage that fails', () => {
     const config = path.join(work, 'config.yml');
     writeFileSync(config, `version: 0.1\nstorage:\n  filesystem: {rootdirectory: ${path.join(work, 'data')}}\n`);
     oneLineError(await runRegistry(['garbage-collect', '--grace', '1h', config]), '--grace', '"1h"');
+  });
+});
+
+describe('registry serve with no config: its port in use', () => {
+  it('is one line naming http.addr and how to choose another port, exit 2', async () => {
+    const work = makeTempDir('rs-cli-quick-busy-');
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const { port } = blocker.address() as net.AddressInfo;
+    try {
+      const r = await runRegistry(['serve'], { cwd: work, env: { REGISTRY_HTTP_ADDR: `127.0.0.1:${port}` }, timeoutMs: 15_000 });
+      oneLineError(r, 'http.addr', `127.0.0.1:${port}`, 'in use', 'REGISTRY_HTTP_ADDR=127.0.0.1:5001');
+    } finally {
+      blocker.close();
+    }
   });
 });

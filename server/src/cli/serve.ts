@@ -50,7 +50,9 @@ export async function serveCommand(configFile: string | undefined): Promise<void
   } catch (err) {
     const failure = startFailure(err, loaded?.config);
     if (!failure) throw err;
-    process.stderr.write(`registry: ${failure.message}\n`);
+    // Without a config file there is nothing to edit: say how else to move it.
+    const hint = quick && failure.message.startsWith('http.addr: cannot listen') ? '; choose another with REGISTRY_HTTP_ADDR, e.g. REGISTRY_HTTP_ADDR=127.0.0.1:5001 npm start' : '';
+    process.stderr.write(`registry: ${failure.message}${hint}\n`);
     process.exit(failure.exitCode);
   }
   const { config } = loaded;
