@@ -131,7 +131,7 @@ describe('config documents', () => {
       fc.property(document, (doc) => {
         outcomes[load(() => loadConfigObject(doc, {}))]++;
       }),
-      { numRuns: 1500 },
+      { numRuns: 800 },
     );
     // Both outcomes happen: the documents are neither all broken nor all harmless.
     expect(outcomes.loaded).toBeGreaterThan(0);
@@ -190,7 +190,7 @@ describe('config text', () => {
       fc.property(text, (t) => {
         load(() => loadConfigText(t, {}));
       }),
-      { numRuns: 1000 },
+      { numRuns: 600 },
     );
   });
 });
@@ -257,7 +257,7 @@ describe('environment overrides', () => {
       fc.property(document, fc.dictionary(envName, envValue, { maxKeys: 4 }), (doc, env) => {
         load(() => loadConfigObject(doc, env));
       }),
-      { numRuns: 1000 },
+      { numRuns: 600 },
     );
   });
 });
