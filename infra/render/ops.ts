@@ -1,7 +1,7 @@
 // The ops jobs on the VPS: a crontab (/etc/cron.d format) that runs
-// `node --import tsx /opt/registry-stack/scripts/<job>.ts` for each job on its schedule.
+// `node --enable-source-maps /opt/registry-stack/dist/scripts/<job>.js` for each job on its schedule.
 // The host needs no Node.js: the wrapper runs the command inside the server
-// image (which has Node, tsx, the server code and scripts/ itself, so the
+// image (which has Node and the compiled server and scripts/ itself, so the
 // jobs always run the scripts of the image that is deployed), with the Docker
 // socket, the data volumes (read-only) and the containers' network, so the
 // scripts can check containers, disk usage and the admin endpoints.
@@ -65,18 +65,18 @@ export function opsJobs(cfg: StackConfig): OpsJob[] {
   return OPS_JOBS.map((j) => ({ name: j.name, schedule: cfg.cron[j.schedule] })).filter((j) => j.schedule !== 'off');
 }
 
-/** Where the image holds the ops scripts (the Dockerfile copies scripts/ into its app directory). */
-const IMAGE_SCRIPTS = `${IMAGE_PATHS.app}/scripts`;
+/** Where the image holds the ops scripts, compiled (server/Dockerfile builds scripts/<job>.ts to dist/scripts/<job>.js). */
+const IMAGE_SCRIPTS = `${IMAGE_PATHS.app}/dist/scripts`;
 
-/** The command a job runs (inside the server image). */
+/** The command a job runs (inside the server image); stack traces name the TypeScript sources. */
 export function jobCommand(job: string): string {
-  return `node --import tsx ${IMAGE_SCRIPTS}/${job}.ts`;
+  return `node --enable-source-maps ${IMAGE_SCRIPTS}/${job}.js`;
 }
 
 export function renderCrontab(jobs: OpsJob[]): string {
   const lines = [
     '# Rendered by registry-stack (infra/render/ops.ts): the ops jobs. Do not edit: `pulumi up` overwrites it.',
-    '# Each job runs `node --import tsx /opt/registry-stack/scripts/<job>.ts` inside the server image (registry-stack-ops);',
+    '# Each job runs `node --enable-source-maps /opt/registry-stack/dist/scripts/<job>.js` inside the server image (registry-stack-ops);',
     '# flock keeps a slow run from overlapping the next one.',
     'SHELL=/bin/sh',
     'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
@@ -119,7 +119,7 @@ export function renderOpsWrapper(o: OpsWrapperOptions): string {
   return `#!/bin/sh
 # Rendered by registry-stack (infra/render/ops.ts).
 # Runs one ops command inside the registry server image, so the host needs no Node.js:
-#   registry-stack-ops node --import tsx ${IMAGE_SCRIPTS}/monitor.ts [--dry-run]
+#   registry-stack-ops node --enable-source-maps ${IMAGE_SCRIPTS}/monitor.js [--dry-run]
 set -eu
 
 if [ "$#" -eq 0 ]; then

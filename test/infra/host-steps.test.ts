@@ -161,7 +161,7 @@ describe('the host steps: one description for the Pulumi program and the twin', 
     expect(wrapper).not.toContain('/opt/registry-stack/scripts:');
     expect(wrapper).toMatch(/^exec docker run --rm --pull never \\$/m);
     expect(wrapper).toContain(`${IMAGE} "$@"`);
-    expect(files.crontab.content).toContain('node --import tsx /opt/registry-stack/scripts/monitor.ts');
+    expect(files.crontab.content).toContain('node --enable-source-maps /opt/registry-stack/dist/scripts/monitor.js');
     // the copy an earlier version left on the host goes
     expect(step(files, 'prepare')).toContain("rm -rf '/opt/registry-stack/scripts'");
   });

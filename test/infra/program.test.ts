@@ -223,7 +223,7 @@ describe('minimal stack config', () => {
     const ops = run.byName('host-ops');
     expect(isSecretValue(ops.raw.stdin)).toBe(true);
     for (const job of ['monitor', 'gc', 'prune', 'renew-cert']) {
-      expect(ops.inputs.stdin).toContain(`node --import tsx /opt/registry-stack/scripts/${job}.ts`);
+      expect(ops.inputs.stdin).toContain(`node --enable-source-maps /opt/registry-stack/dist/scripts/${job}.js`);
     }
     expect(ops.inputs.stdin).toContain(`REGISTRY_ADMIN_TOKEN=${GENERATED.admin}`);
     expect(run.ofType('command:remote:CopyToRemote')).toHaveLength(0);

@@ -98,7 +98,7 @@ describe.each(Object.entries(configs))('rendered %s stack', (_name, cfg) => {
       expect(rest[0]).toBe('root');
     }
     for (const job of ['monitor', 'gc', 'prune', 'renew-cert']) {
-      expect(lines.some((l) => l.includes(`/opt/registry-stack/bin/registry-stack-ops node --import tsx /opt/registry-stack/scripts/${job}.ts`))).toBe(true);
+      expect(lines.some((l) => l.includes(`/opt/registry-stack/bin/registry-stack-ops node --enable-source-maps /opt/registry-stack/dist/scripts/${job}.js`))).toBe(true);
     }
   });
 
@@ -266,8 +266,10 @@ describe('server image', () => {
     expect(df).toMatch(/^USER node$/m);
     expect(df).toMatch(/^HEALTHCHECK /m);
     expect(df).toMatch(/^COPY package\.json package-lock\.json \.\/$/m);
-    expect(df).toMatch(/^COPY \. \.\/$/m);
-    expect(df).toMatch(/^CMD \["node", "server\/bin\/registry\.mjs", "serve", "\/etc\/registry\/config\.yml"\]$/m);
+    // the build stage compiles what the content tag hashes (server/, scripts/, tsconfig.json) to dist/
+    for (const entry of ['tsconfig.json ./', 'server ./server', 'scripts ./scripts']) expect(df).toContain(`\nCOPY ${entry}\n`);
+    expect(df).toMatch(/^COPY --from=build \/opt\/registry-stack\/dist \.\/dist$/m);
+    expect(df).toMatch(/^CMD \["node", (?:"--[^"]+", )*"server\/bin\/registry\.mjs", "serve", "\/etc\/registry\/config\.yml"\]$/m);
     // the context is exactly what the content tag hashes: everything else is ignored
     const ignore = readFileSync(path.join(ROOT, '.dockerignore'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
     expect(ignore[0]).toBe('**');
