@@ -16,7 +16,7 @@
 // package.json) is rewritten to point from the compiled file to the same
 // target: JavaScript and TypeScript targets are compiled as entry points of
 // their own (dist/workers/), anything else is referenced where it is.
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { BUILD_INFO, DIST, distState, ROOT } from './dist.mjs';
 
@@ -155,21 +155,31 @@ async function withLock(fn) {
   for (;;) {
     try {
       mkdirSync(LOCK);
+      writeFileSync(path.join(LOCK, 'pid'), String(process.pid));
       break;
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
     }
-    try {
-      if (Date.now() - statSync(LOCK).mtimeMs > LOCK_STALE_MS) rmdirSync(LOCK);
-    } catch {
-      // Another waiter removed it first.
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (lockAbandoned()) rmSync(LOCK, { recursive: true, force: true });
+    else await new Promise((resolve) => setTimeout(resolve, 50));
   }
   try {
     return await fn();
   } finally {
-    rmdirSync(LOCK);
+    rmSync(LOCK, { recursive: true, force: true });
+  }
+}
+
+/** The builder holding the lock is gone (killed mid-build), or the lock is too old to be anyone's. */
+function lockAbandoned() {
+  try {
+    if (Date.now() - statSync(LOCK).mtimeMs > LOCK_STALE_MS) return true;
+    const pid = Number(readFileSync(path.join(LOCK, 'pid'), 'utf8'));
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    // ESRCH: no such process. ENOENT: the lock went meanwhile, or its pid is not written yet.
+    return err.code === 'ESRCH';
   }
 }
 

@@ -5,7 +5,7 @@
 // stack traces name the TypeScript sources, the ops jobs exist compiled, and
 // SIGTERM to `npm start` stops the server.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -77,6 +77,17 @@ describe('the compiled build', () => {
     const runs = await Promise.all(Array.from({ length: 4 }, () => runAsync(dir, ['--version'])));
     for (const r of runs) expect({ code: r.code, stdout: r.stdout.trim(), stderr: r.stderr }).toEqual({ code: 0, stdout: VERSION, stderr: '' });
     expect(existsSync(`${path.join(dir, 'dist')}.lock`)).toBe(false);
+  });
+
+  test('a build killed half-way leaves a lock that the next start takes over', () => {
+    rmSync(path.join(dir, 'dist'), { recursive: true, force: true });
+    const lock = `${path.join(dir, 'dist')}.lock`;
+    mkdirSync(lock);
+    // A pid no process has: above the kernel's pid_max.
+    writeFileSync(path.join(lock, 'pid'), String(2 ** 22 + 1));
+    const r = run(dir, ['--version']);
+    expect({ status: r.status, stdout: r.stdout.trim() }).toEqual({ status: 0, stdout: VERSION });
+    expect(existsSync(lock)).toBe(false);
   });
 
   test('the ops jobs the crontab runs exist compiled and answer --help', () => {
