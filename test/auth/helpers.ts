@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { request } from 'undici';
 import { loadConfigObject } from '../../server/src/config/load.ts';
 import { type RunningServer, startServer } from '../../server/src/http/server.ts';
-import { silentLogger, type Logger } from '../../server/src/ops/logger.ts';
+import { silentLogger, type Logger } from '../../server/src/log/logger.ts';
 import { basicAuth, makeTempDir, writeHtpasswd } from '../helpers/server.ts';
 import { RegistryClient, type RequestOptions, type Response } from '../helpers/client.ts';
 

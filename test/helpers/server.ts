@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import bcrypt from 'bcryptjs';
 import { loadConfigObject } from '../../server/src/config/load.ts';
 import { type RunningServer, startServer } from '../../server/src/http/server.ts';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { createTestStorage, type TestStorage } from './storage.ts';
 
 export { snapshotTree } from './storage.ts';

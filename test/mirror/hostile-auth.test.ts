@@ -25,7 +25,7 @@ import { cachedBlob, cachedTag, type LocalMirror, startMirror } from '../helpers
 import { freePort } from '../helpers/process.ts';
 import { buildImage } from '../helpers/oci.ts';
 import { ConfigError, loadConfigObject } from '../../server/src/config/load.ts';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { UpstreamClient, UpstreamUnavailable } from '../../server/src/proxy/upstream-client.ts';
 
 const USER = 'mirror-bot';

@@ -6,7 +6,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfigText } from '../../server/src/config/load.ts';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { MirrorRegistry } from '../../server/src/proxy/mirror-registry.ts';
 import { Upstreams } from '../../server/src/proxy/upstreams.ts';
 import { type Exclusive, KeyedLock } from '../../server/src/registry/keyed-lock.ts';

@@ -10,7 +10,7 @@ import { FrontProxy } from '../helpers/mirror/front-proxy.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { sleep } from '../helpers/process.ts';
 import { buildImage, type Image } from '../helpers/oci.ts';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { Metrics } from '../../server/src/ops/metrics.ts';
 import { UpstreamClient } from '../../server/src/proxy/upstream-client.ts';
 

@@ -5,7 +5,7 @@
 // config's redis section.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfigObject } from '../../server/src/config/load.ts';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { parseDigest } from '../../server/src/registry/digest.ts';
 import { createSharedRedis, redisOptions, type SharedRedis } from '../../server/src/shared/redis.ts';
 import { RedisDescriptorCache } from '../../server/src/shared/redis-descriptors.ts';

@@ -639,11 +639,18 @@ describe('S3 driver specifics (Ceph RGW)', () => {
     try {
       const data = randomBytes(2 * PART + 12345);
       const tapped: number[] = [];
-      // Nothing is visible while the stream runs.
+      // Nothing is visible while the stream runs, even once its first part is stored.
       const source = new PassThrough();
-      const writing = driver.putStream('/blobs/x/data', source, (chunk) => tapped.push(chunk.length));
+      let firstPartStored!: () => void;
+      const stored = new Promise<void>((resolve) => {
+        firstPartStored = resolve;
+      });
+      const writing = driver.putStream('/blobs/x/data', source, (chunk) => {
+        tapped.push(chunk.length);
+        firstPartStored();
+      });
       source.write(data.subarray(0, PART + 10));
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await stored;
       expect(await driver.objectSize('/blobs/x/data')).toBeUndefined();
       source.end(data.subarray(PART + 10));
       expect(await writing).toBe(data.length);
@@ -654,11 +661,14 @@ describe('S3 driver specifics (Ceph RGW)', () => {
       expect(await bucket.keys('stream/blobs/x/')).toEqual(['stream/blobs/x/data']);
 
       // A source that fails: no object, and the multipart upload is aborted.
-      const failing = new PassThrough();
-      const failed = driver.putStream('/blobs/y/data', failing);
-      failing.write(randomBytes(PART + 1));
-      setTimeout(() => failing.destroy(new Error('upstream went away')), 100);
-      await expect(failed).rejects.toThrow(/upstream went away/);
+      // It fails once the driver has taken a whole part (on its way while the upload is aborted).
+      const failing = Readable.from(
+        (async function* () {
+          yield randomBytes(PART + 1);
+          throw new Error('upstream went away');
+        })(),
+      );
+      await expect(driver.putStream('/blobs/y/data', failing)).rejects.toThrow(/upstream went away/);
       expect(await driver.objectSize('/blobs/y/data')).toBeUndefined();
       const open = await bucket.client.send(new ListMultipartUploadsCommand({ Bucket: bucket.bucket, Prefix: 'stream/' }));
       expect(open.Uploads ?? []).toEqual([]);

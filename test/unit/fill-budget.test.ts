@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import { silentLogger } from '../../server/src/ops/logger.ts';
+import { silentLogger } from '../../server/src/log/logger.ts';
 import { BlobFill } from '../../server/src/proxy/blob-fill.ts';
 import type { UpstreamClient } from '../../server/src/proxy/upstream-client.ts';
 import type { BlobStore } from '../../server/src/registry/blob-store.ts';

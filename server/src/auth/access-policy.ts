@@ -18,7 +18,7 @@
 // keeps the last good policy and says why in the log.
 import { readFileSync, statSync } from 'node:fs';
 import { parseDocument } from 'yaml';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 
 export type Action = 'pull' | 'push' | 'delete';
 export const ACTIONS: readonly Action[] = ['pull', 'push', 'delete'];

@@ -16,7 +16,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import bcrypt from 'bcryptjs';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
 import { BcryptPool, BcryptPoolBusy } from './bcrypt-pool.ts';

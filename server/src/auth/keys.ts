@@ -9,7 +9,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject,
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 
 export type SigningAlgorithm = 'ES256' | 'RS256';
 

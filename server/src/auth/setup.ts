@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { ConfigError } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { AccessPolicyFile } from './access-policy.ts';
 import { Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';

@@ -11,7 +11,7 @@ import { collectGarbage } from '../registry/gc.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import { pruneCache } from '../proxy/prune.ts';
 import { createDriver } from '../storage/factory.ts';
-import { silentLogger } from '../ops/logger.ts';
+import { silentLogger } from '../log/logger.ts';
 import { createSharedState } from '../shared/shared-state.ts';
 
 interface GcFlags {

@@ -3,7 +3,7 @@ import { ConfigError, type LoadedConfig, loadConfigFile } from '../config/load.t
 import { quickstartConfig } from '../config/quickstart.ts';
 import { parseListenAddr, type RegistryConfig } from '../config/schema.ts';
 import { startServer } from '../http/server.ts';
-import { createLogger } from '../ops/logger.ts';
+import { createLogger } from '../log/logger.ts';
 import { describeStorage } from '../storage/factory.ts';
 import { RedisUnavailable } from '../shared/redis.ts';
 import * as path from 'node:path';

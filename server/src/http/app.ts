@@ -9,7 +9,7 @@ import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
 import type { Health } from '../ops/health.ts';
 import { sendReadiness } from '../ops/admin.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { AccessRecord, CacheControl, RequestContext } from './context.ts';
 import { endpointFor, isWriteMethod } from './dispatch.ts';

@@ -9,7 +9,7 @@ import { createAuth } from '../auth/setup.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import { LocalRegistry } from '../registry/local-registry.ts';
 import type { RegistryService } from '../registry/types.ts';
-import { createLogger, type Logger } from '../ops/logger.ts';
+import { createLogger, type Logger } from '../log/logger.ts';
 import { createAdminServer } from '../ops/admin.ts';
 import { Health } from '../ops/health.ts';
 import { Maintenance } from '../ops/maintenance.ts';

@@ -4,7 +4,7 @@
 import * as http from 'node:http';
 import { safeEqual } from '../auth/htpasswd.ts';
 import type { Health } from './health.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../log/logger.ts';
 import type { Maintenance } from './maintenance.ts';
 import type { Metrics } from './metrics.ts';
 

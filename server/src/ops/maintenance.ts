@@ -5,7 +5,7 @@ import type { RegistryConfig } from '../config/schema.ts';
 import { collectGarbage, type GcResult } from '../registry/gc.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
 import { pruneCache, type PruneResult } from '../proxy/prune.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../log/logger.ts';
 import type { Metrics } from './metrics.ts';
 
 const WEEK_MS = 168 * 3_600_000;

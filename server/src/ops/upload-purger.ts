@@ -3,7 +3,7 @@
 // older than `age`, checked every `interval`.
 import type { RegistryConfig } from '../config/schema.ts';
 import type { LocalRegistry } from '../registry/local-registry.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../log/logger.ts';
 
 export interface Purger {
   stop(): void;

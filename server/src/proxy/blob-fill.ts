@@ -27,7 +27,7 @@ import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import { type Digest, newHash } from '../registry/digest.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
 import { type FetchedBlob, type UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 

@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import type { Digest } from '../registry/digest.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { BlobFill, type Fill, FillEnded, type FillLimits, type FillObserver, type FillSource } from './blob-fill.ts';
 import { RemoteFill } from './remote-fill.ts';
 import type { UpstreamClient } from './upstream-client.ts';

@@ -34,7 +34,7 @@ import type {
   UploadStatus,
 } from '../registry/types.ts';
 import { LruCache } from '../registry/lru.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { AccessTracker } from './access-tracker.ts';
 import { BlobFill, type Fill, FillEnded, type FillLimits, type FillSource } from './blob-fill.ts';
 import { type FillCoordinator, SharedFill } from './fill-coordinator.ts';

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { Digest } from '../registry/digest.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { type Fill, FillEnded } from './blob-fill.ts';
 import type { FillCoordinator, FillInfo } from './fill-coordinator.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';

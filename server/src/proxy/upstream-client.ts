@@ -16,7 +16,7 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
 import { MediaTypes } from '../registry/manifest.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { parseChallenges } from './challenge.ts';
 import { EgressPolicy, EgressRefused, guardedConnector, type Resolver } from './egress-guard.ts';
 import type { Upstream } from './upstreams.ts';

@@ -10,7 +10,7 @@
 // little while so that followers polling it see how it ended; a failed one
 // can be claimed again at once.
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import type { FillObserver } from '../proxy/blob-fill.ts';
 import type { FillCoordinator, FillInfo } from '../proxy/fill-coordinator.ts';
 import type { SharedRedis } from './redis.ts';

@@ -7,7 +7,7 @@
 // polls Redis.
 import { randomUUID } from 'node:crypto';
 import { type Exclusive, KeyedLock } from '../registry/keyed-lock.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import { type SharedRedis, sleep } from './redis.ts';
 
 const LOCK_TTL_MS = 30_000;

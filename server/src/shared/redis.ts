@@ -11,7 +11,7 @@
 import { createRequire } from 'node:module';
 import type { Redis, RedisOptions } from 'ioredis';
 import type { RegistryConfig } from '../config/schema.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 
 export type RedisConfig = NonNullable<RegistryConfig['redis']>;
 

@@ -14,7 +14,7 @@
 // Without a redis section nothing here touches the network and the server
 // behaves exactly as a single instance always did.
 import type { RegistryConfig } from '../config/schema.ts';
-import type { Logger } from '../ops/logger.ts';
+import type { Logger } from '../log/logger.ts';
 import type { FillCoordinator } from '../proxy/fill-coordinator.ts';
 import type { Exclusive } from '../registry/keyed-lock.ts';
 import type { HashStateEvent } from '../registry/uploads.ts';

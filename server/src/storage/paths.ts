@@ -1,7 +1,16 @@
 // The one place that maps registry things to storage keys, in the layout of
 // distribution's registry/storage/paths.go, so that registry:2 and we can
 // share a data directory. Callers pass validated names and parsed digests.
-import type { Digest } from '../registry/digest.ts';
+
+/**
+ * A digest as keys need it. Storage sits below the registry and does not parse
+ * digests: callers pass registry/digest.ts's parsed Digest, which is what keeps
+ * "../" and friends out of keys.
+ */
+export interface Digest {
+  readonly algorithm: string;
+  readonly hex: string;
+}
 
 export const ROOT = '/docker/registry/v2';
 export const REPOSITORIES = `${ROOT}/repositories`;
