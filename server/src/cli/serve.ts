@@ -14,9 +14,9 @@ export const SERVE_HELP = `
 Configuration:
   Any config key can also be set from the environment, as in distribution:
   REGISTRY_ and the key's path in capitals joined by _, e.g.
-    REGISTRY_HTTP_ADDR=127.0.0.1:5001                            http.addr
-    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry     storage.filesystem.rootdirectory
-    REGISTRY_LOG_LEVEL=debug                                     log.level
+    REGISTRY_HTTP_ADDR=127.0.0.1:5001                        http.addr
+    REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry  storage.filesystem.rootdirectory
+    REGISTRY_LOG_LEVEL=debug                                 log.level
   They override the config file, and the built-in default when there is none.
 
 Port and address:
