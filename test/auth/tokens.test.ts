@@ -54,7 +54,7 @@ async function rig(name: string, options: { rotationMs?: number; overlapMs?: num
     issuer: 'test-issuer',
     service: 'test-service',
     keys,
-    policy: () => POLICY,
+    rights: async (subject) => (name) => POLICY.actions(subject, name),
     expiresInS: 300,
     refreshExpiresInS: 30 * 24 * 3600,
     now: clock.now,

@@ -1,8 +1,8 @@
 // Builds the server's authentication from the config:
 // - no auth.access and no auth.token: Basic over htpasswd, all-or-nothing (as always);
 // - auth.access: bearer tokens from the built-in token server (/auth/token),
-//   passwords from htpasswd, rights from the policy file; tokens of an external
-//   issuer are trusted too when auth.token names its keys;
+//   passwords from htpasswd, robots from the storage, rights from the policy
+//   file; tokens of an external issuer are trusted too when auth.token names its keys;
 // - auth.token alone: bearer tokens of an external token server only (distribution's token auth).
 // A problem with a file it needs stops the start as one line naming the key.
 import * as path from 'node:path';
@@ -10,10 +10,13 @@ import type { KeyObject } from 'node:crypto';
 import { ConfigError } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
+import type { StorageDriver } from '../storage/driver.ts';
 import { AccessPolicyFile } from './access-policy.ts';
+import { Accounts } from './accounts.ts';
 import { Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';
 import { KeyStore } from './keys.ts';
+import { RobotStore } from './robots.ts';
 import { TokenAuthenticator } from './token-auth.ts';
 import { TokenIssuer } from './token-issuer.ts';
 import { TokenService } from './token-service.ts';
@@ -35,6 +38,8 @@ export interface AuthSetupOptions {
   canonicalName?: (name: string) => string;
   /** The clock tokens are issued and checked by (tests move it). */
   now?: () => number;
+  /** Where robot accounts are kept (the registry's storage). */
+  driver?: StorageDriver;
 }
 
 /** Where the built-in token server keeps its keys unless auth.token.keydir says. */
@@ -109,23 +114,24 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
       clockToleranceS: external.size > 0 ? 60 : 0,
       keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey,
     });
-    const policy = policyFile && (() => policyFile.current());
-    const authenticator = new TokenAuthenticator({ verifier, service, realm: token?.realm, policy, htpasswd });
+    const robots = options.driver && new RobotStore(options.driver, { now: options.now });
+    const accounts = policyFile && new Accounts(() => policyFile.current(), htpasswd, robots, options.now);
+    const authenticator = new TokenAuthenticator({ verifier, service, realm: token?.realm, accounts });
     const tokens =
-      keys && policy
+      keys && accounts
         ? new TokenService(
             new TokenIssuer({
               issuer: issuerName,
               service,
               keys,
-              policy,
+              rights: (subject) => accounts.rights(subject),
               expiresInS: Math.max(1, Math.round((token?.expiration ?? 300_000) / 1000)),
               refreshExpiresInS: Math.max(1, Math.round((token?.refreshexpiration ?? 720 * 3_600_000) / 1000)),
               now: options.now,
               canonicalName: options.canonicalName,
-              credentialStamp: (user) => htpasswd?.credentialStamp(user),
+              credentialStamp: (user) => accounts.stamp(user),
             }),
-            htpasswd,
+            accounts,
           )
         : undefined;
     logger.info({ service, issuer: issuerName, builtin: tokens !== undefined, external: external.size }, 'token auth on');

@@ -12,9 +12,9 @@
 // allow it → 401 error="insufficient_scope" (the client fetches a new token);
 // a logged-in client the policy refuses → 403 DENIED.
 import { RegistryError } from '../registry/errors.ts';
-import type { AccessPolicy, Subject } from './access-policy.ts';
+import type { Subject } from './access-policy.ts';
+import type { Accounts } from './accounts.ts';
 import { type Access, type AuthRequest, type Identity, InvalidCredentials, parseBasic, type RequestAuthenticator } from './authenticator.ts';
-import type { Htpasswd } from './htpasswd.ts';
 import { challengeActions, formatScope, type ResourceScope } from './scope.ts';
 import { InvalidToken, type TokenVerifier, type VerifiedToken } from './token-verifier.ts';
 
@@ -34,10 +34,8 @@ export interface TokenAuthOptions {
   service: string;
   /** Where clients get tokens: a configured URL, or this server's /auth/token. */
   realm?: string;
-  /** Absent: tokens alone decide (an external token server). */
-  policy?: () => AccessPolicy;
-  /** For Basic credentials on registry requests. */
-  htpasswd?: Htpasswd;
+  /** Users, robots and the access policy; absent: tokens alone decide (an external token server). */
+  accounts?: Accounts;
 }
 
 export const TOKEN_PATH = '/auth/token';
@@ -73,49 +71,53 @@ export class TokenAuthenticator implements RequestAuthenticator {
       if (!(err instanceof InvalidToken)) throw err;
       throw new BearerChallenge(`authentication required: ${err.message}`, 'invalid_token', scopesOf(request));
     }
-    const policy = this.options.policy?.();
     const subject: Subject = { user: verified.user };
-    const granted = (name: string, action: Access) =>
-      (verified.repositories.get(name)?.has(action) ?? false) && (!policy || policy.may(subject, name, action));
+    const { accounts } = this.options;
+    const rights = accounts && (await accounts.rights(subject));
+    if (accounts && !rights) {
+      throw new BearerChallenge('authentication required: this account is revoked, expired or gone', 'invalid_token', scopesOf(request));
+    }
+    const allowed = (name: string, action: Access) => !rights || rights(name).has(action);
+    const granted = (name: string, action: Access) => (verified.repositories.get(name)?.has(action) ?? false) && allowed(name, action);
     // Other repositories (the catalog, a mount's source): with a policy, what it lets the
     // subject do (a token for that scope is theirs for the asking); else what the token grants.
-    const identity: Identity = { user: verified.user, may: policy ? (name, action) => policy.may(subject, name, action) : granted };
+    const identity: Identity = { user: verified.user, may: rights ? allowed : granted };
     if (request.access === 'base') return identity;
     if (request.catalog) {
-      if (policy) return identity;
+      if (rights) return identity;
       // An external token server's catalog scope shows everything, as distribution does.
       if (verified.catalog) return { user: verified.user };
       throw new BearerChallenge('the token does not grant the catalog', 'insufficient_scope', scopesOf(request));
     }
     const name = request.repository!;
     if (granted(name, request.access)) return identity;
-    if (policy && !policy.may(subject, name, request.access) && subject.user !== undefined) {
+    if (rights && !allowed(name, request.access) && subject.user !== undefined) {
       throw new RegistryError('DENIED', `requested access to the resource is denied: ${request.access} on ${name}`);
     }
     throw new BearerChallenge(`the token does not grant ${request.access} on ${name}`, 'insufficient_scope', scopesOf(request));
   }
 
   private async withPassword(request: AuthRequest, creds: { user: string; password: string } | undefined): Promise<Identity> {
-    const { htpasswd } = this.options;
-    const policy = this.options.policy?.();
-    if (!htpasswd || !policy) {
+    const { accounts } = this.options;
+    if (!accounts) {
       // An external token server checks passwords: a registry request with one is refused, not checked here.
       throw new BearerChallenge('authentication required: this registry takes bearer tokens');
     }
-    const user = creds ? await htpasswd.verify(creds.user, creds.password, request.budget) : undefined;
+    const user = creds ? await accounts.verify(creds.user, creds.password, request.budget) : undefined;
     if (!user) {
       if (!creds) await request.budget?.charge();
       throw new InvalidCredentials();
     }
-    const subject: Subject = { user };
-    const identity: Identity = { user, may: (name, action) => policy.may(subject, name, action) };
+    const rights = await accounts.rights({ user });
+    if (!rights) throw new InvalidCredentials();
+    const identity: Identity = { user, may: (name, action) => rights(name).has(action) };
     if (request.access === 'base' || request.catalog) return identity;
-    if (policy.may(subject, request.repository!, request.access)) return identity;
+    if (rights(request.repository!).has(request.access)) return identity;
     throw new RegistryError('DENIED', `requested access to the resource is denied: ${request.access} on ${request.repository}`);
   }
 
   private anonymous(request: AuthRequest): Identity {
-    const policy = this.options.policy?.();
+    const policy = this.options.accounts?.policy();
     // /v2/ and the catalog always challenge a client without credentials: /v2/ is how
     // clients learn where to log in, and the catalog's answer depends on who asks (an
     // anonymous client gets an anonymous token and sees what anonymous clients may pull).

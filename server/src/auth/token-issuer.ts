@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { isValidName } from '../registry/names.ts';
-import { ACTIONS, type Action, type AccessPolicy, type Subject } from './access-policy.ts';
+import { ACTIONS, type Action, type Subject } from './access-policy.ts';
+import type { Rights } from './accounts.ts';
 import type { KeyStore } from './keys.ts';
 import type { AccessEntry, ResourceScope } from './scope.ts';
 import { InvalidToken } from './token-verifier.ts';
@@ -17,15 +18,16 @@ export interface TokenIssuerOptions {
   issuer: string;
   service: string;
   keys: KeyStore;
-  policy: () => AccessPolicy;
+  /** What a subject may do now (the access policy, a robot's scopes); undefined: nothing, the account is gone. */
+  rights: (subject: Subject) => Promise<Rights | undefined>;
   /** Access token lifetime. */
   expiresInS: number;
   refreshExpiresInS: number;
   now?: () => number;
   /** This registry's name for a requested repository (the mirror's canonical names); throws for names it refuses. */
   canonicalName?: (name: string) => string;
-  /** The user's current credential stamp; undefined when there is no such user any more. */
-  credentialStamp: (user: string) => string | undefined;
+  /** The account's current credential stamp; undefined when there is no such account any more. */
+  credentialStamp: (user: string) => Promise<string | undefined> | string | undefined;
 }
 
 export interface IssuedToken {
@@ -53,8 +55,9 @@ export class TokenIssuer {
   }
 
   /** What `subject` gets of `scopes`: each asked action the policy allows, nothing else. */
-  grant(subject: Subject, scopes: readonly ResourceScope[]): AccessEntry[] {
-    const policy = this.options.policy();
+  async grant(subject: Subject, scopes: readonly ResourceScope[]): Promise<AccessEntry[]> {
+    const rights = await this.options.rights(subject);
+    if (!rights) return [];
     const byKey = new Map<string, AccessEntry>();
     for (const scope of scopes) {
       let actions: string[] = [];
@@ -64,7 +67,7 @@ export class TokenIssuer {
       } else if (scope.type === 'repository') {
         const name = this.canonical(scope.name);
         if (name === undefined) continue;
-        const allowed = policy.actions(subject, name);
+        const allowed = rights(name);
         const asked = new Set<Action>(scope.actions.includes('*') ? ACTIONS : (scope.actions.filter((a) => (ACTIONS as readonly string[]).includes(a)) as Action[]));
         actions = ACTIONS.filter((a) => asked.has(a) && allowed.has(a));
       }
@@ -81,7 +84,7 @@ export class TokenIssuer {
   async issue(subject: Subject, scopes: readonly ResourceScope[], refresh?: { clientId?: string }): Promise<IssuedToken> {
     const key = await this.options.keys.signingKey();
     const nowS = Math.floor(this.now() / 1000);
-    const access = this.grant(subject, scopes);
+    const access = await this.grant(subject, scopes);
     const token = await new SignJWT({ access })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })
       .setIssuer(this.options.issuer)
@@ -93,7 +96,7 @@ export class TokenIssuer {
       .setJti(randomBytes(16).toString('base64url'))
       .sign(key.privateKey);
     const issued: IssuedToken = { token, expiresIn: this.options.expiresInS, issuedAt: new Date(nowS * 1000).toISOString(), access };
-    const stamp = subject.user !== undefined ? this.options.credentialStamp(subject.user) : undefined;
+    const stamp = subject.user !== undefined ? await this.options.credentialStamp(subject.user) : undefined;
     if (refresh && stamp !== undefined) {
       issued.refreshToken = await new SignJWT({ token_use: REFRESH_USE, cst: stamp, ...(refresh.clientId ? { client_id: refresh.clientId } : {}) })
         .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })
@@ -133,7 +136,7 @@ export class TokenIssuer {
       throw new InvalidToken(err instanceof joseErrors.JWTExpired ? 'the refresh token has expired' : 'the refresh token is not valid');
     }
     if (payload.token_use !== REFRESH_USE || typeof payload.sub !== 'string') throw new InvalidToken('not a refresh token');
-    const stamp = this.options.credentialStamp(payload.sub);
+    const stamp = await this.options.credentialStamp(payload.sub);
     if (stamp === undefined || stamp !== payload.cst) throw new InvalidToken('the login behind this refresh token has changed; log in again');
     return { user: payload.sub };
   }

@@ -4,7 +4,8 @@
 // and the token they get.
 import type { Subject } from './access-policy.ts';
 import { InvalidCredentials, parseBasic } from './authenticator.ts';
-import type { Htpasswd, LoginBudget } from './htpasswd.ts';
+import type { Accounts } from './accounts.ts';
+import type { LoginBudget } from './htpasswd.ts';
 import type { ResourceScope } from './scope.ts';
 import type { IssuedToken, TokenIssuer } from './token-issuer.ts';
 import { InvalidToken } from './token-verifier.ts';
@@ -12,7 +13,7 @@ import { InvalidToken } from './token-verifier.ts';
 export class TokenService {
   constructor(
     private readonly issuer: TokenIssuer,
-    private readonly htpasswd?: Htpasswd,
+    private readonly accounts: Accounts,
   ) {}
 
   get service(): string {
@@ -32,11 +33,8 @@ export class TokenService {
   }
 
   async password(user: string, password: string, budget?: LoginBudget): Promise<Subject> {
-    const ok = this.htpasswd ? await this.htpasswd.verify(user, password, budget) : undefined;
-    if (!ok) {
-      if (!this.htpasswd) await budget?.charge();
-      throw new InvalidCredentials();
-    }
+    const ok = await this.accounts.verify(user, password, budget);
+    if (!ok) throw new InvalidCredentials();
     return { user: ok };
   }
 

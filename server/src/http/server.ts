@@ -89,6 +89,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       logger,
       canonicalName: mirror && ((name) => mirror.canonicalName(name, undefined)),
       now: options.now,
+      driver,
     });
   } catch (err) {
     await shared.close();
