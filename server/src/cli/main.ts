@@ -5,8 +5,10 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { serveCommand, SERVE_HELP } from './serve.ts';
 import { htpasswdCommand } from './htpasswd.ts';
-import { garbageCollectCommand, pruneCommand } from './maintenance.ts';
-import { mirrorPullCommand } from './mirror-pull.ts';
+// The maintenance and mirror tools are imported when they run: `serve` would
+// otherwise load their progress bars and HTTP client for nothing (about 4 MB).
+import type { garbageCollectCommand, pruneCommand } from './maintenance.ts';
+import type { mirrorPullCommand } from './mirror-pull.ts';
 
 // The SDK warns once per process that its releases after January 2027 need
 // Node 22. That is for whoever upgrades the dependency, not for an operator
@@ -59,7 +61,7 @@ program
   .option('-d, --dry-run', 'only report what would be deleted')
   .option('-m, --delete-untagged', 'also delete manifests that no tag reaches')
   .option('--grace <seconds>', 'keep blobs younger than this (default: gc.graceperiod, or 0 offline)')
-  .action(garbageCollectCommand);
+  .action(async (...args: Parameters<typeof garbageCollectCommand>) => (await import('./maintenance.ts')).garbageCollectCommand(...args));
 
 program
   .command('prune')
@@ -67,7 +69,7 @@ program
   .argument('<config>', 'configuration file of the mirror')
   .option('-d, --dry-run', 'only report what would be deleted, and how many bytes')
   .option('--grace <seconds>', 'keep unreferenced blobs younger than this (default: gc.graceperiod, 1h)')
-  .action(pruneCommand);
+  .action(async (...args: Parameters<typeof pruneCommand>) => (await import('./maintenance.ts')).pruneCommand(...args));
 
 program
   .command('htpasswd')
@@ -87,6 +89,6 @@ mirror
   .option('-u, --user <user:password>', 'credentials, when the mirror needs a login')
   .option('--platform <os/arch>', 'only this platform of multi-arch images (default: all)')
   .option('--concurrency <n>', 'blobs fetched at once', '4')
-  .action(mirrorPullCommand);
+  .action(async (...args: Parameters<typeof mirrorPullCommand>) => (await import('./mirror-pull.ts')).mirrorPullCommand(...args));
 
 await program.parseAsync(process.argv);

@@ -14,7 +14,7 @@
 // saved state and keep the native hash, which is several times faster.
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { createSHA256, type IHasher } from 'hash-wasm';
+import type { IHasher } from 'hash-wasm';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobInfo, BlobStore } from './blob-store.ts';
@@ -288,12 +288,12 @@ export class UploadStore {
     this.resumable.delete(id);
     let state: ResumableHash | undefined;
     if (offset === 0) {
-      state = { hasher: (await createSHA256()).init(), bytes: 0, saved: 0 };
+      state = { hasher: (await resumableSha256()).init(), bytes: 0, saved: 0 };
     } else {
       const saved = await store.load(name, id, offset).catch(() => undefined);
       if (saved) {
         try {
-          state = { hasher: (await createSHA256()).init().load(saved), bytes: offset, saved: offset };
+          state = { hasher: (await resumableSha256()).init().load(saved), bytes: offset, saved: offset };
           this.onHashState('loaded');
         } catch {
           // A state written by an incompatible hash-wasm build: re-read at commit.
@@ -367,4 +367,9 @@ function checkLength(written: number, options: AppendOptions): void {
       offset: range.start + written,
     });
   }
+}
+
+/** hash-wasm, imported by the first upload whose hash state is shared (replicas): a single instance never loads it. */
+async function resumableSha256(): Promise<IHasher> {
+  return (await import('hash-wasm')).createSHA256();
 }
