@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { hashPassword } from '../auth/htpasswd.ts';
-import { type LoadedConfig, loadConfigObject } from './load.ts';
+import { type LoadedConfig, loadConfigObject } from '../config/load.ts';
 
 export interface Quickstart {
   loaded: LoadedConfig;

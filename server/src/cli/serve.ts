@@ -1,6 +1,6 @@
 // `registry serve [config.yml]`
 import { ConfigError, type LoadedConfig, loadConfigFile } from '../config/load.ts';
-import { quickstartConfig } from '../config/quickstart.ts';
+import { quickstartConfig } from './quickstart.ts';
 import { parseListenAddr, type RegistryConfig } from '../config/schema.ts';
 import { startServer } from '../http/server.ts';
 import { createLogger } from '../log/logger.ts';
