@@ -423,7 +423,7 @@ describe('renew-cert with an --origin-ca-host', () => {
 describe('failed-login limiting', () => {
   it('is on in the private config by default, with the proxy network trusted for X-Forwarded-For', () => {
     const priv = loadConfigText(renderPrivateConfig(cfgOf(), TARGET), {}).config;
-    expect(priv.ratelimit).toEqual({ enabled: true, failedlogins: { limit: 20, window: 15 * 60_000 }, trustedproxies: ['172.30.0.0/24'] });
+    expect(priv.ratelimit).toEqual({ enabled: true, failedlogins: { enabled: true, limit: 20, window: 15 * 60_000 }, trustedproxies: ['172.30.0.0/24'] });
     // a public mirror checks no logins; one with requireAuth does
     expect(loadConfigText(renderMirrorConfig(cfgOf(), TARGET), {}).config.ratelimit).toMatchObject({ enabled: false });
     const authMirror = loadConfigText(renderMirrorConfig(cfgOf({ mirror: { requireAuth: true } }), TARGET), {}).config;

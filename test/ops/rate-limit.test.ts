@@ -5,6 +5,8 @@
 // never how fast.
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { BcryptPool } from '../../server/src/auth/bcrypt-pool.ts';
+import { loadConfigObject } from '../../server/src/config/load.ts';
+import { RateLimits } from '../../server/src/http/rate-limit.ts';
 import { errorCodes, RegistryClient, type Response } from '../helpers/client.ts';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.ts';
 import { metric } from '../helpers/ops/servers.ts';
@@ -153,5 +155,65 @@ describe('rate limits', () => {
     expectTooMany((await untilLimited(direct, { 'x-forwarded-for': '10.0.0.1' })).at(-1)!);
     // Without a trusted proxy the header is ignored: every request is 127.0.0.1's.
     expectTooMany(await direct.req('/v2/', { headers: { 'x-forwarded-for': '10.0.0.2' } }));
+  });
+});
+
+describe('the failed-login limit by default', () => {
+  /** A server with users and the given ratelimit section (none: the defaults), its own so that 127.0.0.1 is its only client. */
+  async function withUsers(ratelimit?: Record<string, unknown>): Promise<TestServer> {
+    const s = await startTestServer({ users: USERS, extra: ratelimit ? { ratelimit } : {} });
+    servers.push(s);
+    return s;
+  }
+
+  /** Sends `n` wrong passwords one after the other; returns their statuses. */
+  async function guesses(s: TestServer, n: number): Promise<number[]> {
+    const statuses: number[] = [];
+    for (let i = 0; i < n; i++) statuses.push((await as(s, 'alice', `guess-${i}`).req('/v2/')).status);
+    return statuses;
+  }
+
+  it('is on, at 20 failed logins per 15 minutes, on a server with users and no ratelimit section; the buckets are off', () => {
+    const { config } = loadConfigObject({ storage: { filesystem: { rootdirectory: '/tmp/x' } } }, {});
+    expect(config.ratelimit).toEqual({ enabled: true, failedlogins: { enabled: true, limit: 20, window: 15 * 60_000 }, trustedproxies: [] });
+    const limits = new RateLimits(config.ratelimit, undefined, undefined, true);
+    expect(limits.enabled).toBe(true);
+    expect(limits.loginBudget('192.0.2.1')).toBeDefined();
+    // Nobody logs in to a server without users: nothing to count, and no lookup per request.
+    expect(new RateLimits(config.ratelimit, undefined, undefined, false).enabled).toBe(false);
+  });
+
+  it('locks the address out after 20 wrong passwords with the default config; good logins before, concurrent ones too, spend nothing', async () => {
+    const s = await withUsers();
+    const good = () => as(s, 'alice').req('/v2/');
+    // A client pushing in parallel, each request with its credentials.
+    expect((await Promise.all(Array.from({ length: 30 }, good))).map((r) => r.status)).toEqual(Array(30).fill(200));
+    expect(await guesses(s, 19)).toEqual(Array(19).fill(401));
+    expect((await good()).status).toBe(200);
+    expect(await guesses(s, 1)).toEqual([401]);
+    // The 21st: locked out, even with the right password.
+    expectTooMany(await as(s, 'alice', 'guess-21').req('/v2/'));
+    expectTooMany(await good());
+    expect(metric(await s.metrics.registry.metrics(), 'registry_rate_limited_total', { limit: 'failedlogins' })).toBeGreaterThanOrEqual(2);
+  });
+
+  it('takes its limit from ratelimit.failedlogins without ratelimit.enabled', async () => {
+    const s = await withUsers({ failedlogins: { limit: 3 } });
+    expect(await guesses(s, 3)).toEqual([401, 401, 401]);
+    expectTooMany(await as(s, 'alice').req('/v2/'));
+  });
+
+  it('is turned off by failedlogins.enabled: false or ratelimit.enabled: false', async () => {
+    for (const ratelimit of [{ failedlogins: { enabled: false } }, { enabled: false }]) {
+      const s = await withUsers(ratelimit);
+      expect(await guesses(s, 25), JSON.stringify(ratelimit)).toEqual(Array(25).fill(401));
+      expect((await as(s, 'alice').req('/v2/')).status).toBe(200);
+    }
+  });
+
+  it('refuses a limit below 1', () => {
+    expect(() => loadConfigObject({ storage: { filesystem: { rootdirectory: '/tmp/x' } }, ratelimit: { failedlogins: { limit: 0 } } }, {})).toThrow(
+      /ratelimit\.failedlogins\.limit/,
+    );
   });
 });

@@ -388,16 +388,17 @@ const bucket = z.strictObject({
 
 /** Ours: built-in rate limits. */
 const ratelimit = z.strictObject({
-  enabled: bool.default(false).describe('Turns the limits below on.'),
-  perip: bucket.optional().describe('Every client address (checked before authentication).'),
-  peruser: bucket.optional().describe('Every authenticated user, from any address.'),
+  enabled: bool.default(true).describe('false turns every limit below off, the default failed-login limit included.'),
+  perip: bucket.optional().describe('Every client address (checked before authentication); off unless set.'),
+  peruser: bucket.optional().describe('Every authenticated user, from any address; off unless set.'),
   failedlogins: z
     .strictObject({
-      limit: int.describe('Failed logins allowed per client address and window; then every request from it gets 429 until the window ends.'),
-      window: duration.describe('The window, e.g. 15m.'),
+      enabled: bool.default(true).describe('false turns the failed-login limit off.'),
+      limit: int.pipe(z.number().int().positive()).default(20).describe('Failed logins allowed per client address and window; then every request from it gets 429 until the window ends.'),
+      window: duration.default(900_000).describe('The window, e.g. 15m.'),
     })
-    .optional()
-    .describe('Brute-force protection, per client address.'),
+    .prefault({})
+    .describe('Brute-force protection, per client address: on by default whenever the server checks passwords (auth.htpasswd or auth.access). Behind a reverse proxy, list it in trustedproxies, or one guesser locks out every client.'),
   trustedproxies: z
     .array(z.string())
     .default([])
@@ -434,7 +435,7 @@ export const configSchema = z.strictObject({
   reporting: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used.'),
   middleware: z.record(z.string(), z.unknown()).optional().describe('Accepted; not used (s3 redirects are built in, see storage.redirect).'),
   admin: admin.optional().describe('Ours: the admin listener (metrics, health, GC and prune endpoints); off without this section.'),
-  ratelimit: ratelimit.optional().describe('Ours: built-in rate limits; a request over one gets 429 TOOMANYREQUESTS with Retry-After.'),
+  ratelimit: ratelimit.prefault({}).describe('Ours: built-in rate limits; a request over one gets 429 TOOMANYREQUESTS with Retry-After. Only the failed-login limit is on by default.'),
   gc: gc.optional().describe('Ours: online garbage collection.'),
   cache: cache.optional().describe("Ours: the mirror's cache pruning policy."),
 }).superRefine((c, ctx) => {

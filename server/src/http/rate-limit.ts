@@ -1,7 +1,10 @@
 // Built-in rate limits (rate-limiter-flexible): a token bucket with burst
 // per client IP and per user, and a stricter limit on failed logins per IP
-// (brute force). The client IP comes from X-Forwarded-For only when the
-// connection came from a trusted proxy (proxy-addr, as Express does it).
+// (brute force). Only the failed-login limit is on by default, and only on a
+// server that checks passwords: elsewhere nothing could spend it, and asking it
+// about every request would cost a Redis round trip. The client IP comes from
+// X-Forwarded-For only when the connection came from a trusted proxy
+// (proxy-addr, as Express does it).
 // With Redis, the counters live there (RateLimiterRedis, same buckets), so
 // replicas behind one load balancer share one budget per client; if Redis
 // fails, each replica falls back to its own in-memory counters.
@@ -23,6 +26,7 @@ export class RateLimits {
   private readonly perUser?: BurstyRateLimiter;
   private readonly failedLogins?: RateLimiterAbstract;
   private readonly trust: (addr: string, i: number) => boolean;
+  /** Some limit applies. */
   readonly enabled: boolean;
 
   constructor(
@@ -30,10 +34,12 @@ export class RateLimits {
     private readonly onLimited: (limit: string) => void = () => {},
     /** Shared counters (replicas); in memory when absent. */
     redis?: SharedRedis,
+    /** Whether the server checks passwords at all (auth.htpasswd or auth.access). */
+    checksPasswords = true,
   ) {
-    this.enabled = config?.enabled ?? false;
     this.trust = proxyAddr.compile(config?.trustedproxies ?? []);
-    if (!this.enabled || !config) return;
+    this.enabled = false;
+    if (!config?.enabled) return;
     const make = (options: LimiterOptions): RateLimiterAbstract =>
       redis
         ? new RateLimiterRedis({
@@ -46,13 +52,14 @@ export class RateLimits {
         : new RateLimiterMemory(options);
     if (config.perip) this.perIp = bucket(config.perip, 'ip', make);
     if (config.peruser) this.perUser = bucket(config.peruser, 'user', make);
-    if (config.failedlogins) {
+    if (config.failedlogins.enabled && checksPasswords) {
       this.failedLogins = make({
         keyPrefix: 'login',
         points: config.failedlogins.limit,
         duration: Math.max(1, Math.ceil(config.failedlogins.window / 1000)),
       });
     }
+    this.enabled = Boolean(this.perIp || this.perUser || this.failedLogins);
   }
 
   /** The client's address: X-Forwarded-For is believed only from trusted proxies. */

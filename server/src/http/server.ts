@@ -97,7 +97,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   }
 
   const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
-  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis);
+  const checksPasswords = Boolean(config.auth?.htpasswd || config.auth?.access);
+  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis, checksPasswords);
   const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write, shared.checks);
   const maintenance = new Maintenance(registry, config, metrics, logger, mirror && (() => mirror.flushAccessTimes()));
 
