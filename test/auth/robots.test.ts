@@ -20,8 +20,8 @@ import { runNode } from '../cli/helpers.ts';
 import { basicAuth, fetchToken, parseChallenge, startTokenServer, TestClock, TokenClient, type TokenTestServer } from './helpers.ts';
 
 const DAY = 86_400_000;
-const HARNESS = path.join(REPO_ROOT, 'test', 'auth', 'robot-cli-harness.ts');
-const robotCli = (args: string[]) => runNode(['--import', 'tsx', HARNESS, 'robot', ...args], { timeoutMs: 60_000 });
+const MAIN = path.join(REPO_ROOT, 'server', 'src', 'cli', 'main.ts');
+const robotCli = (args: string[]) => runNode(['--import', 'tsx', MAIN, 'robot', ...args], { timeoutMs: 60_000 });
 
 let dir: string;
 beforeAll(() => {

@@ -91,4 +91,6 @@ mirror
   .option('--concurrency <n>', 'blobs fetched at once', '4')
   .action(async (...args: Parameters<typeof mirrorPullCommand>) => (await import('./mirror-pull.ts')).mirrorPullCommand(...args));
 
+(await import('./robot.ts')).addRobotCommand(program);
+
 await program.parseAsync(process.argv);
