@@ -22,7 +22,7 @@ export type StorageKind = 'filesystem' | 's3';
 export const STORAGE_KIND: StorageKind = process.env.RS_TEST_STORAGE === 's3' ? 's3' : 'filesystem';
 export const ON_S3 = STORAGE_KIND === 's3';
 
-/** The s3 driver's own hidden children: appendable objects' parts and time sidecars (server/src/storage/s3.ts). */
+/** The s3 driver's own hidden children: appendable objects' parts and time sidecars (server/src/storage/s3/keys.ts). */
 const S3_HIDDEN = new Set(['.parts', '.times']);
 const S3_PARTS = '.parts';
 
