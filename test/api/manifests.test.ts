@@ -148,6 +148,8 @@ describe('manifests', () => {
         const gone = await client.req(`/v2/${name}/manifests/v1`, { headers: { accept: ALL_TYPES } });
         expect(gone.status).toBe(404);
         expect(errorCodes(gone)).toEqual(['MANIFEST_UNKNOWN']);
+        // Named as clients write references: name:tag, name@digest.
+        expect(gone.json().errors[0].message).toBe(`manifest unknown: ${name}:v1`);
         expect(await exists(repoFile(name, '_manifests/tags/v1'))).toBe(false);
         expect((await client.req(`/v2/${name}/manifests/${digest}`, { headers: { accept: ALL_TYPES } })).status).toBe(200);
         expect((await client.req(`/v2/${name}/tags/list`)).json().tags).toEqual(['v2', 'v3']);
@@ -159,6 +161,9 @@ describe('manifests', () => {
           expect(res.status, ref).toBe(404);
           expect(errorCodes(res), ref).toEqual(['MANIFEST_UNKNOWN']);
         }
+        expect((await client.req(`/v2/${name}/manifests/${digest}`, { headers: { accept: ALL_TYPES } })).json().errors[0].message).toBe(
+          `manifest unknown: ${name}@${digest}`,
+        );
         const tagsAfter = await client.req(`/v2/${name}/tags/list`);
         if (ON_S3 && !('index' in item)) {
           // KNOWN s3 DEVIATION (a server matter, reported): with its only manifest deleted the repository

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { fetchManifest, MANIFEST_ACCEPT, verifyPull } from '../helpers/clients.ts';
 import { cachedTag, hasRevision, type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
+import { HostileUpstream } from '../helpers/hostile-upstream.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
 
@@ -189,5 +190,66 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     await Promise.all([hub.sync(), gh.sync()]);
     // Only the HEAD revalidating the tag.
     expect(hub.requests().length + gh.requests().length).toBe(before + 1);
+  });
+
+  it("lists the catalog by the names clients pull: the default upstream's without its host, the others' with it", async () => {
+    for (const path of ['/v2/alpine/manifests/3.20', '/v2/team/app/manifests/v1', '/v2/ghcr.io/team/app/manifests/v1', '/v2/ghcr.io/org/multi/manifests/latest']) {
+      expect((await digestAt(path)).status, path).toBe(200);
+    }
+    await mirror.settled();
+    const listed: string[] = (await client.req('/v2/_catalog')).json().repositories;
+    expect(listed).toEqual(['ghcr.io/org/multi', 'ghcr.io/team/app', 'library/alpine', 'team/app']);
+    // Each name listed is one a client pulls by, from the upstream it came from.
+    const tags = async (name: string) => (await client.req(`/v2/${name}/tags/list`)).json();
+    expect(await tags('team/app')).toEqual({ name: 'team/app', tags: ['v1'] });
+    expect((await digestAt('/v2/team/app/manifests/v1')).status).toBe(200);
+    expect((await digestAt('/v2/ghcr.io/team/app/manifests/v1')).digest).toBe(ghApp.manifest.digest);
+    expect((await digestAt('/v2/library/alpine/manifests/3.20')).digest).toBe(alpine.manifest.digest);
+    expect((await digestAt('/v2/ghcr.io/org/multi/manifests/latest')).digest).toBe(multi.index.digest);
+    // Paged one name at a time, in the same order.
+    const paged: string[] = [];
+    for (let last = ''; ; ) {
+      const page = await client.req(`/v2/_catalog?n=1${last ? `&last=${encodeURIComponent(last)}` : ''}`);
+      const items: string[] = page.json().repositories;
+      paged.push(...items);
+      if (!page.header('link')) break;
+      last = items[items.length - 1];
+    }
+    expect(paged).toEqual(listed);
+  });
+
+  it('names references in its errors as clients write them: name:tag, name@digest', async () => {
+    const byTag = await client.req('/v2/team/app/manifests/nosuchtag', { headers: { accept: MANIFEST_ACCEPT } });
+    expect(byTag.status).toBe(404);
+    expect(byTag.json().errors[0].message).toContain('docker.io/team/app:nosuchtag');
+    const missing = `sha256:${'0'.repeat(64)}`;
+    const byDigest = await client.req(`/v2/ghcr.io/team/app/manifests/${missing}`, { headers: { accept: MANIFEST_ACCEPT } });
+    expect(byDigest.status).toBe(404);
+    expect(byDigest.json().errors[0].message).toContain(`ghcr.io/team/app@${missing}`);
+  });
+});
+
+describe('mirror: the catalog of a single upstream (proxy.remoteurl)', () => {
+  let up: HostileUpstream;
+  let mirror: LocalMirror;
+  const image = buildImage({ files: [{ 'who.txt': 'a private upstream\n' }] });
+
+  beforeAll(async () => {
+    up = await HostileUpstream.start();
+    up.serveImage('team/app', 'v1', image);
+    mirror = await startMirror({ proxy: { remoteurl: up.url } });
+  });
+
+  afterAll(async () => {
+    await mirror?.stop();
+    await up?.stop();
+  });
+
+  it('lists team/app, not the cache name 127.0.0.1_<port>/team/app, and team/app pulls', async () => {
+    expect((await verifyPull(mirror.url, undefined, 'team/app', 'v1')).digest).toBe(image.manifest.digest);
+    await mirror.settled();
+    const client = new RegistryClient(mirror.url);
+    expect((await client.req('/v2/_catalog')).json().repositories).toEqual(['team/app']);
+    expect((await client.req('/v2/team/app/tags/list')).json()).toEqual({ name: 'team/app', tags: ['v1'] });
   });
 });

@@ -19,8 +19,9 @@ import { paths } from '../storage/paths.ts';
 import { type Digest, digestOf, looksLikeDigest, parseDigest, tryParseDigest } from '../registry/digest.ts';
 import { isRegistryError, RegistryError } from '../registry/errors.ts';
 import type { Exclusive } from '../registry/keyed-lock.ts';
-import type { LocalRegistry } from '../registry/local-registry.ts';
+import { type LocalRegistry, paginate } from '../registry/local-registry.ts';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.ts';
+import { imageRef } from '../registry/names.ts';
 import type {
   BlobHandle,
   BlobInfo,
@@ -285,7 +286,7 @@ export class MirrorRegistry implements RegistryService {
       if (!claimed) {
         throw new UpstreamUnavailable(
           this.upstreamFor(name).upstream.host,
-          `manifest ${remoteName}@${reference} came with an invalid Docker-Content-Digest ${JSON.stringify(fetched.digest.slice(0, 80))}; not cached`,
+          `manifest ${imageRef(remoteName, reference)} came with an invalid Docker-Content-Digest ${JSON.stringify(fetched.digest.slice(0, 80))}; not cached`,
         );
       }
     }
@@ -293,14 +294,14 @@ export class MirrorRegistry implements RegistryService {
     if (claimed && claimed.hex !== actual.hex) {
       throw new UpstreamUnavailable(
         this.upstreamFor(name).upstream.host,
-        `manifest ${remoteName}@${reference} does not match its digest ${claimed.value}; not cached`,
+        `manifest ${imageRef(remoteName, reference)} does not match its digest ${claimed.value}; not cached`,
       );
     }
     let info;
     try {
       info = parseManifest(fetched.body, fetched.mediaType);
     } catch (err) {
-      throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${remoteName}@${reference}: ${(err as Error).message}`);
+      throw new UpstreamUnavailable(this.upstreamFor(name).upstream.host, `invalid manifest ${imageRef(remoteName, reference)}: ${(err as Error).message}`);
     }
     this.local.manifests.remember(actual, fetched.body, info);
     const stored = this.storeBehind(name, [reference, actual.value], () =>
@@ -375,9 +376,11 @@ export class MirrorRegistry implements RegistryService {
     return this.local.referrers(name, subject, artifactType);
   }
 
+  /** Names as clients pull them (Upstreams.pullName), not as they are stored; paged in their own order. */
   async catalog(page: PageRequest): Promise<Page> {
     await this.manifestsStored();
-    return this.local.catalog(page);
+    const names = (await this.local.repositories()).map((name) => this.upstreams.pullName(name));
+    return paginate(names.sort(), page);
   }
 
   /** Waits for the manifests answered but not stored yet (of one repository, or all): listings show what was served. */

@@ -16,6 +16,7 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
 import { MediaTypes } from '../registry/manifest.ts';
+import { imageRef } from '../registry/names.ts';
 import type { Logger } from '../log/logger.ts';
 import { parseChallenges } from './challenge.ts';
 import { EgressPolicy, EgressRefused, guardedConnector, type Resolver } from './egress-guard.ts';
@@ -166,7 +167,7 @@ export class UpstreamClient {
       total += (chunk as Buffer).length;
       if (total > maxBytes) {
         res.body.destroy();
-        throw new UpstreamUnavailable(this.upstream.host, `manifest ${remote}:${reference} is larger than ${maxBytes} bytes`);
+        throw new UpstreamUnavailable(this.upstream.host, `manifest ${imageRef(remote, reference)} is larger than ${maxBytes} bytes`);
       }
       chunks.push(chunk as Buffer);
     }
@@ -218,7 +219,7 @@ export class UpstreamClient {
 
   private notFound(status: number, code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', remote: string, ref: string): void {
     if (this.isNotFound(status)) {
-      throw new RegistryError(code, `${code === 'BLOB_UNKNOWN' ? 'blob' : 'manifest'} unknown upstream: ${this.upstream.host}/${remote}@${ref.slice(0, 80)}`);
+      throw new RegistryError(code, `${code === 'BLOB_UNKNOWN' ? 'blob' : 'manifest'} unknown upstream: ${this.upstream.host}/${imageRef(remote, ref.slice(0, 80))}`);
     }
   }
 

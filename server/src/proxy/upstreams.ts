@@ -113,6 +113,30 @@ export class Upstreams {
     return `${upstream.prefix}/${remote}`;
   }
 
+  /**
+   * The name clients pull a cache repository by (what the catalog lists): the
+   * remote name for the default upstream (team/app, library/alpine), the cache
+   * name for the others (ghcr.io/owner/app, 127.0.0.1_5000/team/app), whose
+   * first component is how canonicalName finds their upstream. Always a name
+   * that canonicalName maps back to `cacheName`.
+   */
+  pullName(cacheName: string): string {
+    let resolved: Resolved;
+    try {
+      resolved = this.resolve(cacheName);
+    } catch {
+      return cacheName;
+    }
+    if (resolved.upstream !== this.defaultUpstream) return cacheName;
+    try {
+      // A remote name whose first component names another upstream would pull from that one.
+      if (this.canonicalName(resolved.remoteName) === cacheName) return resolved.remoteName;
+    } catch {
+      // Not a name canonicalName takes: the cache name still is.
+    }
+    return cacheName;
+  }
+
   /** The upstream and remote name behind a cache name made by canonicalName. */
   resolve(cacheName: string): Resolved {
     const slash = cacheName.indexOf('/');

@@ -16,7 +16,7 @@ import {
   type ManifestInfo,
   parseManifest,
 } from './manifest.ts';
-import { isValidTag, validateTag } from './names.ts';
+import { imageRef, isValidTag, validateTag } from './names.ts';
 import type { ManifestResult, PutManifestResult, ReferrersResult } from './types.ts';
 
 interface Parsed {
@@ -279,7 +279,7 @@ export class ManifestStore {
 }
 
 function manifestUnknown(name: string, reference: string): RegistryError {
-  return new RegistryError('MANIFEST_UNKNOWN', `manifest unknown: ${name}:${reference.slice(0, 140)}`);
+  return new RegistryError('MANIFEST_UNKNOWN', `manifest unknown: ${imageRef(name, reference.slice(0, 140))}`);
 }
 
 function blobUnknown(digest: string): RegistryError {

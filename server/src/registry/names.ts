@@ -19,6 +19,11 @@ export function validateName(name: string): string {
   return name;
 }
 
+/** `name:tag` or `name@digest`, as clients write an image reference (a tag never holds a colon, a digest always does). */
+export function imageRef(name: string, reference: string): string {
+  return `${name}${reference.includes(':') ? '@' : ':'}${reference}`;
+}
+
 export function isValidTag(tag: string): boolean {
   return TAG_RE.test(tag);
 }

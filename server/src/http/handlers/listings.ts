@@ -11,9 +11,11 @@ export async function base(ctx: RequestContext): Promise<void> {
 export async function catalog(ctx: RequestContext): Promise<void> {
   const n = queryInt(ctx.query, 'n');
   const request = { n, last: ctx.query.get('last') ?? undefined };
-  // With an access policy, only the repositories the caller may pull.
+  // With an access policy, only the repositories the caller may pull. (A mirror lists names as clients
+  // pull them; the policy speaks of the names they are cached under.)
   const { may } = ctx.identity;
-  const page = may ? await visibleCatalog(ctx.service, request, (name) => may(name, 'pull')) : await ctx.service.catalog(request);
+  const cached = (name: string) => ctx.service.canonicalName?.(name, undefined) ?? name;
+  const page = may ? await visibleCatalog(ctx.service, request, (name) => may(cached(name), 'pull')) : await ctx.service.catalog(request);
   const headers: Record<string, string> = {};
   if (page.next !== undefined && n !== undefined) {
     headers.Link = linkHeader(ctx.url('/v2/_catalog'), { last: page.next, n });
