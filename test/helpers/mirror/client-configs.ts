@@ -1,5 +1,5 @@
 // Client configurations for pulling through the mirror, exactly as the mirror
-// tests write them (the README's "Run a mirror" snippets come from here).
+// tests write them (docs/mirror.md's "Point clients at it" snippets come from here).
 
 /** containerd hosts.toml: pull and resolve through `mirrorUrl`, falling back to `server`. */
 export function hostsToml(server: string, mirrorUrl: string): string {
