@@ -23,7 +23,9 @@
 // is a config change):
 //   push   htpasswd (cost 4): load a small image, 50 MB push+GET (RSS),
 //          500 MB streamed pushes (interleaved, `sync` before each), 500 MB GET (RSS)
-//   read   no auth: manifest GET (wrk), blob HEAD (autocannon), blob GET 1 and 8 clients (curl)
+//   read   no auth: manifest GET (wrk), blob HEAD (autocannon), blob GET 1 and 8 clients (curl);
+//          then, on servers started for it (their peak is not the run's), 100 downloads of the
+//          50 MB blob that stop reading after the headers: RSS per stalled download
 //   auth10 htpasswd -B -C 10: 32 concurrent first logins, then manifest GET (wrk)
 //   auth12 the same at cost 12
 //   mirror no auth: an upstream distribution holding a 60 MB 3-layer image; ours and
@@ -49,6 +51,7 @@ import {
   coldLogins,
   curlParallel,
   htpasswdFile,
+  stalledDownloads,
   pullImage,
   pushBlobStreamed,
   pushImage,
@@ -148,6 +151,8 @@ const WARM_PULLS = QUICK ? 1 : 3;
 const PULL_CONCURRENCY = 3;
 const CONNECTIONS = 32;
 const COLD_CLIENTS = 32;
+/** Downloads that stop reading, for the RSS-per-stalled-download row (issue 13 item 10). */
+const STALLED = 100;
 const PHASES = new Set((argv.phases ?? 'push,read,auth10,auth12,mirror').split(',').map((s) => s.trim()));
 if (['read', 'auth10', 'auth12'].some((p) => PHASES.has(p))) PHASES.add('push');
 const USER = 'bench';
@@ -174,6 +179,8 @@ interface Row {
   unit: string;
   /** 'higher': ratio = ours/dist; 'lower': ratio = dist/ours. Either way > 1 means ours is better. */
   better: 'higher' | 'lower';
+  /** An absolute bound on ours (the unit's), instead of a ratio target: ok when ours ≤ limit. */
+  limit?: number;
   ours?: number;
   dist?: number;
   target?: number;
@@ -183,11 +190,18 @@ interface Row {
 }
 
 const rows: Row[] = [];
-function row(id: string, label: string, unit: string, better: 'higher' | 'lower', target?: number): Row {
-  const r: Row = { id, label, unit, better, target, samples: { ours: [], dist: [] }, detail: { ours: [], dist: [] }, noise: { ours: [], dist: [] } };
+function row(id: string, label: string, unit: string, better: 'higher' | 'lower', target?: number, limit?: number): Row {
+  const r: Row = { id, label, unit, better, target, limit, samples: { ours: [], dist: [] }, detail: { ours: [], dist: [] }, noise: { ours: [], dist: [] } };
   rows.push(r);
   return r;
 }
+/** ok / MISS against the row's target or limit; undefined when it has neither, or no figures. */
+function pass(r: Row): boolean | undefined {
+  if (r.limit !== undefined) return r.ours === undefined ? undefined : r.ours <= r.limit;
+  const q = ratio(r);
+  return r.target === undefined || q === undefined ? undefined : q >= r.target;
+}
+
 function ratio(r: Row): number | undefined {
   if (r.ours === undefined || r.dist === undefined) return undefined;
   if (r.better === 'higher') return r.dist === 0 ? Infinity : r.ours / r.dist;
@@ -220,15 +234,17 @@ const R = {
     'higher',
   ),
   linkDirect: row('mirror_cold_vs_direct_link', '  ours cold vs a direct pull over the same link (distribution column: direct)', 'MB/s', 'higher', 0.9),
-  rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run', 'MB', 'lower'),
-  rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower'),
+  rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run (the stalled-downloads servers apart)', 'MB', 'lower', 1.0),
+  rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower', undefined, 50),
   rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
   rssBig: row('rss_after_big', `  VmHWM after that + ${PUSH_REPS}× ${fmtMB(BIG)} push + GET`, 'MB', 'lower'),
+  rssStalled: row('rss_per_stalled_download', `  RSS per download that stopped reading (${STALLED} at once, the ${fmtMB(SMALL)} blob)`, 'MB', 'lower', undefined, 1),
 };
 // --storage s3 (issue 6): ours ≥ 1.0× distribution on every speed row; the "vs direct" rows compare ours with a
 // direct pull, not with distribution, and keep their 0.9×; the RSS rows stay without a target, as on the filesystem.
 if (S3) {
   for (const r of rows) if (!r.id.startsWith('rss_') && !r.id.includes('vs_direct')) r.target = 1.0;
+  R.rssPeak.target = undefined;
 }
 
 // ---------------------------------------------------------------- setup
@@ -287,13 +303,14 @@ async function startBoth(label: string, htpasswd?: string): Promise<Record<Kind,
   return started;
 }
 
-async function stopBoth(label: string, servers: Record<Kind, RunningRegistry>): Promise<void> {
+/** `countPeak` false: the phase's peaks are reported but not part of the whole run's peak row. */
+async function stopBoth(label: string, servers: Record<Kind, RunningRegistry>, countPeak = true): Promise<void> {
   phasePeaks[label] = { ours: 0, dist: 0 };
   for (const kind of KINDS) {
     const peak = await servers[kind].stop();
     running.delete(servers[kind]);
     phasePeaks[label][kind] = peak;
-    peakRss[kind] = Math.max(peakRss[kind], peak);
+    if (countPeak) peakRss[kind] = Math.max(peakRss[kind], peak);
   }
   log(`${label}: peak RSS ours ${fmtMB(phasePeaks[label].ours)}, distribution ${fmtMB(phasePeaks[label].dist)}`);
 }
@@ -357,6 +374,7 @@ function blobVariant(base: Buffer, i: number): { data: Buffer; digest: string } 
 interface Loaded {
   image: PushedImage;
   bigDigest: string;
+  smallDigest: string;
 }
 
 async function phasePush(): Promise<Loaded> {
@@ -416,7 +434,7 @@ async function phasePush(): Promise<Loaded> {
     summarise(R.push);
     summarise(R.rssSmall);
     summarise(R.rssBig);
-    return { image: image!, bigDigest };
+    return { image: image!, bigDigest, smallDigest: smallBlob.digest };
   } finally {
     await stopBoth('push', s);
   }
@@ -507,6 +525,36 @@ async function phaseRead(loaded: Loaded): Promise<void> {
     }
   } finally {
     await stopBoth('read', s);
+  }
+}
+
+/**
+ * RSS per download that stops reading, on servers of their own: distribution's
+ * 4 to 5 MB per client would otherwise set its peak for the whole run.
+ */
+async function phaseStalled(loaded: Loaded): Promise<void> {
+  const s = await startBoth('stalled');
+  try {
+    log(`stalled: RSS of ${STALLED} downloads of the ${fmtMB(SMALL)} blob that stop reading`);
+    for (const kind of order()) {
+      const url = `${s[kind].url}/v2/bench/small/blobs/${loaded.smallDigest}`;
+      // What one download keeps for good (buffers pooled, code) is in the baseline.
+      await curlParallel(url, 1, SMALL);
+      const before = s[kind].rss();
+      const sockets = await stalledDownloads(url, STALLED);
+      try {
+        // A complete download behind them: each stalled one has read ahead and written what it could by then.
+        await curlParallel(url, 1, SMALL);
+        const perClient = (s[kind].rss() - before) / STALLED / MB;
+        record(R.rssStalled, kind, perClient);
+        log(`  ${R.rssStalled.id} ${NAME[kind]}: ${perClient.toFixed(2)} MB per stalled download`);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    }
+    summarise(R.rssStalled);
+  } finally {
+    await stopBoth('stalled', s, false);
   }
 }
 
@@ -711,13 +759,14 @@ function table(): string {
   for (const r of rows) {
     if (r.ours === undefined && r.dist === undefined) continue;
     const q = ratio(r);
-    const verdict = r.target === undefined || q === undefined ? '' : q >= r.target ? 'ok' : 'MISS';
+    const ok = pass(r);
+    const verdict = ok === undefined ? '' : ok ? 'ok' : 'MISS';
     lines.push([
       `${r.label} (${r.unit}${r.better === 'lower' ? ', lower is better' : ''})`,
       fmtNum(r.ours, r.unit),
       fmtNum(r.dist, r.unit),
       q === undefined ? '—' : `${q === Infinity ? '∞' : q.toFixed(2)}×${r.better === 'lower' ? ' ↓' : ''}`,
-      r.target === undefined ? '' : `≥ ${r.target}×`,
+      r.limit !== undefined ? `ours ≤ ${r.limit}` : r.target === undefined ? '' : `≥ ${r.target}×`,
       verdict,
       r.noise.ours.length + r.noise.dist.length === 0 ? '' : `${avgOther(r.noise.ours)} / ${avgOther(r.noise.dist)}`,
     ]);
@@ -799,7 +848,10 @@ async function main(): Promise<void> {
   }
   if (PHASES.has('push')) {
     const loaded = await phasePush();
-    if (PHASES.has('read')) await phaseRead(loaded);
+    if (PHASES.has('read')) {
+      await phaseRead(loaded);
+      await phaseStalled(loaded);
+    }
     if (PHASES.has('auth10')) await phaseAuth(10, R.auth10, R.cold10, loaded);
     if (PHASES.has('auth12')) await phaseAuth(12, R.auth12, R.cold12, loaded);
   }
@@ -831,7 +883,8 @@ async function main(): Promise<void> {
         distribution: r.dist,
         ratio: ratio(r),
         target: r.target,
-        pass: r.target === undefined || ratio(r) === undefined ? undefined : (ratio(r) as number) >= r.target,
+        limit: r.limit,
+        pass: pass(r),
         samples: { ours: r.samples.ours, distribution: r.samples.dist },
         detail: { ours: r.detail.ours, distribution: r.detail.dist },
         noise: { ours: r.noise.ours, distribution: r.noise.dist },

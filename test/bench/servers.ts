@@ -1,5 +1,5 @@
 // Starts the two registries under test as child processes: ours
-// (`node server/bin/registry.mjs serve config.yml`) and CNCF distribution
+// (`node <server/bin/runtime.mjs flags> server/bin/registry.mjs serve config.yml`, as `npm start` runs it) and CNCF distribution
 // 2.8.2 (Debian's `docker-registry serve config.yml`). Both get the very same
 // config.yml apart from the data directory (or bucket) and port, so every
 // setting the bench depends on (logging, storage driver and its options,
@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { stringify } from 'yaml';
+import { NODE_ENV, NODE_FLAGS } from '../../server/bin/runtime.mjs';
 
 export type Kind = 'ours' | 'dist';
 
@@ -116,9 +117,10 @@ export async function startRegistry(spec: ServerSpec): Promise<RunningRegistry> 
   let child: ChildProcess;
   if (spec.kind === 'ours') {
     const root = spec.oursRoot ?? REPO_ROOT;
-    child = spawn(process.execPath, [...(spec.nodeArgs ?? []), path.join(root, 'server/bin/registry.mjs'), 'serve', configFile], {
+    // As `npm start` and the image start it (server/bin/runtime.mjs).
+    child = spawn(process.execPath, [...NODE_FLAGS, ...(spec.nodeArgs ?? []), path.join(root, 'server/bin/registry.mjs'), 'serve', configFile], {
       cwd: root,
-      env,
+      env: { ...env, ...NODE_ENV },
       stdio: ['ignore', logFd, logFd],
     });
   } else {
