@@ -111,6 +111,27 @@ describe('mirror: one repository failing a blob does not fail another repository
     expect(evilGot.status).toBe(200);
     expect(evilGot.digest).toBe(blob.digest);
   });
+
+  it("cancels the losing repository's upstream request once another repository's answer won, instead of leaving it to time out", async () => {
+    const blob = randomBlob(150_000);
+    up.serveBlob('good/third', blob);
+    up.misbehave('evil/stalled-too', blob.digest, { holdHeaders: never });
+    const isLoser = (e: { repo?: string; kind: string }) => e.repo === 'evil/stalled-too' && e.kind === 'blob';
+
+    const evil = fetchBlob(mirror.url, 'evil/stalled-too', blob.digest, { boundMs: 20_000 });
+    await up.waitFor(isLoser);
+    const good = await fetchBlob(mirror.url, 'good/third', blob.digest, { boundMs: 15_000 });
+    expect(good.status).toBe(200);
+    expect(good.digest).toBe(blob.digest);
+    // Before: the request stayed open until undici's 30 s headers timeout (and was retried after it).
+    const cut = await up.waitFor((e) => isLoser(e) && e.state === 'aborted', 10_000);
+    expect(cut).toBeDefined();
+    expect(up.exchanges.filter(isLoser)).toHaveLength(1);
+    // Its client was served by the winning answer all the same.
+    const evilGot = await evil;
+    expect(evilGot.status).toBe(200);
+    expect(evilGot.digest).toBe(blob.digest);
+  });
 });
 
 describe('mirror: slow and oversized upstream bodies', () => {

@@ -113,6 +113,8 @@ export interface Fill {
 /** One repository's upstream request for a fill. */
 interface Attempt {
   failure?: Error;
+  /** Cancels the request once another repository's answer won (a dropped request would hold its connection). */
+  cancel: AbortController;
   /** Settles for the clients of this source: the fill runs (any source), or this source failed. */
   settled: Promise<number | undefined>;
   resolve(size: number | undefined): void;
@@ -219,7 +221,7 @@ export class BlobFill implements Fill, TailSource {
 
   /** Asks `source`'s upstream for the blob, alongside the requests already out. */
   private attempt(source: FillSource): Attempt {
-    const attempt = {} as Attempt;
+    const attempt = { cancel: new AbortController() } as Attempt;
     attempt.settled = new Promise<number | undefined>((resolve, reject) => {
       attempt.resolve = resolve;
       attempt.reject = reject;
@@ -233,8 +235,10 @@ export class BlobFill implements Fill, TailSource {
   private async ask(source: FillSource, attempt: Attempt): Promise<void> {
     let fetched: FetchedBlob;
     try {
-      fetched = await source.client.getBlob(source.remoteName, this.digest.value);
+      fetched = await source.client.getBlob(source.remoteName, this.digest.value, attempt.cancel.signal);
     } catch (err) {
+      // Cancelled: another repository's answer won, and this attempt's clients were resolved with it.
+      if (attempt.cancel.signal.aborted) return;
       this.attemptFailed(attempt, err as Error);
       return;
     }
@@ -262,6 +266,7 @@ export class BlobFill implements Fill, TailSource {
     this.size = fetched.size;
     this.state = 'running';
     for (const [name, a] of this.attempts) {
+      if (a !== attempt) a.cancel.abort();
       if (a.failure) continue;
       this.linkNames.add(name);
       a.resolve(fetched.size);

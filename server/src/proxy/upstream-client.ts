@@ -12,6 +12,7 @@
 // other than the upstream's own (egress-guard.ts), or have the connection
 // errors of redirect targets repeated to clients (they are logged).
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, type Dispatcher, request } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
@@ -188,8 +189,13 @@ export class UpstreamClient {
     return Number(length);
   }
 
-  async getBlob(remote: string, digest: string): Promise<FetchedBlob> {
-    const res = await this.send('GET', `/v2/${remote}/blobs/${digest}`, remote, {});
+  /**
+   * `signal` cancels the request wherever it is (waiting for a token, an answer, a retry's
+   * backoff, or reading the body): a fill drops the requests that lost to another
+   * repository's answer, which would otherwise hold a connection until a timeout.
+   */
+  async getBlob(remote: string, digest: string, signal?: AbortSignal): Promise<FetchedBlob> {
+    const res = await this.send('GET', `/v2/${remote}/blobs/${digest}`, remote, {}, this.retries, signal);
     if (res.statusCode !== 200) {
       await res.body.dump();
       this.notFound(res.statusCode, 'BLOB_UNKNOWN', remote, digest);
@@ -237,19 +243,23 @@ export class UpstreamClient {
     remote: string,
     headers: Record<string, string>,
     retries = this.retries,
+    signal?: AbortSignal,
   ): Promise<Dispatcher.ResponseData> {
     const scope = `repository:${remote}:pull`;
     let authRetried = false;
     for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
       let followed: Followed;
       try {
         if (!this.discovered) await this.discover();
-        followed = await this.follow(method, `${this.upstream.url}${path}`, { ...headers, ...(await this.authHeader(scope)) });
+        followed = await this.follow(method, `${this.upstream.url}${path}`, { ...headers, ...(await this.authHeader(scope, signal)) }, signal);
       } catch (err) {
+        // Cancelled by the caller: not the upstream's failure, and nothing to retry.
+        signal?.throwIfAborted();
         if (err instanceof UpstreamUnavailable) throw err;
         this.stats.errors++;
         if (attempt < retries) {
-          await sleep(this.backoff(attempt));
+          await sleep(this.backoff(attempt), signal);
           continue;
         }
         throw new UpstreamUnavailable(this.upstream.host, (err as Error).message);
@@ -292,7 +302,7 @@ export class UpstreamClient {
       if (RETRYABLE.has(res.statusCode) && attempt < retries) {
         await res.body.dump();
         this.stats.errors++;
-        await sleep(this.backoff(attempt));
+        await sleep(this.backoff(attempt), signal);
         continue;
       }
       if (res.statusCode === 429) {
@@ -301,7 +311,7 @@ export class UpstreamClient {
         const wait = retryAfterMs(header(res.headers, 'retry-after')) ?? this.backoff(attempt);
         if (attempt < retries && wait <= this.maxRetryAfterMs) {
           this.options.logger.warn({ upstream: this.upstream.host, waitMs: wait }, 'upstream rate limited us; waiting');
-          await sleep(wait);
+          await sleep(wait, signal);
           continue;
         }
         throw new UpstreamUnavailable(this.upstream.host, 'rate limited (429)');
@@ -310,7 +320,7 @@ export class UpstreamClient {
     }
   }
 
-  private async follow(method: 'GET' | 'HEAD', url: string, headers: Record<string, string>): Promise<Followed> {
+  private async follow(method: 'GET' | 'HEAD', url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Followed> {
     let current = url;
     for (let i = 0; i <= MAX_REDIRECTS; i++) {
       this.stats.requests++;
@@ -319,9 +329,9 @@ export class UpstreamClient {
       const sent = foreign ? withoutAuth(headers) : headers;
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(current, { method, headers: sent, dispatcher: this.dispatcher });
+        res = await request(current, { method, headers: sent, dispatcher: this.dispatcher, signal });
       } catch (err) {
-        if (i === 0) throw err;
+        if (i === 0 || signal?.aborted) throw err;
         // Where a redirect led, and why it failed, is for our log only.
         const where = `${target.protocol}//${target.host}`;
         if (err instanceof EgressRefused) {
@@ -352,13 +362,13 @@ export class UpstreamClient {
     throw new UpstreamUnavailable(this.upstream.host, 'too many redirects');
   }
 
-  private async authHeader(scope: string): Promise<Record<string, string>> {
+  private async authHeader(scope: string, signal?: AbortSignal): Promise<Record<string, string>> {
     const { username, password } = this.upstream;
     switch (this.scheme.kind) {
       case 'basic':
         return username ? { authorization: `Basic ${Buffer.from(`${username}:${password ?? ''}`).toString('base64')}` } : {};
       case 'bearer': {
-        const token = await this.token(this.scheme, scope);
+        const token = await this.token(this.scheme, scope, signal);
         return token ? { authorization: `Bearer ${token}` } : {};
       }
       default:
@@ -439,7 +449,7 @@ export class UpstreamClient {
     return 'is not https';
   }
 
-  private async token(scheme: Extract<Scheme, { kind: 'bearer' }>, scope: string): Promise<string | undefined> {
+  private async token(scheme: Extract<Scheme, { kind: 'bearer' }>, scope: string, signal?: AbortSignal): Promise<string | undefined> {
     const cached = this.tokens.get(scope);
     if (cached && cached.expires > Date.now()) return cached.value;
     if (cached) this.tokens.delete(scope);
@@ -452,8 +462,9 @@ export class UpstreamClient {
     let res: Dispatcher.ResponseData;
     try {
       this.stats.requests++;
-      res = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher });
+      res = await request(url, { method: 'GET', headers, dispatcher: this.dispatcher, signal });
     } catch (err) {
+      signal?.throwIfAborted();
       this.stats.errors++;
       throw new UpstreamUnavailable(this.upstream.host, `token endpoint unreachable: ${(err as Error).message}`);
     }
@@ -508,6 +519,6 @@ function retryAfterMs(value: string | undefined): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return delay(ms, undefined, { signal });
 }
