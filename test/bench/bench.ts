@@ -32,7 +32,8 @@
 //          distribution both as pull-through caches of it (proxy.remoteurl), restarted on
 //          fresh data directories for each repetition: cold pull, direct pull from the
 //          upstream (the reference for cold), warm pulls; then cold pulls again with the
-//          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link)
+//          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link); then fresh
+//          mirrors pull an image of 64 layers over 64 connections (64 concurrent cold fills): VmHWM
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import * as os from 'node:os';
@@ -151,6 +152,9 @@ const WARM_PULLS = QUICK ? 1 : 3;
 const PULL_CONCURRENCY = 3;
 const CONNECTIONS = 32;
 const COLD_CLIENTS = 32;
+/** The concurrent-fills row: an image of this many layers pulled through a fresh mirror over as many connections. */
+const FILLS = 64;
+const FILL_LAYER = QUICK ? 1 * MB : 4 * MB;
 /** Downloads that stop reading, for the RSS-per-stalled-download row (issue 13 item 10). */
 const STALLED = 100;
 const PHASES = new Set((argv.phases ?? 'push,read,auth10,auth12,mirror').split(',').map((s) => s.trim()));
@@ -234,10 +238,11 @@ const R = {
     'higher',
   ),
   linkDirect: row('mirror_cold_vs_direct_link', '  ours cold vs a direct pull over the same link (distribution column: direct)', 'MB/s', 'higher', 0.9),
-  rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run (the stalled-downloads servers apart)', 'MB', 'lower', 1.0),
+  rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run (the stalled-download and 64-fill servers apart)', 'MB', 'lower', 1.0),
   rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower', undefined, 50),
   rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
   rssBig: row('rss_after_big', `  VmHWM after that + ${PUSH_REPS}× ${fmtMB(BIG)} push + GET`, 'MB', 'lower'),
+  rssFills: row('rss_mirror_fills', `  mirror VmHWM through ${FILLS} concurrent cold fills (${FILLS} × ${fmtMB(FILL_LAYER)} layers, fresh mirror)`, 'MB', 'lower'),
   rssStalled: row('rss_per_stalled_download', `  RSS per download that stopped reading (${STALLED} at once, the ${fmtMB(SMALL)} blob)`, 'MB', 'lower', undefined, 1),
 };
 // --storage s3 (issue 6): ours ≥ 1.0× distribution on every speed row; the "vs direct" rows compare ours with a
@@ -640,7 +645,12 @@ async function phaseMirror(): Promise<void> {
     };
 
     /** Both mirrors of `remote` on fresh data directories, warmed on warmImage; stopped (and their data removed) after `body`. */
-    const withMirrors = async (label: string, remote: string, body: (m: Record<Kind, RunningRegistry>, dirs: Record<Kind, string>) => Promise<void>) => {
+    const withMirrors = async (
+      label: string,
+      remote: string,
+      body: (m: Record<Kind, RunningRegistry>, dirs: Record<Kind, string>) => Promise<void>,
+      countPeak = true,
+    ) => {
       const m = {} as Record<Kind, RunningRegistry>;
       const dirs = {} as Record<Kind, string>;
       try {
@@ -669,8 +679,10 @@ async function phaseMirror(): Promise<void> {
           if (!m[kind]) continue;
           const peak = await m[kind].stop();
           running.delete(m[kind]);
-          peaks[kind] = Math.max(peaks[kind], peak);
-          peakRss[kind] = Math.max(peakRss[kind], peak);
+          if (countPeak) {
+            peaks[kind] = Math.max(peaks[kind], peak);
+            peakRss[kind] = Math.max(peakRss[kind], peak);
+          }
           if (!argv.keep) {
             if (s3Store) await deletePrefix(s3Store.client, buckets[kind], `${dirs[kind]}/`);
             else rmSync(dirs[kind], { recursive: true, force: true });
@@ -720,6 +732,28 @@ async function phaseMirror(): Promise<void> {
       summarise(R.linkCold);
       summarise(R.linkDirect);
     }
+
+    // Its own mirrors, whose peak is not the whole run's (the run's peak row keeps its meaning).
+    log(`mirror: ${FILLS} concurrent cold fills: an image of ${FILLS} × ${fmtMB(FILL_LAYER)} layers pulled over ${FILLS} connections`);
+    const fillsImage = await pushImage(
+      upstream.url,
+      'bench/fills',
+      'v1',
+      Array.from({ length: FILLS }, () => randomFillSync(Buffer.alloc(FILL_LAYER))),
+    );
+    await withMirrors(
+      'mirror-fills',
+      upstream.url,
+      async (m) => {
+        for (const kind of order()) {
+          await pullImage(m[kind].url, fillsImage, FILLS);
+          record(R.rssFills, kind, m[kind].peakRss() / MB);
+          log(`  ${R.rssFills.id} ${NAME[kind]}: VmHWM ${fmtMB(m[kind].peakRss())}`);
+        }
+      },
+      false,
+    );
+    summarise(R.rssFills);
     log(`mirror: peak RSS ours ${fmtMB(peaks.ours)}, distribution ${fmtMB(peaks.dist)}`);
   } finally {
     if (relay) {
