@@ -20,6 +20,11 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, wri
 import * as path from 'node:path';
 import { BUILD_INFO, DIST, distState, ROOT } from './dist.mjs';
 
+/**
+ * The server and the ops jobs the crontab runs (infra/render/layout.ts OPS_JOBS;
+ * test/unit/build.test.ts fails when one is missing here). Development tools
+ * in scripts/ (docs-config.ts) run through tsx and are not built.
+ */
 const ENTRIES = {
   'server/registry': 'server/src/cli/main.ts',
   'scripts/gc': 'scripts/gc.ts',
