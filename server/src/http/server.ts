@@ -20,7 +20,8 @@ import { createApp } from './app.ts';
 import { parserErrorResponse } from './errors.ts';
 import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
-import { MirrorRegistry } from '../proxy/mirror-registry.ts';
+// Imported when the config has a proxy section: the mirror's HTTP client (undici) is about 5 MB a private registry never needs.
+import type { MirrorRegistry } from '../proxy/mirror-registry.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
 import { createSharedState, type SharedState } from '../shared/shared-state.ts';
 
@@ -73,7 +74,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     shared: shared.registry,
   });
   const mirror = config.proxy
-    ? new MirrorRegistry(registry, Upstreams.fromConfig(config.proxy), {
+    ? new (await import('../proxy/mirror-registry.ts')).MirrorRegistry(registry, Upstreams.fromConfig(config.proxy), {
         tagFreshnessMs: config.proxy.tagfreshness,
         fillLimits: { floorMs: config.proxy.filltimeout, bytesPerSecond: config.proxy.fillminrate },
         logger,
