@@ -1,7 +1,7 @@
 // How the server's Node process is started wherever we start it for real:
-// `npm start` (package.json), the container image (server/Dockerfile) and the
-// bench's "ours". Those two files cannot import this one; a test
-// (test/unit/build.test.ts) keeps them in step with it.
+// `npm start` (package.json), the container image (server/Dockerfile), the
+// bin run as a program (its #! line) and the bench's "ours". Those three
+// files cannot import this one; test/unit/build.test.ts keeps them in step.
 
 /**
  * V8 flags. --max-semi-space-size=2 (MB): the young generation otherwise grows

@@ -157,7 +157,7 @@ describe('npm start', () => {
     }
   });
 
-  test('npm start and the container image run node with the flags and environment of server/bin/runtime.mjs', () => {
+  test('npm start, the container image and the bin run node with the flags and environment of server/bin/runtime.mjs', () => {
     const start = (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
     const env = Object.entries(NODE_ENV).map(([k, v]) => `${k}=${v}`);
     expect(start).toBe(`${env.join(' ')} exec node ${NODE_FLAGS.join(' ')} server/bin/registry.mjs serve`);
@@ -165,6 +165,9 @@ describe('npm start', () => {
     for (const e of env) expect(dockerfile).toMatch(new RegExp(`^ENV .*\\b${e}\\b`, 'm'));
     const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)![1]) as string[];
     expect(cmd).toEqual(['node', ...NODE_FLAGS, 'server/bin/registry.mjs', 'serve', '/etc/registry/config.yml']);
+    // The bin run as a program (npm's bin link): its #! line.
+    const shebang = readFileSync(path.join(REPO_ROOT, 'server/bin/registry.mjs'), 'utf8').split('\n')[0];
+    expect(shebang).toBe(`#!/usr/bin/env -S ${env.join(' ')} node ${NODE_FLAGS.join(' ')}`);
   });
 });
 
