@@ -3,7 +3,7 @@
 // Handlers never see a request they may not serve.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthRequest, Identity, RequestAuthenticator } from '../auth/authenticator.ts';
-import { TOKEN_PATH } from '../auth/token-auth.ts';
+import { BearerChallenge, TOKEN_PATH } from '../auth/token-auth.ts';
 import type { TokenService } from '../auth/token-service.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
@@ -116,6 +116,7 @@ export function createApp(options: AppOptions): RequestListener {
         routeKind = 'token';
         const user = await tokenEndpoint({ req, res, query, tokens: options.tokens, client, rateLimits });
         identity = { user };
+        if (res.statusCode === 200 || res.statusCode === 401) metrics?.authDecisions.inc({ result: res.statusCode === 200 ? 'token_issued' : 'token_refused' });
         return finish(res.statusCode);
       }
       const { canonicalName } = options.service;
@@ -142,7 +143,13 @@ export function createApp(options: AppOptions): RequestListener {
         origin: `${originOf(req)}${prefix}`,
         budget: rateLimits?.loginBudget(client),
       };
-      identity = await options.authenticator.authenticateRequest(authRequest);
+      try {
+        identity = await options.authenticator.authenticateRequest(authRequest);
+      } catch (err) {
+        metrics?.authDecisions.inc({ result: authRefusal(err) });
+        throw err;
+      }
+      metrics?.authDecisions.inc({ result: 'allowed' });
       await rateLimits?.afterAuth(identity.user);
       // A mount from a repository the client may not pull would hand it that
       // repository's blob: such a POST starts a plain upload instead.
@@ -173,6 +180,16 @@ export function createApp(options: AppOptions): RequestListener {
       .catch(fail)
       .finally(() => metrics?.inFlight.dec());
   };
+}
+
+/** The result label of registry_auth_decisions_total for a refused request. */
+function authRefusal(err: unknown): string {
+  if (err instanceof BearerChallenge && err.error === 'insufficient_scope') return 'insufficient_scope';
+  if (!(err instanceof RegistryError)) return 'error';
+  if (err.code === 'DENIED') return 'denied';
+  if (err.code === 'UNAUTHORIZED') return 'unauthorized';
+  if (err.code === 'TOOMANYREQUESTS') return 'rate_limited';
+  return 'error';
 }
 
 /** scheme://host the client used; behind a proxy, as the proxy says (it only names where this client goes). */

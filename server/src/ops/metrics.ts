@@ -16,6 +16,7 @@ export class Metrics {
   readonly bytesFreed: Counter<'kind'>;
   readonly rateLimited: Counter<'limit'>;
   readonly uploadHashStates: Counter<'event'>;
+  readonly authDecisions: Counter<'result'>;
 
   constructor(upstreams: () => UpstreamClient[] = () => []) {
     const registers = [this.registry];
@@ -59,6 +60,13 @@ export class Metrics {
       name: 'registry_upload_hash_states_total',
       help: 'Resumable upload hash states saved, loaded (another replica continued a session), missing, and commits that re-read the data (rehashed)',
       labelNames: ['event'],
+      registers,
+    });
+
+    this.authDecisions = new Counter({
+      name: 'registry_auth_decisions_total',
+      help: 'Authentication and access decisions on registry requests and the token endpoint, by result',
+      labelNames: ['result'],
       registers,
     });
 
