@@ -6,6 +6,8 @@
 // `npm run render` (values read from a YAML file), so what the render command
 // writes is exactly what the program deploys.
 import { z } from 'zod';
+import { compilePattern } from '../server/src/auth/access-policy.ts';
+import { parseRobotScope, ROBOT_PREFIX } from '../server/src/auth/robots.ts';
 import { size } from '../server/src/config/schema.ts';
 import { parseDuration } from '../server/src/config/units.ts';
 
@@ -126,6 +128,81 @@ const bool = () => z.preprocess((v) => (v === 'true' ? true : v === 'false' ? fa
 const int = (min: number, max: number) =>
   z.preprocess((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v), z.number().int().min(min).max(max));
 
+// --- Who may do what on dcr: the access policy and robot accounts ---
+
+const action = z.enum(['pull', 'push', 'delete', '*'], { error: 'actions are pull, push, delete or *' });
+const actions = z.array(action);
+/** A user of `users`, or robot$NAME of `robots` (checked against them below). */
+const accountName = z.string().trim().min(1, 'must be a user name or robot$NAME');
+const groupName = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$/, 'group names are letters, digits, ".", "_" or "-"');
+const robotName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'robot names are lowercase letters, digits, ".", "_" or "-" (at most 64)');
+
+/** One rule of the policy: the first rule whose pattern matches a repository name decides. */
+const accessRule = z.strictObject({
+  /** `team/**` (everything under team/), `*\/cache` (one component, then cache), `**` (every name). */
+  pattern: z
+    .string()
+    .trim()
+    .refine((p) => compilePattern(p) !== undefined, 'must be a repository pattern: lowercase name characters, "/", "*" and "**" (e.g. team/** or */cache)'),
+  /** Clients without credentials. */
+  anonymous: actions.default([]),
+  /** Every logged-in client (users and robots). */
+  default: actions.default([]),
+  users: z.record(accountName, actions).default({}),
+  groups: z.record(groupName, actions).default({}),
+});
+
+/**
+ * dcr's access policy (the server's auth.access file, rendered from this):
+ * who may pull, push and delete which repositories. The file's own shape, but
+ * `repositories` is a list of rules with a `pattern` each, since Pulumi does
+ * not keep the order of a map's keys and the first matching pattern decides.
+ */
+const accessPolicy = z.strictObject({
+  /** Group → members (user names, robot$NAME). */
+  groups: z.record(groupName, z.array(accountName)).default({}),
+  /** May do everything everywhere: user names, robot$NAME, or @group. */
+  admins: z.array(accountName).default([]),
+  repositories: z.array(accessRule, {
+    error: (issue) =>
+      issue.code === 'invalid_type' && issue.input !== null && typeof issue.input === 'object'
+        ? 'must be a list of rules (- pattern: team/**), not a map: Pulumi does not keep the order of a map\'s keys, and the first pattern that matches decides'
+        : undefined,
+  }),
+});
+
+/**
+ * A robot account for CI (robot$NAME): made by `pulumi up` with the server's
+ * own `registry robot create`, inside the first dcr container; its secret is
+ * the stack output robotSecrets.NAME (a Pulumi secret).
+ */
+const robot = z.strictObject({
+  /** What it may do at most, e.g. repository:team/**:pull,push (the policy must allow it too). */
+  scopes: z
+    .array(
+      z.string().refine((s) => {
+        try {
+          parseRobotScope(s);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be repository:<pattern>:<actions>, e.g. repository:team/**:pull,push'),
+    )
+    .min(1, 'a robot needs at least one scope'),
+  /** Expires this long after it was made (e.g. 90d); default: never. */
+  ttl: z
+    .union([z.string(), z.number()])
+    .transform((v) => String(v).trim())
+    .refine((v) => (parseDuration(v) ?? 0) > 0, 'must be a duration such as 90d or 720h')
+    .optional(),
+  description: z.string().trim().min(1).max(200).optional(),
+  /** Raise it (2, 3, …) and run `pulumi up` to give the robot a new secret (and a new ttl). */
+  generation: int(1, 1_000_000).default(1),
+});
+
 export const stackConfigSchema = z
   .strictObject({
     /** The domain the two hosts live under: dcr.<domain> and mir.<domain>. */
@@ -159,6 +236,13 @@ export const stackConfigSchema = z
       .refine((u) => Object.keys(u).length > 0, { message: 'at least one user is required' }),
     /** E-mail for Let's Encrypt registration (optional). */
     acmeEmail: z.string().email().optional(),
+    /**
+     * dcr's access policy: groups, admins and repository rules (see accessPolicy above).
+     * Turns on token auth with dcr's built-in token server; without it every user may do everything.
+     */
+    access: accessPolicy.optional(),
+    /** Robot accounts for CI on dcr (name → scopes, ttl, description, generation); they need `access`. */
+    robots: z.record(robotName, robot).default({}),
     /**
      * Brute-force protection of the logins (dcr, and mir with requireAuth): a client address with
      * `limit` failed logins within `window` gets 429 for every request, right password or not, until
@@ -416,6 +500,7 @@ export const stackConfigSchema = z
       }),
   })
   .superRefine((c, ctx) => {
+    checkAccess(c, ctx);
     if (!c.vps.publicIp && !ipv4.safeParse(c.vps.host).success) {
       ctx.addIssue({ code: 'custom', path: ['vps', 'publicIp'], message: 'required when vps.host is not an IPv4 address' });
     }
@@ -473,6 +558,70 @@ export const stackConfigSchema = z
     }
   });
 
+/** The access policy against the rest of the config: every name it uses is a user, robot or group of the stack. */
+interface AccessCheckInput {
+  access?: z.output<typeof accessPolicy>;
+  robots: Record<string, unknown>;
+  users: Record<string, string>;
+  private: { anonymousPull: boolean };
+}
+
+function checkAccess(c: AccessCheckInput, ctx: z.RefinementCtx): void {
+  const robots = Object.keys(c.robots);
+  const a = c.access;
+  if (!a) {
+    if (robots.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['robots'], message: 'robots log in only where there is an access policy: set registry-stack:access too' });
+    }
+    return;
+  }
+  if (c.private.anonymousPull) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['private', 'anonymousPull'],
+      message: 'with registry-stack:access, the policy says what anonymous clients may pull (anonymous: [pull] on a rule): remove this key',
+    });
+  }
+  const known = (name: string) =>
+    name.startsWith(ROBOT_PREFIX) ? robots.includes(name.slice(ROBOT_PREFIX.length)) : Object.hasOwn(c.users, name);
+  const unknown = (name: string) =>
+    name.startsWith(ROBOT_PREFIX)
+      ? `${name} is not one of registry-stack:robots`
+      : `"${name}" is not one of registry-stack:users${/^robot[^$]/.test(name) ? ' (a robot is named robot$NAME)' : ''}`;
+  for (const [group, members] of Object.entries(a.groups)) {
+    members.forEach((m, i) => {
+      if (!known(m)) ctx.addIssue({ code: 'custom', path: ['access', 'groups', group, i], message: unknown(m) });
+    });
+  }
+  a.admins.forEach((m, i) => {
+    if (m.startsWith('@')) {
+      if (!Object.hasOwn(a.groups, m.slice(1))) ctx.addIssue({ code: 'custom', path: ['access', 'admins', i], message: `group "${m.slice(1)}" is not one of access.groups` });
+    } else if (!known(m)) {
+      ctx.addIssue({ code: 'custom', path: ['access', 'admins', i], message: unknown(m) });
+    }
+  });
+  const seen = new Map<string, number>();
+  a.repositories.forEach((rule, i) => {
+    const first = seen.get(rule.pattern);
+    if (first !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['access', 'repositories', i, 'pattern'],
+        message: `"${rule.pattern}" is already access.repositories[${first}]'s pattern: the first match decides, so this rule would never apply`,
+      });
+    }
+    seen.set(rule.pattern, first ?? i);
+    for (const user of Object.keys(rule.users)) {
+      if (!known(user)) ctx.addIssue({ code: 'custom', path: ['access', 'repositories', i, 'users', user], message: unknown(user) });
+    }
+    for (const group of Object.keys(rule.groups)) {
+      if (!Object.hasOwn(a.groups, group)) {
+        ctx.addIssue({ code: 'custom', path: ['access', 'repositories', i, 'groups', group], message: `group "${group}" is not one of access.groups` });
+      }
+    }
+  });
+}
+
 export type StackConfigInput = z.input<typeof stackConfigSchema>;
 export type StackConfig = z.output<typeof stackConfigSchema> & {
   /** Derived: the two host names and the address the records point at. */
@@ -512,6 +661,8 @@ export function parseStackConfig(raw: Record<string, unknown>, source = 'stack c
       }
       const value = getPath(raw, issue.path);
       let message = issue.message;
+      // A record's bad key: say what is wrong with it (the key's own schema), not "Invalid key in record".
+      if (issue.code === 'invalid_key' && issue.issues[0]) message = issue.issues[0].message;
       if (issue.code === 'invalid_type' && value === undefined) message = `required key is missing (expected ${issue.expected})`;
       return `${keyName(issue.path)}: ${message}`;
     });

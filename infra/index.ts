@@ -18,3 +18,4 @@ export const clientSnippets = outputs.clientSnippets;
 export const r2Bucket = outputs.r2Bucket;
 export const r2Endpoint = outputs.r2Endpoint;
 export const replicas = outputs.replicas;
+export const robotSecrets = outputs.robotSecrets;

@@ -6,6 +6,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { CloudflareEdge } from './components/cloudflare.ts';
 import { RegistryContainers } from './components/containers.ts';
 import { HostSetup, OpsSetup } from './components/host.ts';
+import { RobotAccounts } from './components/robots.ts';
 import { StackSecrets } from './components/secrets.ts';
 import { CONFIG_KEYS, imageRefs, PROJECT, parseStackConfig, type StackConfig, StackConfigError } from './config.ts';
 import { serverImageName } from './image.ts';
@@ -14,6 +15,7 @@ import { containerSysctls } from './render/host.ts';
 import { renderStack, type RenderedStack, type StackSecrets as RenderSecrets } from './render/index.ts';
 import { IMAGE_PATHS } from './render/layout.ts';
 import { allContainerNames } from './render/ops.ts';
+import { robotCommands } from './render/robots.ts';
 import { dockerSsh, resolveHostKey } from './ssh.ts';
 
 /**
@@ -66,6 +68,8 @@ export interface StackOutputs {
   r2Endpoint?: string;
   /** Replicas behind Caddy, per registry. */
   replicas: { private: number; mirror: number };
+  /** Robot name → secret (log in as robot$<name>), when the stack config has robots. */
+  robotSecrets?: pulumi.Output<Record<string, string>>;
 }
 
 /** SSH options for the Docker provider (it runs the local `ssh` binary): the host key checked, a private key in a temp file removed at exit. */
@@ -151,6 +155,7 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     sysctl: { content: file('host/99-registry-stack.conf'), mode: '0644' },
     daemonJson: { content: file('host/daemon.json'), mode: '0644' },
     htpasswd: { content: secretFile('htpasswd'), mode: '0640' },
+    ...(plain.files['auth/access.yaml'] ? { accessPolicy: { content: file('auth/access.yaml'), mode: plain.files['auth/access.yaml'].mode } } : {}),
     containerGid: IMAGE_PATHS.gid,
   });
 
@@ -183,6 +188,9 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     logrotate: { content: file('host/logrotate'), mode: '0644' },
     after: [containers],
   });
+  const robots = Object.keys(cfg.robots).length
+    ? new RobotAccounts('robots', { connection, commands: robotCommands(cfg), after: [containers] })
+    : undefined;
 
   return {
     dcrUrl: `https://${cfg.derived.dcrHost}`,
@@ -205,6 +213,7 @@ export function deployStack(cfg: StackConfig, o: DeployOptions): StackOutputs {
     ...(edge.r2Bucket ? { r2Bucket: edge.r2Bucket.name } : {}),
     ...(usesR2 && cfg.derived.r2Endpoint ? { r2Endpoint: cfg.derived.r2Endpoint } : {}),
     replicas: { private: cfg.replicas.private, mirror: cfg.replicas.mirror },
+    ...(robots ? { robotSecrets: robots.secrets } : {}),
   };
 }
 

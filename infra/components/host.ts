@@ -8,7 +8,7 @@
 //              new image; old images go once no container uses them).
 import * as command from '@pulumi/command';
 import * as pulumi from '@pulumi/pulumi';
-import { CONTAINERS, type HostFiles, type HostFileText, type HostStepName, hostStepPlan, renderHostStep } from '../render/host.ts';
+import { CONTAINERS, type HostFiles, type HostFileText, type HostStepName, hostStepPlan, OPTIONAL_HOST_FILES, renderHostStep } from '../render/host.ts';
 
 export interface HostFile {
   content: pulumi.Input<string>;
@@ -16,7 +16,7 @@ export interface HostFile {
 }
 
 /** HostFiles with the file contents as Pulumi inputs (the secret ones arrive as Outputs). */
-type HostInputs = { [K in keyof HostFiles]?: HostFiles[K] extends HostFileText ? HostFile : HostFiles[K] };
+type HostInputs = { [K in keyof HostFiles]?: NonNullable<HostFiles[K]> extends HostFileText ? HostFile : HostFiles[K] };
 
 interface StepsArgs {
   connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
@@ -30,6 +30,8 @@ interface StepsArgs {
 
 /** The stdin of a step: its script, computed from only the inputs it reads. */
 function stepScript(name: HostStepName, reads: Array<keyof HostFiles>, inputs: HostInputs): pulumi.Input<string> {
+  // A file the stack does not have (OPTIONAL_HOST_FILES) is left out, as the step expects.
+  reads = reads.filter((k) => inputs[k] !== undefined || !OPTIONAL_HOST_FILES.has(k));
   if (reads.length === 0) return renderHostStep(name, {});
   const values = reads.map((k) => {
     const v = inputs[k];
@@ -81,6 +83,8 @@ export interface HostSetupArgs {
   daemonJson: HostFile;
   /** The htpasswd (secret), readable by the containers' user through a read-only bind mount of its directory. */
   htpasswd: HostFile;
+  /** dcr's access policy (registry-stack:access), installed beside the htpasswd. */
+  accessPolicy?: HostFile;
   /** Numeric group of the containers' user. */
   containerGid: number;
 }
@@ -100,11 +104,11 @@ export class HostSetup extends pulumi.ComponentResource {
     super('registry-stack:index:HostSetup', name, {}, opts);
     this.connection = args.connection;
     this.sshUser = args.sshUser;
-    const { connection, sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd } = args;
+    const { connection, sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd, accessPolicy } = args;
     this.commands = makeSteps(this, name, HOST_STEPS, {
       connection,
       sshUser,
-      inputs: { sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd },
+      inputs: { sshUser, containerGid, firewallScript, sysctl, daemonJson, htpasswd, ...(accessPolicy ? { accessPolicy } : {}) },
       known: {},
     });
     this.steps = Object.values(this.commands);

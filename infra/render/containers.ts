@@ -184,7 +184,10 @@ export function stackContainerSpecs(cfg: StackConfig, rendered: Pick<RenderedSta
       mounts: [
         ...(filesystem
           ? [{ type: 'volume' as const, source: role === 'private' ? VOLUME_NAMES.privateData : VOLUME_NAMES.mirrorData, target: IMAGE_PATHS.data }]
-          : []),
+          : role === 'private' && cfg.access
+            ? // The token signing keys (render/registry-config.ts): shared by the replicas, kept across deploys.
+              [{ type: 'volume' as const, source: VOLUME_NAMES.privateAuth, target: IMAGE_PATHS.data }]
+            : []),
         // The directory, not the file: a replaced htpasswd shows up inside, and the server reloads it.
         ...(withHtpasswd ? [{ type: 'bind' as const, source: HOST_PATHS.authDir, target: IMAGE_PATHS.authDir, readOnly: true }] : []),
       ],

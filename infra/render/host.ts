@@ -465,6 +465,8 @@ export interface HostFiles {
   /** Our keys of daemon.json (merged into the host's). */
   daemonJson: HostFileText;
   htpasswd: HostFileText;
+  /** dcr's access policy, when the stack has one (registry-stack:access). */
+  accessPolicy?: HostFileText;
   opsWrapper: HostFileText;
   opsEnv: HostFileText;
   crontab: HostFileText;
@@ -477,6 +479,7 @@ export const HOST_FILE_NAMES = {
   sysctl: 'host/99-registry-stack.conf',
   daemonJson: 'host/daemon.json',
   htpasswd: 'htpasswd',
+  accessPolicy: 'auth/access.yaml',
   opsWrapper: 'host/registry-stack-ops',
   opsEnv: 'host/ops.env',
   crontab: 'host/registry-stack.cron',
@@ -484,6 +487,9 @@ export const HOST_FILE_NAMES = {
 } as const;
 
 export type HostFileKey = keyof typeof HOST_FILE_NAMES;
+
+/** The parts of HostFiles a stack may not have: a step that reads one gets undefined, not an error. */
+export const OPTIONAL_HOST_FILES: ReadonlySet<keyof HostFiles> = new Set<keyof HostFiles>(['accessPolicy']);
 
 /** HostFiles from renderStack()'s files. */
 export function hostFilesFrom(
@@ -495,7 +501,9 @@ export function hostFilesFrom(
     if (!f) throw new Error(`no rendered file ${HOST_FILE_NAMES[k]}`);
     return { content: f.content, mode: f.mode };
   };
+  const policy = files[HOST_FILE_NAMES.accessPolicy];
   return {
+    ...(policy ? { accessPolicy: { content: policy.content, mode: policy.mode } } : {}),
     ...o,
     firewallScript: pick('firewallScript'),
     sysctl: pick('sysctl'),
@@ -568,11 +576,30 @@ const STEPS: StepSpec[] = [
     script: (read, root) => renderDaemonJsonScript(read('daemonJson').content, { root }),
   },
   {
-    // The registries re-read the htpasswd when it changes: a new password needs no restart.
+    // The registries re-read the htpasswd and the access policy when they change: no restart.
+    // A policy taken out of the stack goes too (the server keeps the last good one until its
+    // container, now without auth.access, replaces it).
     name: 'auth',
     after: ['prepare'],
-    reads: ['htpasswd', 'containerGid'],
-    script: (read, root) => renderInstallScript([install(HOST_PATHS.htpasswd, read('htpasswd'), { group: read('containerGid') })], { root }),
+    reads: ['htpasswd', 'containerGid', 'accessPolicy'],
+    script: (read, root) => {
+      const group = read('containerGid');
+      const policy = read('accessPolicy');
+      const stale = shq(root + HOST_PATHS.accessPolicy);
+      return renderInstallScript(
+        [install(HOST_PATHS.htpasswd, read('htpasswd'), { group }), ...(policy ? [install(HOST_PATHS.accessPolicy, policy, { group })] : [])],
+        {
+          root,
+          ...(policy
+            ? {}
+            : { prelude: `if [ -e ${stale} ]; then
+  rm -f ${stale}
+  echo ${shq(`registry-stack: removed ${HOST_PATHS.accessPolicy}`)} >&2
+fi
+` }),
+        },
+      );
+    },
   },
   {
     // After the Docker restart, so that the last thing to touch the firewall is ufw.
@@ -644,7 +671,7 @@ export function renderHostStep(name: HostStepName, files: Partial<HostFiles>, o:
   const read: Read = (key) => {
     if (!spec.reads.includes(key)) throw new Error(`host step ${name} reads ${key}, which it does not declare`);
     const value = files[key];
-    if (value === undefined) throw new Error(`host step ${name}: ${key} is missing`);
+    if (value === undefined && !OPTIONAL_HOST_FILES.has(key)) throw new Error(`host step ${name}: ${key} is missing`);
     return value as HostFiles[typeof key];
   };
   return spec.script(read, o.root ?? '');

@@ -2,6 +2,7 @@
 // Pulumi program and `npm run render` both use this, so what the render
 // command writes is what `pulumi up` deploys.
 import type { StackConfig } from '../config.ts';
+import { renderAccessPolicy } from './access.ts';
 import { renderCaddyfile } from './caddyfile.ts';
 import { renderClientSnippets } from './clients.ts';
 import { renderDaemonJson, renderFirewallScript, renderSysctl } from './host.ts';
@@ -148,6 +149,8 @@ export function renderStack(cfg: StackConfig, secrets: StackSecrets, o: RenderOp
     files['caddy/mir-origin.crt'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ORIGIN_CERT.cert}`, secrets.mirOriginCert, CADDY_ORIGIN_CERT.certMode, true);
     files['caddy/mir-origin.key'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ORIGIN_CERT.key}`, secrets.mirOriginKey, CADDY_ORIGIN_CERT.keyMode, true);
   }
+  // No secret in it (names and rules); readable by the containers' user like the htpasswd beside it.
+  if (cfg.access) files['auth/access.yaml'] = file(HOST_PATHS.accessPolicy, renderAccessPolicy(cfg.access), '0640');
   if (o.acme) files['caddy/acme-root.crt'] = file(`${CONTAINER_NAMES.caddy}:${CADDY_ACME_ROOT}`, o.acme.rootCa);
   if (clients.dockerDaemonJson) files['clients/docker-daemon.json'] = file('/etc/docker/daemon.json (clients)', clients.dockerDaemonJson);
   for (const [host, toml] of Object.entries(clients.containerdHosts)) {

@@ -11,6 +11,8 @@ export const HOST_PATHS = {
   /** The htpasswd lives here on the host, bind-mounted (as a directory, so replacing the file shows) into the registries. */
   authDir: '/opt/registry-stack/auth',
   htpasswd: '/opt/registry-stack/auth/htpasswd',
+  /** dcr's access policy (registry-stack:access), next to the htpasswd and mounted with it. */
+  accessPolicy: '/opt/registry-stack/auth/access.yaml',
   logDir: '/var/log/registry-stack',
   cronFile: '/etc/cron.d/registry-stack',
   logrotateFile: '/etc/logrotate.d/registry-stack',
@@ -38,6 +40,11 @@ export const VOLUME_NAMES = {
   caddyAdmin: 'caddy_admin',
   privateData: 'registry_data',
   mirrorData: 'registry_cache_data',
+  /**
+   * dcr's token signing keys when it stores in R2 (on the filesystem they live in registry_data):
+   * one volume all dcr replicas on the VPS share, mounted where the image's data directory is.
+   */
+  privateAuth: 'registry_auth',
   /** Redis's append-only file, when redis.persistence is on. */
   redisData: 'redis_data',
 } as const;
@@ -61,6 +68,9 @@ export const IMAGE_PATHS = {
   config: '/etc/registry/config.yml',
   authDir: '/etc/registry/auth',
   htpasswd: '/etc/registry/auth/htpasswd',
+  accessPolicy: '/etc/registry/auth/access.yaml',
+  /** The server's CLI (`registry robot create …` runs it inside a dcr container). */
+  registryBin: '/opt/registry-stack/server/bin/registry.mjs',
   /** The image's unprivileged user (node) and group. */
   uid: 1000,
   gid: 1000,

@@ -8,6 +8,7 @@
 // on the R2 bucket (one bucket, a prefix per registry). With Redis, both
 // registries point their `redis` section at it (a database each) and keep
 // their blob descriptor cache there, so replicas share what they must.
+import * as path from 'node:path';
 import { stringify } from 'yaml';
 import { ConfigError, loadConfigText } from '../../server/src/config/load.ts';
 import type { StackConfig } from '../config.ts';
@@ -88,6 +89,27 @@ export function ratelimitSection(cfg: StackConfig, t: RegistryTarget, checksLogi
   };
 }
 
+/** The access policy's file name: next to the htpasswd, in the directory mounted into the container. */
+export const ACCESS_POLICY_FILE = 'access.yaml';
+
+/**
+ * dcr's `auth` section: the htpasswd, and with an access policy (stack key
+ * `access`) the policy file, which turns on token auth with the built-in token
+ * server. Its signing keys are made on first start in <rootdirectory>/auth/
+ * token-keys: on the data volume with filesystem storage; with R2 in a volume
+ * of their own mounted at the same place (see render/containers.ts), which
+ * the server needs named since it is not the storage.
+ */
+export function privateAuthSection(cfg: StackConfig, t: RegistryTarget): Record<string, unknown> {
+  const htpasswd = { realm: cfg.derived.dcrHost, path: t.htpasswdPath };
+  if (!cfg.access) return { htpasswd, anonymouspull: cfg.private.anonymousPull };
+  return {
+    htpasswd,
+    access: path.join(path.dirname(t.htpasswdPath), ACCESS_POLICY_FILE),
+    ...(cfg.derived.storage.private === 'filesystem' ? {} : { token: { keydir: path.join(t.rootdirectory, 'auth', 'token-keys') } }),
+  };
+}
+
 const HEADER = '# Rendered by registry-stack (infra/render/registry-config.ts). Do not edit: `pulumi up` overwrites it.\n';
 
 export function privateConfigObject(cfg: StackConfig, t: RegistryTarget): Record<string, unknown> {
@@ -103,7 +125,7 @@ export function privateConfigObject(cfg: StackConfig, t: RegistryTarget): Record
     },
     http: { addr: t.addr, host: t.publicUrl, headers: { 'X-Content-Type-Options': ['nosniff'] } },
     ...redisSection(cfg, t, 'private'),
-    auth: { htpasswd: { realm: cfg.derived.dcrHost, path: t.htpasswdPath }, anonymouspull: p.anonymousPull },
+    auth: privateAuthSection(cfg, t),
     admin: { addr: t.adminAddr },
     gc: { interval: p.gcInterval, graceperiod: p.gcGracePeriod, deleteuntagged: p.gcDeleteUntagged },
     ratelimit: ratelimitSection(cfg, t, true),

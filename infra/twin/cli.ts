@@ -38,12 +38,14 @@ The twin is up (state: ${path.resolve(opts.state)}).
   client engine     DOCKER_HOST=${e.TWIN_DOCKER_HOST}
   VPS engine        DOCKER_HOST=${e.TWIN_VPS_DOCKER_HOST}
   VPS shell         ${e.TWIN_SSH}
-This up changed: host steps [${r.changes.steps.join(', ') || 'none'}], containers [${r.changes.containers.join(', ') || 'none'}].
+This up changed: host steps [${r.changes.steps.join(', ') || 'none'}], containers [${r.changes.containers.join(', ') || 'none'}], robots [${r.changes.robots.join(', ') || 'none'}].
 Try it:
   set -a; . ${path.join(path.resolve(opts.state), 'twin.env')}; set +a
   export DOCKER_HOST=$TWIN_DOCKER_HOST DOCKER_CONFIG=$(mktemp -d)
   echo "$TWIN_PASSWORD" | docker login "$TWIN_DCR" -u "$TWIN_USER" --password-stdin
-`);
+${Object.keys(r.robotSecrets)
+  .map((name) => `  jq -r '.["${name}"].secret' ${path.join(path.resolve(opts.state), 'robots.json')} | docker login "$TWIN_DCR" -u 'robot$${name}' --password-stdin\n`)
+  .join('')}`);
     } catch (err) {
       if (err instanceof HostStepError) fail(err.message, 1);
       throw err;

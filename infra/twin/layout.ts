@@ -24,6 +24,8 @@ export interface TwinLayout {
   edge: string;
   pebble: string;
   secrets: string;
+  /** The robots the twin made (as the Pulumi state keeps them): what each was made from, and its secret. */
+  robots: string;
   env: string;
   log: string;
   /** The twin's "internet" and the stack's own network. */
@@ -60,6 +62,7 @@ export function twinLayout(dir: string): TwinLayout {
     edge: p('edge'),
     pebble: p('pebble'),
     secrets: p('secrets.json'),
+    robots: p('robots.json'),
     env: p('twin.env'),
     log: p('twin.log'),
     publicSubnet: `${pub}.0/24`,

@@ -32,6 +32,7 @@ import { stackContainerSpecs, specVolumes } from '../render/containers.ts';
 import { CONTAINERS, containerSysctls, hostFilesFrom, renderHostSteps, type HostStep } from '../render/host.ts';
 import { IMAGE_PATHS } from '../render/layout.ts';
 import { renderStack, type RenderedStack, type StackSecrets } from '../render/index.ts';
+import { revokeRobotCommand, type RobotCommand, robotCommands } from '../render/robots.ts';
 import { applyContainers, ensureNetworkAndVolumes } from './containers.ts';
 import { type DockerCli, dockerCli } from './docker.ts';
 import { engineApi } from './engine-api.ts';
@@ -67,8 +68,10 @@ export interface TwinEnv {
 export interface TwinUpResult {
   env: TwinEnv;
   config: StackConfig;
-  /** What this `up` changed: host steps that ran their apply, containers created or replaced. */
-  changes: { steps: string[]; containers: string[] };
+  /** What this `up` changed: host steps that ran their apply, containers created or replaced, robots made or revoked. */
+  changes: { steps: string[]; containers: string[]; robots: string[] };
+  /** The stack config's robots: name → secret (log in as robot$<name>); `pulumi stack output robotSecrets` on the VPS. */
+  robotSecrets: Record<string, string>;
 }
 
 interface Secrets extends StackSecrets {
@@ -178,6 +181,51 @@ async function runHostSteps(
     }
   }
   return changed;
+}
+
+// --- robots: render/robots.ts's commands, run as the Pulumi program's remote commands run them ---
+
+interface RobotState {
+  /** What the robot was made from: its command and triggers (Pulumi's inputs). */
+  stamp: string;
+  secret: string;
+}
+
+const robotStamp = (c: RobotCommand) => createHash('sha256').update(JSON.stringify([c.stdin, c.triggers])).digest('hex');
+
+/**
+ * Makes the robots that are new or changed, revokes those gone from the stack
+ * config, and keeps each secret in the state directory, as the Pulumi state
+ * keeps the commands' stdout: an unchanged robot is left alone.
+ */
+async function applyRobots(l: TwinLayout, cfg: StackConfig, log: (s: string) => void): Promise<{ changed: string[]; secrets: Record<string, string> }> {
+  const state: Record<string, RobotState> = existsSync(l.robots) ? (JSON.parse(readFileSync(l.robots, 'utf8')) as Record<string, RobotState>) : {};
+  const commands = robotCommands(cfg);
+  const changed: string[] = [];
+  const save = () => writeFileSync(l.robots, JSON.stringify(state, null, 2), { mode: 0o600 });
+  for (const [name, old] of Object.entries(state)) {
+    const now = commands.find((c) => c.robot === name);
+    if (now && robotStamp(now) === old.stamp) continue;
+    // Gone, or made again: revoked first (deleteBeforeReplace).
+    const r = await runOverSsh(l, cfg, now?.delete ?? revokeRobotCommand(cfg, name), '');
+    if (r.code !== 0) throw new HostStepError(`robot ${name} (revoke)`, r.code, r.stderr);
+    delete state[name];
+    save();
+    if (!now) {
+      log(`revoked robot$${name}`);
+      changed.push(name);
+    }
+  }
+  for (const c of commands) {
+    if (state[c.robot]) continue;
+    const r = await runOverSsh(l, cfg, c.create, c.stdin);
+    if (r.code !== 0 || !r.stdout.trim()) throw new HostStepError(`robot ${c.robot}`, r.code || 1, r.stderr);
+    state[c.robot] = { stamp: robotStamp(c), secret: r.stdout.trim() };
+    save();
+    log(`made robot$${c.robot}`);
+    changed.push(c.robot);
+  }
+  return { changed, secrets: Object.fromEntries(Object.entries(state).map(([name, s]) => [name, s.secret])) };
 }
 
 // --- the twin's own containers: VPS, pebble, edge, hub ---
@@ -480,6 +528,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     });
     done.add(CONTAINERS);
     changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log)));
+    const robots = await applyRobots(l, cfg, log);
     await connectToStack(docker, cfg, TWIN_CONTAINERS.hub, HUB_ALIAS);
     await startEdge(docker, l, cfg, secrets, serverImage, originCa.cert);
     await connectToStack(docker, cfg, TWIN_CONTAINERS.edge, cfg.derived.mirHost);
@@ -528,7 +577,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
       TWIN_CA: webCa.cert,
     };
     writeFileSync(l.env, `${Object.entries(env).map(([k, v]) => `${k}=${shellWord(v)}`).join('\n')}\n`, { mode: 0o600 });
-    return { env, config: cfg, changes: { steps: changedSteps, containers: applied.created } };
+    return { env, config: cfg, changes: { steps: changedSteps, containers: applied.created, robots: robots.changed }, robotSecrets: robots.secrets };
   } finally {
     await api.close();
   }

@@ -10,7 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfigText } from '../../server/src/config/load.ts';
 import { rawFromStackFile } from '../../infra/config.ts';
 import { serverImageName } from '../../infra/image.ts';
-import { GENERATED, HOST_KEY, isSecretValue, MIR_ORIGIN, type ProgramRun, ROOT, runProgram } from './pulumi-harness.ts';
+import { GENERATED, HOST_KEY, isSecretValue, MIR_ORIGIN, type ProgramRun, robotSecret, ROOT, runProgram } from './pulumi-harness.ts';
 import { shellcheck } from './shell.ts';
 
 const MINIMAL = { domain: 'example.com', vps: { host: '203.0.113.10', hostKey: HOST_KEY }, users: { alice: 'alice-password-1' } };
@@ -333,6 +333,43 @@ describe('full stack config (infra/examples/full.yaml)', () => {
   });
 });
 
+describe('access control (full.yaml: a policy and a CI robot)', () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram(fullConfig(), { secretKeys: SECRET_KEYS });
+    if (run.error) throw run.error;
+  });
+
+  it('installs the policy beside the htpasswd, and points dcr (only) at it', () => {
+    const policy = installed(run.byName('host-auth').inputs.stdin, '/opt/registry-stack/auth/access.yaml');
+    expect(policy).toMatch(/^ {2}team\/\*\*:$/m);
+    expect(policy.indexOf('team/**:')).toBeLessThan(policy.indexOf('public/**:'));
+    expect(run.byName('host-auth').inputs.stdin).toContain("chgrp 1000 '/opt/registry-stack/auth/access.yaml'");
+    const priv = loadConfigText(upload(run, 'vps-registry', '/etc/registry/config.yml').content, {}).config;
+    expect(priv.auth?.access).toBe('/etc/registry/auth/access.yaml');
+    expect(loadConfigText(upload(run, 'vps-registry-cache', '/etc/registry/config.yml').content, {}).config.auth?.access).toBeUndefined();
+  });
+
+  it('makes each robot with a remote command after the containers, its secret a secret output', () => {
+    const robot = run.byName('robots-ci');
+    expect(robot.type).toBe('command:remote:Command');
+    expect(robot.inputs.create).toBe('sudo -n sh -s');
+    expect(robot.inputs.stdin).toContain("robot 'create' 'ci' '--scope' 'repository:team/**:pull,push' '--ttl' '90d'");
+    expect(robot.inputs.delete).toMatch(/^sudo -n sh -c 'docker exec .* robot .*revoke.* .*ci.* -c \/etc\/registry\/config\.yml/);
+    expect(robot.inputs.triggers).toEqual(['repository:team/**:pull,push', '90d', 'CI pushes team images', '1']);
+    expect(robot.inputs.logging).toBe('stderr');
+    expect(shellcheck(robot.inputs.stdin)).toBe('');
+    expect(run.outputs.robotSecrets).toEqual({ ci: robotSecret('ci') });
+    expect(run.secretOutputs).toContain('robotSecrets');
+  });
+
+  it('a stack without robots has neither their commands nor the output', async () => {
+    const bare = await runProgram(MINIMAL, { secretKeys: ['users'] });
+    expect(bare.resources.filter((r) => r.name.startsWith('robots'))).toEqual([]);
+    expect(bare.outputs.robotSecrets).toBeUndefined();
+  });
+});
+
 describe('idempotence and change scope', () => {
   // One image name for every run here: the content tag is tested above, and a
   // checkout being edited while the tests run must not look like a config change.
@@ -352,6 +389,19 @@ describe('idempotence and change scope', () => {
     const b = inputsByName(await run({ ...MINIMAL, mirror: { tagMaxAge: '5m' } }));
     const changed = [...a.keys()].filter((k) => a.get(k) !== b.get(k));
     expect(changed.sort()).toEqual(['docker:index/container:Container::vps-registry-cache']);
+  });
+
+  it('changing the access policy changes only the host\'s auth step (the registry re-reads the file); a robot\'s generation only its command', async () => {
+    const withPolicy = (rule: Record<string, unknown>, generation = 1) => ({
+      ...MINIMAL,
+      access: { groups: { ci: ['robot$ci'] }, repositories: [{ pattern: 'team/**', ...rule }] },
+      robots: { ci: { scopes: ['repository:team/**:push'], generation } },
+    });
+    const a = inputsByName(await run(withPolicy({ users: { alice: ['pull'] } })));
+    const b = inputsByName(await run(withPolicy({ users: { alice: ['pull', 'push'] } })));
+    expect([...a.keys()].filter((k) => a.get(k) !== b.get(k))).toEqual(['command:remote:Command::host-auth']);
+    const c = inputsByName(await run(withPolicy({ users: { alice: ['pull'] } }, 2)));
+    expect([...a.keys()].filter((k) => a.get(k) !== c.get(k))).toEqual(['command:remote:Command::robots-ci']);
   });
 
   it('changing a password changes only the htpasswd on the host (the registry re-reads it, no restart)', async () => {

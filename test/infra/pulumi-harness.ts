@@ -25,6 +25,8 @@ export interface ProgramRun {
   resources: Registered[];
   invokes: Array<{ token: string; inputs: Record<string, any> }>;
   outputs: Record<string, unknown>;
+  /** The stack outputs that are Pulumi secrets. */
+  secretOutputs: string[];
   error?: Error;
   byName(name: string): Registered;
   ofType(type: string): Registered[];
@@ -52,6 +54,9 @@ export async function resolveOutputs(v: unknown): Promise<unknown> {
   }
   return v;
 }
+
+/** What the remote command that makes robot `name` "prints": its secret. */
+export const robotSecret = (name: string) => `robot-secret-of-${name}-0123456789abcdefghijklmnop`;
 
 /** The generated secrets the local commands "print" (the same on every run, as from the Pulumi state). */
 export const GENERATED = { origin: 'o'.repeat(64), admin: 'a'.repeat(64), seed: 's'.repeat(64), redis: 'r'.repeat(64) };
@@ -95,6 +100,8 @@ export async function runProgram(
         resources.push({ type: args.type, name: args.name, inputs: unwrap(args.inputs), raw: args.inputs, provider: args.provider });
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === 'command:local:Command') state.stdout = JSON.stringify(GENERATED);
+        // A robot's command prints its secret (render/robots.ts).
+        if (args.type === 'command:remote:Command' && args.name.startsWith('robots-')) state.stdout = `${robotSecret(args.name.slice('robots-'.length))}\n`;
         if (args.type === 'docker:index/remoteImage:RemoteImage') state.imageId = `sha256:${args.inputs.name.startsWith('redis') ? 'd' : 'c'}${'c'.repeat(63)}`;
         if (args.type === 'cloudflare:index/accountToken:AccountToken') state.value = TOKEN_VALUE;
         if (args.type === 'tls:index/privateKey:PrivateKey') state.privateKeyPem = MIR_ORIGIN.key;
@@ -121,9 +128,11 @@ export async function runProgram(
 
   const { program } = await import('../../infra/stack.ts');
   let outputs: Record<string, unknown> = {};
+  const secretOutputs: string[] = [];
   let error: Error | undefined;
   try {
     const result = program({ root: ROOT, imageName: opts.imageName });
+    for (const [k, v] of Object.entries(result)) if (pulumi.Output.isInstance(v) && (await pulumi.isSecret(v))) secretOutputs.push(k);
     outputs = (await resolveOutputs(result)) as Record<string, unknown>;
   } catch (err) {
     error = err as Error;
@@ -134,6 +143,7 @@ export async function runProgram(
     resources,
     invokes,
     outputs,
+    secretOutputs,
     error,
     byName(name) {
       const r = resources.find((x) => x.name === name);

@@ -83,6 +83,44 @@ describe('the private registry (dcr, DNS only)', () => {
   });
 });
 
+// infra/twin/stack.yaml's policy: the twin user's team may push team/ and public/, the CI robot
+// (made by `registry robot create` in dcr's container) team/ only; anyone may pull public/.
+describe('access control on dcr: a CI robot and a public read-only repository', () => {
+  it('made the robot once and kept only its secret\'s hash in dcr\'s storage', async () => {
+    expect(Object.keys(up.robotSecrets)).toEqual(['ci']);
+    const record = await vps().out(['exec', 'registry', 'cat', '/var/lib/registry/auth/robots/ci.json']);
+    expect(JSON.parse(record)).toMatchObject({ name: 'ci', scopes: ['repository:team/**:pull,push'], description: "the twin's CI" });
+    expect(record).not.toContain(up.robotSecrets.ci);
+  });
+
+  it('the robot logs in with docker, pushes to team/, and is denied public/', () => {
+    clientOk(['login', up.env.TWIN_DCR, '-u', 'robot$ci', '--password-stdin'], up.robotSecrets.ci);
+    const ref = `${up.env.TWIN_DCR}/team/ci-built:1`;
+    makeImage(ref, 'built by the CI robot\n');
+    clientOk(['push', ref]);
+    const refused = `${up.env.TWIN_DCR}/public/ci-built:1`;
+    makeImage(refused, 'the robot may not publish\n');
+    const r = client(['push', refused]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr + r.stdout).toMatch(/denied/i);
+    client(['logout', up.env.TWIN_DCR]);
+  });
+
+  it('the team publishes to public/, which anonymous clients pull; team/ they may not', () => {
+    clientOk(['login', up.env.TWIN_DCR, '-u', up.env.TWIN_USER, '--password-stdin'], up.env.TWIN_PASSWORD);
+    const ref = `${up.env.TWIN_DCR}/public/tool:1`;
+    const id = makeImage(ref, 'for everyone\n');
+    clientOk(['push', ref]);
+    client(['logout', up.env.TWIN_DCR]);
+    clientOk(['rmi', ref]);
+    clientOk(['pull', ref]);
+    expect(clientOk(['image', 'inspect', '--format', '{{.Id}}', ref])).toBe(id);
+    const r = client(['pull', `${up.env.TWIN_DCR}/team/ci-built:1`]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/unauthorized|authentication required|pull access denied/i);
+  });
+});
+
 describe('the mirror (mir, through the Cloudflare edge twin)', () => {
   const edge = () =>
     new Agent({ connect: { ca: execFileSync('cat', [up.env.TWIN_CA]).toString(), servername: up.env.TWIN_MIR } });
@@ -143,7 +181,8 @@ describe('deploying again', () => {
     const ids = () => Promise.all(names.map((n) => vps().out(['inspect', '--format', '{{.Id}} {{.State.StartedAt}}', n])));
     const before = await ids();
     const again = await twinUp({ dir, log: (s) => logs.push(s) });
-    expect(again.changes).toEqual({ steps: [], containers: [] });
+    expect(again.changes).toEqual({ steps: [], containers: [], robots: [] });
+    expect(again.robotSecrets).toEqual(up.robotSecrets);
     expect(await ids()).toEqual(before);
   }, 600_000);
 
