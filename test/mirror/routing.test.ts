@@ -47,6 +47,19 @@ describe('mirror: routing between two upstreams and manifest caching', () => {
     return { status: res.status, digest: res.header('docker-content-digest'), codes: errorCodes(res) };
   };
 
+  it('GET and HEAD of a reference that is not a valid tag → 404 MANIFEST_UNKNOWN, and the upstream is not asked', async () => {
+    await hub.sync();
+    const before = hub.requests(undefined, /\/manifests\//).length;
+    for (const tag of ['.INVALID_MANIFEST_NAME', '-x']) {
+      for (const method of ['GET', 'HEAD'] as const) {
+        const res = await client.req(`/v2/team/app/manifests/${tag}`, { method, headers: { accept: MANIFEST_ACCEPT } });
+        expect(res.status, `${method} ${tag}`).toBe(404);
+        if (method === 'GET') expect(errorCodes(res)).toEqual(['MANIFEST_UNKNOWN']);
+      }
+    }
+    expect(await hub.count(undefined, /\/manifests\//)).toBe(before);
+  });
+
   it('routes by ?ns=, by a leading registry host, else to the default upstream; the same name on two upstreams stays apart', async () => {
     // Default upstream (docker.io) and its explicit forms.
     expect(await digestAt('/v2/team/app/manifests/v1')).toMatchObject({ status: 200, digest: hubApp.manifest.digest });

@@ -21,7 +21,7 @@ import { isRegistryError, RegistryError } from '../registry/errors.ts';
 import type { Exclusive } from '../registry/keyed-lock.ts';
 import { type LocalRegistry, paginate } from '../registry/local-registry.ts';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../registry/manifest.ts';
-import { imageRef } from '../registry/names.ts';
+import { imageRef, isValidTag } from '../registry/names.ts';
 import type {
   BlobHandle,
   BlobInfo,
@@ -179,6 +179,11 @@ export class MirrorRegistry implements RegistryService {
   // ---- manifests ----
 
   async getManifest(name: string, reference: string, accept?: string): Promise<ManifestResult> {
+    // A reference that cannot be a tag names no manifest, here as in the private
+    // registry (404, as distribution answers): nothing to ask the upstream about.
+    if (!looksLikeDigest(reference) && !isValidTag(reference)) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `manifest unknown: ${imageRef(name, reference.slice(0, 140))}`);
+    }
     const result = await this.manifest(name, reference, accept);
     await this.noteDeclaredSizes(name, result.digest);
     // Last use, for pruning: the manifest in this repository, and the tag that named it.
