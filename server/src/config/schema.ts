@@ -419,6 +419,11 @@ const cache = z.strictObject({
   interval: duration.default(0).describe('Prune this often inside the server (0: only on request or from cron).'),
 });
 
+/** Ours: the web UI at /ui/ on the API listener. */
+const ui = z.strictObject({
+  enabled: bool.default(true).describe('false: no /ui/ pages (they answer 404 like any unknown path).'),
+});
+
 export const configSchema = z.strictObject({
   version: z.union([z.string(), z.number()]).transform(String).default('0.1').describe('Config format version; accepted and not checked.'),
   log: log.default({ level: 'info', accesslog: { disabled: false } }).describe('Logging: JSON lines on stdout.'),
@@ -438,6 +443,7 @@ export const configSchema = z.strictObject({
   ratelimit: ratelimit.prefault({}).describe('Ours: built-in rate limits; a request over one gets 429 TOOMANYREQUESTS with Retry-After. Only the failed-login limit is on by default.'),
   gc: gc.optional().describe('Ours: online garbage collection.'),
   cache: cache.optional().describe("Ours: the mirror's cache pruning policy."),
+  ui: ui.prefault({}).describe('Ours: the web UI at /ui/ on the API listener (the same users as the API; see docs/ui.md).'),
 }).superRefine((c, ctx) => {
   if (c.storage.cache?.blobdescriptor === 'redis' && !c.redis) {
     ctx.addIssue({ code: 'custom', path: ['storage', 'cache', 'blobdescriptor'], message: '"redis" needs a redis section (redis.addr)' });
