@@ -15,6 +15,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { parseAccessPolicy } from '../../server/src/auth/access-policy.ts';
 import { loadConfigObject } from '../../server/src/config/load.ts';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage } from '../helpers/oci.ts';
@@ -30,6 +31,18 @@ const QUICKSTART_PORT = '5000';
 const QUICKSTART_ADMIN_PORT = '5001';
 const ADDRESS = /127\.0\.0\.1:(\d{2,5})\b/g;
 const OUTPUT_LIMIT = 8000;
+/** ```yaml file=NAME blocks that a config's auth.access names: access policies, not registry configs. */
+const POLICY_FILES = new Set(
+  ALL.filter((b) => b.file && b.lang === 'yaml').flatMap((b) => {
+    try {
+      const access = (parseYaml(b.text) as { auth?: { access?: unknown } } | null)?.auth?.access;
+      return typeof access === 'string' ? [`${b.doc}:${path.basename(access)}`] : [];
+    } catch {
+      return [];
+    }
+  }),
+);
+const isPolicy = (b: Block) => b.file !== undefined && POLICY_FILES.has(`${b.doc}:${b.file}`);
 
 describe('fenced blocks of the README and docs', () => {
   it('use only the attributes the runner knows, where they mean something', () => {
@@ -58,7 +71,7 @@ describe('fenced blocks of the README and docs', () => {
   });
 
   it('every registry config example loads (a fragment with a storage driver added)', () => {
-    const configs = ALL.filter((b) => b.config || (b.file && b.lang === 'yaml'));
+    const configs = ALL.filter((b) => b.config || (b.file && b.lang === 'yaml' && !isPolicy(b)));
     expect(configs.length).toBeGreaterThan(10);
     const failures: string[] = [];
     for (const b of configs) {
@@ -76,6 +89,14 @@ describe('fenced blocks of the README and docs', () => {
       if (!b.invalid && error) failures.push(`${where(b)}: ${error}`);
     }
     expect(failures).toEqual([]);
+  });
+});
+
+describe('access policy examples', () => {
+  it('parse with the server\'s policy parser (the yaml file blocks a config names as auth.access)', () => {
+    const policies = ALL.filter(isPolicy);
+    expect(policies.length).toBeGreaterThan(0);
+    for (const b of policies) expect(() => parseAccessPolicy(b.text, where(b)), where(b)).not.toThrow();
   });
 });
 
