@@ -25,12 +25,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { parseStackConfig, type StackConfig } from '../config.ts';
+import { renderAccessPolicy } from '../render/access.ts';
 import { renderCaddyfile } from '../render/caddyfile.ts';
 import { renderHtpasswd } from '../render/htpasswd.ts';
 import { loadBalancingFor } from '../render/index.ts';
 import { replicaNames } from '../render/layout.ts';
 import { renderRedisConf } from '../render/redis.ts';
-import { registryEnv, renderMirrorConfig, renderPrivateConfig } from '../render/registry-config.ts';
+import { ACCESS_POLICY_FILE, registryEnv, renderMirrorConfig, renderPrivateConfig } from '../render/registry-config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SERVER_BIN = path.join(ROOT, 'server/bin/registry.mjs');
@@ -274,6 +275,8 @@ export async function startLocalStack(o: LocalStackOptions): Promise<LocalStack>
     }),
     { mode: 0o600 },
   );
+  // dcr's access policy (registry-stack:access) beside the htpasswd, where its rendered config looks for it.
+  if (cfg.access) writeFileSync(path.join(dir, ACCESS_POLICY_FILE), renderAccessPolicy(cfg.access));
   const target = (name: string, port: number, adminPort: number, url: string) => ({
     addr: `127.0.0.1:${port}`,
     rootdirectory: path.join(dir, name, 'data'),

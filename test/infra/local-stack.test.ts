@@ -12,6 +12,7 @@ import { type LocalStack, startLocalStack } from '../../infra/local/stack.ts';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage, type Image, MT, randomBlob, sha256 } from '../helpers/oci.ts';
 import { basicAuth, startTestServer, type TestServer } from '../helpers/server.ts';
+import { parseChallenge, TokenClient } from '../auth/helpers.ts';
 
 const USER = 'tester';
 const PASSWORD = 'tester-password-1';
@@ -209,5 +210,43 @@ describe('local twin with --replicas 2: Caddy balances over two processes per re
     const manifest = await t.mir.req('/v2/library/base/manifests/2.0', { headers: { ...t.origin, accept: t.upstreamImage.mediaType } });
     expect(manifest.status, manifest.text).toBe(200);
     expect(sha256(manifest.body)).toBe(t.upstreamImage.manifest.digest);
+  });
+});
+
+describe('local twin with an access policy: token auth on the private host, through Caddy', () => {
+  const t = useTwin({
+    tmpPrefix: 'rs-twin-access-',
+    tag: '3.0',
+    content: 'from the upstream, with a policy on dcr\n',
+    stack: {
+      stackConfig: {
+        docker: { bcryptCost: 4 },
+        access: {
+          groups: { team: [USER] },
+          repositories: [
+            { pattern: 'team/**', groups: { team: ['pull', 'push'] } },
+            { pattern: 'public/**', anonymous: ['pull'], groups: { team: ['pull', 'push'] } },
+          ],
+        },
+      },
+    },
+  });
+
+  it('challenges for a token at its own public URL, and the policy decides', async () => {
+    const probe = await new RegistryClient(t.stack.privateUrl).req('/v2/');
+    expect(probe.status).toBe(401);
+    const challenge = parseChallenge(probe.header('www-authenticate'));
+    expect(challenge).toMatchObject({ scheme: 'Bearer', params: { realm: `${t.stack.privateUrl}/auth/token` } });
+
+    const team = new TokenClient(t.stack.privateUrl, basicAuth(USER, PASSWORD));
+    const image = buildImage({ files: [{ 'app/team.txt': 'team only\n' }] });
+    await team.pushImage('team/app', 'v1', image);
+    await team.pushImage('public/app', 'v1', image);
+    const anonymous = new TokenClient(t.stack.privateUrl);
+    expect((await anonymous.req('/v2/public/app/manifests/v1', { headers: { accept: image.mediaType } })).status).toBe(200);
+    expect((await anonymous.req('/v2/team/app/manifests/v1', { headers: { accept: image.mediaType } })).status).toBe(401);
+    // The mirror is not under the policy: it pulls through as before.
+    const manifest = await t.mir.req('/v2/library/base/manifests/3.0', { headers: { ...t.origin, accept: t.upstreamImage.mediaType } });
+    expect(manifest.status, manifest.text).toBe(200);
   });
 });
