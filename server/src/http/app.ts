@@ -16,6 +16,7 @@ import { endpointFor, isWriteMethod } from './dispatch.ts';
 import { writeError } from './errors.ts';
 import { tokenEndpoint } from './handlers/token.ts';
 import type { RateLimits } from './rate-limit.ts';
+import type { UiHandler } from '../ui/handler.ts';
 import { matchRoute, splitUrl } from './router.ts';
 
 export interface AppOptions {
@@ -34,6 +35,8 @@ export interface AppOptions {
   rateLimits?: RateLimits;
   /** Answers GET /healthz and /readyz on this listener too (for probes through the TLS front). */
   health?: Health;
+  /** The web UI under <prefix>/ui/ (ui.enabled). */
+  ui?: UiHandler;
 }
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -111,6 +114,11 @@ export function createApp(options: AppOptions): RequestListener {
       if (prefix) {
         if (!pathname.startsWith(`${prefix}/`)) throw new RegistryError('NAME_UNKNOWN', 'not found');
         pathname = pathname.slice(prefix.length);
+      }
+      if (options.ui && (pathname === '/ui' || pathname.startsWith('/ui/'))) {
+        routeKind = 'ui';
+        identity = { user: await options.ui(req, res, { pathname, query, client, prefix }) };
+        return finish(res.statusCode);
       }
       if (options.tokens && (pathname === TOKEN_PATH || pathname === `${TOKEN_PATH}/`)) {
         routeKind = 'token';

@@ -20,6 +20,7 @@ import { createApp } from './app.ts';
 import { parserErrorResponse } from './errors.ts';
 import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
+import { createUi } from '../ui/handler.ts';
 // Imported when the config has a proxy section: the mirror's HTTP client (undici) is about 5 MB a private registry never needs.
 import type { MirrorRegistry } from '../proxy/mirror-registry.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
@@ -115,6 +116,17 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     metrics,
     rateLimits: rateLimits.enabled || (config.ratelimit?.trustedproxies.length ?? 0) > 0 ? rateLimits : undefined,
     health,
+    ui: config.ui.enabled
+      ? createUi({
+          store: registry,
+          service,
+          authenticator: auth.authenticator,
+          logins: checksPasswords,
+          limits: rateLimits,
+          trustedProxies: config.ratelimit?.trustedproxies ?? [],
+          logger,
+        })
+      : undefined,
   });
 
   const tls = config.http.tls;

@@ -1,0 +1,177 @@
+// The web UI's server side over real HTTP: headers, login, sessions, CSRF,
+// who may see and delete what, and ui.enabled: false.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RegistryClient } from '../helpers/client.ts';
+import { buildImage, buildIndex } from '../helpers/oci.ts';
+import { basicAuth, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
+
+interface Page {
+  status: number;
+  headers: Headers;
+  text: string;
+}
+
+/** A browser's cookie jar in miniature: what Set-Cookie said, sent back on every request. */
+class Visitor {
+  readonly cookies = new Map<string, string>();
+  constructor(private readonly base: string) {}
+
+  async go(path: string, init: { method?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}): Promise<Page> {
+    const headers: Record<string, string> = { ...init.headers };
+    if (this.cookies.size) headers.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (init.form) headers['content-type'] = 'application/x-www-form-urlencoded';
+    const res = await fetch(`${this.base}${path}`, {
+      method: init.method ?? (init.form ? 'POST' : 'GET'),
+      headers,
+      body: init.form && new URLSearchParams(init.form).toString(),
+      redirect: 'manual',
+    });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const [k, v] = [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)];
+      if (/Max-Age=0/.test(c)) this.cookies.delete(k);
+      else this.cookies.set(k, v);
+    }
+    return { status: res.status, headers: res.headers, text: await res.text() };
+  }
+
+  async login(user = TEST_USER, password = TEST_PASSWORD): Promise<Page> {
+    const form = await this.go('/ui/login');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(form.text)![1];
+    return this.go('/ui/login', { form: { csrf, user, password, next: '' } });
+  }
+}
+
+function csrfOf(page: Page): string {
+  return /data-csrf="([^"]+)"/.exec(page.text)![1];
+}
+
+describe('web UI (server side)', () => {
+  let server: TestServer;
+  let client: RegistryClient;
+
+  beforeAll(async () => {
+    server = await startTestServer({ anonymousPull: true });
+    client = new RegistryClient(server.url, server.auth);
+    await client.pushIndex('team/app', 'v1', buildIndex([buildImage({ architecture: 'amd64' }), buildImage({ architecture: 'arm64' })]));
+    await client.pushImage('team/app', 'v2', buildImage());
+    await client.pushImage('other', 'latest', buildImage());
+  });
+  afterAll(() => server?.stop());
+
+  it('serves pages with a strict CSP and no inline script', async () => {
+    const page = await new Visitor(server.url).go('/ui/');
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'self'; script-src 'self'/);
+    expect(page.headers.get('content-security-policy')).not.toMatch(/unsafe-inline/);
+    expect(page.text).not.toMatch(/<script(?![^>]*\bsrc=)/);
+    expect(page.text).toContain('team/app');
+  });
+
+  it('pages and searches the catalog on the server', async () => {
+    const v = new Visitor(server.url);
+    const found = await v.go('/ui/api/repositories?q=APP');
+    expect(JSON.parse(found.text)).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
+    const first = JSON.parse((await v.go('/ui/api/repositories?n=1')).text);
+    expect(first).toEqual({ repositories: [{ name: 'other', tags: 1 }], next: 'other' });
+    const second = JSON.parse((await v.go(`/ui/api/repositories?n=1&last=${first.next}`)).text);
+    expect(second).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
+  });
+
+  it('lists tags newest first with the platforms of an index', async () => {
+    const tags = JSON.parse((await new Visitor(server.url).go('/ui/api/tags?name=team/app')).text);
+    expect(tags.tags.map((t: { tag: string }) => t.tag).sort()).toEqual(['v1', 'v2']);
+    const v1 = tags.tags.find((t: { tag: string }) => t.tag === 'v1');
+    expect(v1.index).toBe(true);
+    expect(v1.platforms.map((p: { architecture: string }) => p.architecture)).toEqual(['amd64', 'arm64']);
+    expect(v1.size).toBeGreaterThan(1000);
+    expect(tags.canDelete).toBe(false);
+  });
+
+  it('logs in with a session cookie that is HttpOnly and SameSite=Strict, Secure only over TLS', async () => {
+    const v = new Visitor(server.url);
+    const bad = await v.login(TEST_USER, 'wrong');
+    expect(bad.status).toBe(401);
+    const ok = await v.login();
+    expect(ok.status).toBe(303);
+    const cookie = ok.headers.getSetCookie().find((c) => c.startsWith('rs_ui_session='))!;
+    expect(cookie).toMatch(/HttpOnly/);
+    expect(cookie).toMatch(/SameSite=Strict/);
+    // Plain HTTP, and X-Forwarded-Proto from an untrusted address: not Secure.
+    expect(cookie).not.toMatch(/Secure/);
+    const home = await v.go('/ui/');
+    expect(home.text).toContain(`Logged in as <strong>${TEST_USER}</strong>`);
+  });
+
+  it('refuses a login form without its CSRF token', async () => {
+    const v = new Visitor(server.url);
+    await v.go('/ui/login');
+    const res = await v.go('/ui/login', { form: { csrf: 'forged', user: TEST_USER, password: TEST_PASSWORD } });
+    expect(res.status).toBe(403);
+    expect(v.cookies.has('rs_ui_session')).toBe(false);
+  });
+
+  it('deletes a tag with the session and its CSRF token, and nothing without', async () => {
+    await client.pushImage('team/app', 'doomed', buildImage());
+    const anonymous = new Visitor(server.url);
+    expect((await anonymous.go('/ui/delete', { form: { name: 'team/app', reference: 'doomed', csrf: 'x' } })).status).toBe(403);
+    const v = new Visitor(server.url);
+    await v.login();
+    const page = await v.go('/ui/repo?name=team/app');
+    expect((await v.go('/ui/delete', { form: { name: 'team/app', reference: 'doomed', csrf: 'wrong' } })).status).toBe(403);
+    expect((await client.req('/v2/team/app/manifests/doomed', { method: 'HEAD' })).status).toBe(200);
+    const done = await v.go('/ui/delete', { form: { name: 'team/app', reference: 'doomed', csrf: csrfOf(page) } });
+    expect(done.status).toBe(303);
+    expect((await client.req('/v2/team/app/manifests/doomed', { method: 'HEAD' })).status).toBe(404);
+  });
+
+  it('logs out: the session is gone on the server, not just the cookie', async () => {
+    const v = new Visitor(server.url);
+    await v.login();
+    const session = v.cookies.get('rs_ui_session')!;
+    const page = await v.go('/ui/');
+    expect((await v.go('/ui/logout', { form: { csrf: csrfOf(page) } })).status).toBe(303);
+    const replay = await fetch(`${server.url}/ui/`, { headers: { cookie: `rs_ui_session=${session}` } });
+    expect(await replay.text()).not.toContain('Logged in as');
+  });
+});
+
+describe('web UI access and switches', () => {
+  it('shows anonymous visitors nothing where anonymous pull is off, and answers 404 with ui.enabled: false', async () => {
+    const server = await startTestServer({ anonymousPull: false });
+    try {
+      await new RegistryClient(server.url, basicAuth(TEST_USER, TEST_PASSWORD)).pushImage('secret', 'v1', buildImage());
+      const v = new Visitor(server.url);
+      expect((await v.go('/ui/')).text).not.toContain('secret');
+      expect((await v.go('/ui/api/tags?name=secret')).status).toBe(404);
+      await v.login();
+      expect((await v.go('/ui/')).text).toContain('secret');
+    } finally {
+      await server.stop();
+    }
+    const off = await startTestServer({ extra: { ui: { enabled: false } } });
+    try {
+      const res = await fetch(`${off.url}/ui/`);
+      expect(res.status).toBe(404);
+    } finally {
+      await off.stop();
+    }
+  });
+});
+
+describe('web UI behind a TLS proxy', () => {
+  it('marks the session cookie Secure when a trusted proxy says the client came over https', async () => {
+    const server = await startTestServer({ extra: { ratelimit: { trustedproxies: ['loopback'] } } });
+    try {
+      const v = new Visitor(server.url);
+      const https = { 'x-forwarded-proto': 'https' };
+      const form = await v.go('/ui/login', { headers: https });
+      const csrf = /name="csrf" value="([^"]+)"/.exec(form.text)![1];
+      const ok = await v.go('/ui/login', { headers: https, form: { csrf, user: TEST_USER, password: TEST_PASSWORD } });
+      expect(ok.status).toBe(303);
+      expect(ok.headers.getSetCookie().find((c) => c.startsWith('rs_ui_session='))).toMatch(/; Secure/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
