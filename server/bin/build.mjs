@@ -125,17 +125,50 @@ export async function build() {
     logLevel: 'warning',
     plugins: [rewriteAssetUrls(assets.urls)],
   });
-  for (const file of result.outputFiles) {
+  writeOutputs(result.outputFiles);
+  const ui = await buildUi();
+  pruneOldOutputs(new Set([...result.outputFiles, ...ui.outputFiles].map((f) => f.path)));
+  const inputs = [...Object.keys(result.metafile.inputs), ...Object.keys(ui.metafile.inputs)].filter((f) => !f.includes('node_modules/'));
+  inputs.push('server/bin/build.mjs', 'server/bin/dist.mjs', 'package.json', 'tsconfig.json');
+  writeFileSync(`${BUILD_INFO}.tmp-${process.pid}`, `${JSON.stringify({ startedAt, inputs: inputs.sort() }, null, 1)}\n`);
+  renameSync(`${BUILD_INFO}.tmp-${process.pid}`, BUILD_INFO);
+}
+
+function writeOutputs(files) {
+  for (const file of files) {
     mkdirSync(path.dirname(file.path), { recursive: true });
     const tmp = `${file.path}.tmp-${process.pid}`;
     writeFileSync(tmp, file.contents);
     renameSync(tmp, file.path);
   }
-  pruneOldOutputs(new Set(result.outputFiles.map((f) => f.path)));
-  const inputs = Object.keys(result.metafile.inputs).filter((f) => !f.includes('node_modules/'));
-  inputs.push('server/bin/build.mjs', 'server/bin/dist.mjs', 'package.json', 'tsconfig.json');
-  writeFileSync(`${BUILD_INFO}.tmp-${process.pid}`, `${JSON.stringify({ startedAt, inputs: inputs.sort() }, null, 1)}\n`);
-  renameSync(`${BUILD_INFO}.tmp-${process.pid}`, BUILD_INFO);
+}
+
+/**
+ * The web UI's client (server/src/ui/client/) for the browser: dist/ui/app.js
+ * (Preact included, minified) and app.css, which the server serves at /ui/assets/.
+ */
+export async function buildUi(outdir = path.join(DIST, 'ui')) {
+  const esbuild = await import('esbuild');
+  const result = await esbuild.build({
+    absWorkingDir: ROOT,
+    entryPoints: [
+      { in: 'server/src/ui/client/main.jsx', out: 'app' },
+      { in: 'server/src/ui/client/app.css', out: 'app' },
+    ],
+    outdir,
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: ['chrome110', 'firefox110', 'safari16'],
+    jsx: 'automatic',
+    jsxImportSource: 'preact',
+    minify: true,
+    metafile: true,
+    write: false,
+    logLevel: 'warning',
+  });
+  writeOutputs(result.outputFiles);
+  return result;
 }
 
 /**
