@@ -1,5 +1,5 @@
 // The web UI in a real browser: Debian's chromium driven by playwright-core
-// (no browser download). Logs in, browses to a multi-arch image, deletes a
+// (no browser download; .ci/run installs it). Logs in, browses to a multi-arch image, deletes a
 // tag and checks the registry API no longer has it, is refused a delete
 // while anonymous, logs out; axe-core checks the main pages, and any
 // Content-Security-Policy violation fails the test.
@@ -27,7 +27,7 @@ async function axeViolations(page: Page): Promise<string[]> {
   return violations;
 }
 
-describe.skipIf(!existsSync(CHROMIUM))('web UI in chromium', () => {
+describe('web UI in chromium', () => {
   let server: TestServer;
   let client: RegistryClient;
   let browser: Browser;
@@ -35,6 +35,7 @@ describe.skipIf(!existsSync(CHROMIUM))('web UI in chromium', () => {
   const cspViolations: string[] = [];
 
   beforeAll(async () => {
+    expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`).toBe(true);
     // The client bundle the server serves (npm start builds it with the rest).
     const built = spawnSync(process.execPath, ['--input-type=module', '-e', "await (await import('./server/bin/build.mjs')).buildUi()"], {
       cwd: REPO_ROOT,
@@ -109,6 +110,21 @@ describe.skipIf(!existsSync(CHROMIUM))('web UI in chromium', () => {
     await page.goto(`${server.url}/ui/repo?name=team/app`);
     await page.getByRole('cell', { name: 'v1', exact: true }).waitFor();
     expect(await page.getByRole('link', { name: /Delete tag/ }).count()).toBe(0);
+  });
+
+  it('lists repositories and tags without JavaScript', async () => {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    try {
+      const bare = await context.newPage();
+      await bare.goto(`${server.url}/ui/?q=team`);
+      expect(await bare.getByRole('link', { name: 'other/tool' }).count()).toBe(0);
+      await bare.getByRole('link', { name: 'team/app' }).click();
+      const v1 = bare.getByRole('row').filter({ has: bare.getByRole('cell', { name: 'v1', exact: true }) });
+      expect(await v1.getByRole('listitem').allTextContents()).toEqual(['linux/amd64', 'linux/arm64']);
+      expect(await v1.getByText(/^docker pull .*\/team\/app:v1$/).count()).toBe(1);
+    } finally {
+      await context.close();
+    }
   });
 
   it('broke no Content-Security-Policy rule on any page', () => {
