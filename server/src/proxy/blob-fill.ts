@@ -1,7 +1,9 @@
 // One upstream fetch of one blob into the cache, readable by any number of
 // clients while it runs. The fetch writes to an upload file and hashes as it
-// goes; readers tail that file at their own pace (memory stays flat, and a
-// slow or vanished client neither slows nor aborts the fill). The bytes on
+// goes, both on a worker thread (fill-writer.ts: this event loop only reads
+// the upstream and serves clients); readers tail that file at their own pace
+// (memory stays flat, and a slow or vanished client neither slows nor aborts
+// the fill). The bytes on
 // their way to storage are kept in memory until they are stored, so clients at
 // the head of the fill have them as they arrive, not once stored (on S3 that
 // is a whole part later). The last byte is held back until the digest is
@@ -22,12 +24,15 @@
 // scaled to its size (limits): a body trickled a byte at a time would
 // otherwise hold the fill, and its clients, for ever.
 import { randomUUID } from 'node:crypto';
+import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
+import { FilesystemDriver } from '../storage/filesystem.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
-import { type Digest, newHash } from '../registry/digest.ts';
+import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../log/logger.ts';
+import { type FillJob, startFillJob } from './fill-writer.ts';
 import { type TailSource, tailStream } from './tail-reader.ts';
 import { type FetchedBlob, type UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 
@@ -152,8 +157,19 @@ export class BlobFill implements Fill, TailSource {
   private accounted = 0;
   /** When the last byte arrived and was verified (for the debug log). */
   private verifiedAt = 0;
-  /** Why the pump gave up (upstream error, wrong size or digest, too slow). */
+  /** Why the pump gave up (upstream error, wrong size or digest, too slow, the worker could not store). */
   private pumpError: Error | undefined;
+  /** The upstream's body, while the fill reads it. */
+  private body: Readable | undefined;
+  /** Hashes the bytes on a worker thread, and with `file` stores them there too (fill-writer.ts). */
+  private job: FillJob | undefined;
+  /** Bytes handed to the job so far: the window keeps those it does not have yet. */
+  private staged = 0;
+  /**
+   * The upload file on the filesystem, written by the job's worker rather than by the
+   * driver on this thread; undefined when the driver stores the bytes (S3, putStream).
+   */
+  private file: string | undefined;
   /** Any progress: bytes received or stored, the end, a failure (the storage writer, the pump and readers wait on it). */
   private readonly progressed = new Signal();
   /** Each repository's upstream request, by cache name, while the fill starts. */
@@ -296,17 +312,30 @@ export class BlobFill implements Fill, TailSource {
       const fetched = await this.answer;
       ms.upstreamMs = Date.now() - t0;
       this.deps.observer?.started(this.key, fetched.size);
-      body = fetched.body;
+      body = this.body = fetched.body;
+      this.file = !this.direct && driver instanceof FilesystemDriver ? localFile(driver, this.key) : undefined;
+      this.job = startFillJob(
+        { algorithm: this.digest.algorithm, file: this.file },
+        {
+          stored: (total) => {
+            if (this.file) this.storedUpTo(total);
+          },
+          room: () => {
+            this.stage();
+            this.progressed.notify();
+          },
+        },
+      );
       const pumping = this.pump(fetched.body);
-      const stream = Readable.from(this.feed(), { objectMode: false });
-      const tap = (chunk: Buffer) => {
-        this.stored += chunk.length;
-        this.unaccount(chunk.length);
-        this.release();
-        this.progressed.notify();
-        this.deps.observer?.progress(this.stored);
-      };
-      if (this.direct && driver.putStream) {
+      const stream = this.file ? undefined : Readable.from(this.feed(), { objectMode: false });
+      const tap = (chunk: Buffer) => this.storedUpTo(this.stored + chunk.length);
+      if (!stream) {
+        // The worker wrote every byte by the time the pump has the digest.
+        await pumping;
+        if (this.pumpError) throw this.pumpError;
+        ms.storedMs = Date.now() - t0;
+        await blobs.commitFrom(this.key, this.digest, this.stored);
+      } else if (this.direct && driver.putStream) {
         // Straight to the blob's place, visible only once complete (the feed ends only after the
         // digest checked out; a bad blob aborts the write).
         await driver.putStream(paths.blobData(this.digest), stream, tap);
@@ -343,6 +372,8 @@ export class BlobFill implements Fill, TailSource {
       throw this.error;
     } finally {
       this.unaccount(Number.POSITIVE_INFINITY);
+      // The worker lets go of the upload file before it is deleted.
+      await this.job?.abort();
       if (!cleaned && !this.direct && this.winner) await driver.delete(this.uploadDir).catch(() => {});
     }
   }
@@ -352,15 +383,14 @@ export class BlobFill implements Fill, TailSource {
   }
 
   /**
-   * Reads the upstream into the window as fast as it sends (hashing, and waking
-   * readers), independently of how fast the storage takes the bytes, up to a
-   * bounded distance ahead of it (see AHEAD_*), and no further than `limit`,
-   * within the fill's deadline. At the end it checks the size and digest: only
-   * then may readers have the last byte, and the storage the end of the stream
-   * (feed()).
+   * Reads the upstream into the window as fast as it sends (handing the bytes to
+   * the worker that hashes them, and waking readers), independently of how fast
+   * the storage takes the bytes, up to a bounded distance ahead of it (see
+   * AHEAD_*), and no further than `limit`, within the fill's deadline. At the end
+   * it checks the size and digest: only then may readers have the last byte, and
+   * the storage the end of the stream (feed()).
    */
   private async pump(body: Readable): Promise<void> {
-    const hash = newHash(this.digest.algorithm);
     budget.receiving++;
     const stopDeadline = this.deadline(body);
     try {
@@ -369,11 +399,11 @@ export class BlobFill implements Fill, TailSource {
         if (this.received + chunk.length > this.limit) {
           throw new Error(`upstream sent more than the ${this.limit} bytes ${this.size === this.limit ? 'it announced' : 'the manifest declares'} for ${this.digest.value}; not cached`);
         }
-        hash.update(chunk);
         this.window.push(chunk);
         this.received += chunk.length;
         this.accounted += chunk.length;
         budget.ahead += chunk.length;
+        this.stage();
         this.progressed.notify();
         while (this.state !== 'failed' && !this.pumpError && this.tooFarAhead()) await this.progressed.next();
         if (this.pumpError) throw this.pumpError;
@@ -382,7 +412,11 @@ export class BlobFill implements Fill, TailSource {
       if (this.size !== undefined && this.received !== this.size) {
         throw new Error(`upstream sent ${this.received} bytes of ${this.size} for ${this.digest.value}`);
       }
-      const actual = hash.digest('hex');
+      // The worker has every byte (with a file: written) before it answers the digest.
+      while (this.staged < this.received && !this.pumpError) await this.progressed.next();
+      if (this.pumpError) throw this.pumpError;
+      const actual = await this.job!.end();
+      if ((this.state as State) === 'failed') return;
       if (actual !== this.digest.hex) {
         throw new Error(`upstream sent bytes that do not match ${this.digest.value} (got ${this.digest.algorithm}:${actual}); not cached`);
       }
@@ -427,6 +461,36 @@ export class BlobFill implements Fill, TailSource {
     };
     check();
     return () => clearTimeout(timer);
+  }
+
+  /** Hands the worker the window's bytes it does not have yet, as far as its ring has room (room() calls again). */
+  private stage(): void {
+    const job = this.job;
+    if (!job || this.pumpError || this.state === 'failed') return;
+    try {
+      if (job.failure) throw job.failure;
+      while (this.staged < this.received) {
+        const chunk = this.fromMemory(this.staged, Number.POSITIVE_INFINITY);
+        if (!chunk) throw new Error(`a cache fill lost bytes ${this.staged}-${this.received} on their way to the worker`);
+        const taken = job.write(chunk);
+        if (taken === 0) break;
+        this.staged += taken;
+      }
+    } catch (err) {
+      this.pumpError ??= err as Error;
+      this.body?.destroy();
+    }
+    this.release();
+  }
+
+  /** `total` bytes are in storage (and readable from it, unless written in place). */
+  private storedUpTo(total: number): void {
+    if (total <= this.stored) return;
+    this.unaccount(total - this.stored);
+    this.stored = total;
+    this.release();
+    this.progressed.notify();
+    this.deps.observer?.progress(this.stored);
   }
 
   private tooFarAhead(): boolean {
@@ -474,9 +538,15 @@ export class BlobFill implements Fill, TailSource {
     budget.ahead -= freed;
   }
 
-  /** Drops the window's chunks that are wholly stored (readers find them in storage). */
+  /**
+   * Drops the window's chunks that are wholly stored (readers find them in storage) and
+   * handed to the worker; but not the last byte's: readers held back at it until the
+   * verification take it from here (from storage, when written in place, it would only
+   * come once committed).
+   */
   private release(): void {
-    while (this.window.length > 0 && this.windowStart + this.window[0].length <= this.stored) {
+    const done = Math.min(this.stored, this.staged, this.received - 1);
+    while (this.window.length > 0 && this.windowStart + this.window[0].length <= done) {
       this.windowStart += this.window[0].length;
       this.window.shift();
     }
@@ -544,4 +614,12 @@ export class BlobFill implements Fill, TailSource {
   private async waitFor(atLeast: number): Promise<void> {
     while ((this.state === 'starting' || this.state === 'running') && this.received - 1 < atLeast) await this.progressed.next();
   }
+}
+
+/** Where the filesystem driver keeps `key` (its own layout), for the worker that writes it. */
+function localFile(driver: FilesystemDriver, key: string): string {
+  const file = path.join(driver.root, key);
+  // As the driver checks for itself: no key leads out of the root.
+  if (!file.startsWith(driver.root + path.sep)) throw new Error(`storage key escapes the root: ${key}`);
+  return file;
 }

@@ -56,8 +56,11 @@ async function* tailChunks(source: TailSource, driver: StorageDriver, range?: By
     if (pos > end) return;
     const available = source.available ?? source.written;
     if (source.complete && pos >= available) return;
-    // Unverified, the last byte received stays back (it may be the blob's last), and so does the response's last.
-    const readable = source.complete ? available : Math.max(0, Math.min(available - 1, end));
+    // Unverified, the response's last byte stays back, and so does the last byte received when the size is
+    // unknown (it may be the blob's last). With the size known, every byte before `end` goes as it arrives:
+    // holding back the last byte received split each chunk in two writes to the client.
+    const held = source.size === undefined ? available - 1 : available;
+    const readable = source.complete ? available : Math.max(0, Math.min(held, end));
     if (!source.complete && pos >= end) {
       await source.whenComplete();
       continue;

@@ -1,0 +1,125 @@
+// A cache fill on the filesystem, driven byte by byte from the test: its
+// clients get every byte before the response's last as soon as it arrived
+// (only the last waits for the digest), the worker stores the bytes in the
+// upload file that is committed, and a fill that fails leaves no upload
+// behind. Waits are on what the client received, never on time.
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../server/src/log/logger.ts';
+import { BlobFill } from '../../server/src/proxy/blob-fill.ts';
+import type { UpstreamClient } from '../../server/src/proxy/upstream-client.ts';
+import { BlobStore } from '../../server/src/registry/blob-store.ts';
+import { parseDigest } from '../../server/src/registry/digest.ts';
+import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
+import { paths } from '../../server/src/storage/paths.ts';
+
+const KiB = 1024;
+
+/** An upstream whose body the test writes: getBlob answers with `size` as Content-Length. */
+function upstream(size: number) {
+  const body = new Readable({ read() {} });
+  const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
+  return { client, body };
+}
+
+/** Reads a stream, counting bytes; `reached(n)` resolves once n bytes came. */
+function reader(stream: Readable) {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  let waiters: Array<{ n: number; resolve(): void }> = [];
+  const ended = new Promise<Buffer>((resolve, reject) => {
+    stream.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      got += chunk.length;
+      waiters = waiters.filter((w) => (got >= w.n ? (w.resolve(), false) : true));
+    });
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+  ended.catch(() => {});
+  return {
+    ended,
+    get got() {
+      return got;
+    },
+    reached: (n: number) => new Promise<void>((resolve) => (got >= n ? resolve() : waiters.push({ n, resolve }))),
+  };
+}
+
+describe('a cache fill on the filesystem', () => {
+  let root: string;
+  let driver: FilesystemDriver;
+  let blobs: BlobStore;
+  const name = 'docker.io/library/app';
+
+  beforeEach(() => {
+    root = mkdtempSync(path.join(os.tmpdir(), 'blob-fill-'));
+    driver = new FilesystemDriver(root);
+    blobs = new BlobStore(driver);
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  const uploads = () => {
+    const dir = path.join(root, paths.repository(name), '_uploads');
+    return existsSync(dir) ? readdirSync(dir) : [];
+  };
+
+  it('gives a client every byte received before the last at once, the last after verification, and commits what the worker wrote', async () => {
+    const blob = randomBytes(300 * KiB + 5);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
+    const up = upstream(blob.length);
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
+    expect(await fill.ready).toBe(blob.length);
+    const client = reader(fill.stream());
+    // Half, then the rest: the client has the whole half before anything more is sent
+    // (holding back the last byte received made it wait for the next chunk).
+    const half = 150 * KiB;
+    up.body.push(blob.subarray(0, half));
+    await client.reached(half);
+    up.body.push(blob.subarray(half, blob.length - 1));
+    await client.reached(blob.length - 1);
+    up.body.push(blob.subarray(blob.length - 1));
+    up.body.push(null);
+    expect((await client.ended).equals(blob)).toBe(true);
+    await fill.done;
+    expect(readFileSync(path.join(root, paths.blobData(digest))).equals(blob)).toBe(true);
+    expect(uploads()).toEqual([]);
+  });
+
+  it('holds back the last byte of bytes that do not match the digest, caches nothing and leaves no upload', async () => {
+    const blob = randomBytes(200 * KiB);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(Buffer.from('something else')).digest('hex')}`);
+    const up = upstream(blob.length);
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
+    await fill.ready;
+    const client = reader(fill.stream());
+    up.body.push(blob);
+    up.body.push(null);
+    await expect(client.ended).rejects.toThrow(/do not match/);
+    expect(client.got).toBe(blob.length - 1);
+    await expect(fill.done).rejects.toThrow(/do not match/);
+    expect(existsSync(path.join(root, paths.blobData(digest)))).toBe(false);
+    expect(uploads()).toEqual([]);
+  });
+
+  it('fails when the worker cannot write the upload file, and commits nothing', async () => {
+    const blob = randomBytes(100 * KiB);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
+    // The uploads directory is a file: the worker cannot create the upload under it.
+    mkdirSync(path.join(root, paths.repository(name)), { recursive: true });
+    writeFileSync(path.join(root, paths.repository(name), '_uploads'), 'x');
+    const up = upstream(blob.length);
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
+    await fill.ready;
+    const client = reader(fill.stream());
+    up.body.push(blob);
+    up.body.push(null);
+    await expect(fill.done).rejects.toThrow(/storing a cache fill failed/);
+    await expect(client.ended).rejects.toThrow(/storing a cache fill failed/);
+    expect(existsSync(path.join(root, paths.blobData(digest)))).toBe(false);
+  });
+});
