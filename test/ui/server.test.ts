@@ -1,9 +1,11 @@
 // The web UI's server side over real HTTP: headers, login, sessions, CSRF,
 // who may see and delete what, and ui.enabled: false.
+import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTokenServer } from '../auth/helpers.ts';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
-import { basicAuth, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
+import { basicAuth, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, writeHtpasswd } from '../helpers/server.ts';
 
 interface Page {
   status: number;
@@ -170,6 +172,62 @@ describe('web UI behind a TLS proxy', () => {
       const ok = await v.go('/ui/login', { headers: https, form: { csrf, user: TEST_USER, password: TEST_PASSWORD } });
       expect(ok.status).toBe(303);
       expect(ok.headers.getSetCookie().find((c) => c.startsWith('rs_ui_session='))).toMatch(/; Secure/);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('web UI sessions follow the account', () => {
+  it('with an access policy: shows and deletes only what the policy allows now; a new password ends old sessions', async () => {
+    const policy = (aliceMay: string) => `
+repositories:
+  "team/**": { anonymous: [pull], users: { alice: [${aliceMay}], bob: [pull] } }
+  "secret/**": { users: { alice: [pull, push] } }
+`;
+    const server = await startTokenServer({ policy: policy('pull, push, delete'), users: { alice: 'alice-pw', bob: 'bob-pw' } });
+    try {
+      const pusher = new RegistryClient(server.url, basicAuth('alice', 'alice-pw'));
+      await pusher.pushImage('team/app', 'v1', buildImage());
+      await pusher.pushImage('team/app', 'v2', buildImage());
+      await pusher.pushImage('secret/thing', 'v1', buildImage());
+
+      const anonymous = new Visitor(server.url);
+      const list = await anonymous.go('/ui/');
+      expect(list.text).toContain('team/app');
+      expect(list.text).not.toContain('secret/thing');
+
+      const bob = new Visitor(server.url);
+      expect((await bob.login('bob', 'bob-pw')).status).toBe(303);
+      const bobPage = await bob.go('/ui/repo?name=team/app');
+      expect(bobPage.text).not.toContain('Delete tag');
+      const refused = await bob.go('/ui/delete', { form: { name: 'team/app', reference: 'v1', csrf: csrfOf(bobPage) } });
+      expect(refused.status).toBe(403);
+      expect((await pusher.req('/v2/team/app/manifests/v1', { method: 'HEAD' })).status).toBe(200);
+
+      const alice = new Visitor(server.url);
+      await alice.login('alice', 'alice-pw');
+      const alicePage = await alice.go('/ui/repo?name=team/app');
+      expect(alicePage.text).toContain('Delete tag');
+      expect((await alice.go('/ui/')).text).toContain('secret/thing');
+      // The policy changes under a live session: its next request has the new rights.
+      server.writePolicy(policy('pull'));
+      server.clock.advance(3_000);
+      const after = await alice.go('/ui/delete', { form: { name: 'team/app', reference: 'v2', csrf: csrfOf(alicePage) } });
+      expect(after.status).toBe(403);
+      expect((await new RegistryClient(server.url, basicAuth('bob', 'bob-pw')).req('/v2/team/app/manifests/v2', { method: 'HEAD' })).status).toBe(200);
+
+      // A new password ends the sessions of the old one (htpasswd is re-read every 2 s of the server's clock).
+      expect((await bob.go('/ui/')).text).toContain('Logged in as');
+      // Only bob's line changes (writing alice's anew would give her a new hash, and end her session too).
+      writeHtpasswd(`${server.root}/bob-only`, { bob: 'bob-new-pw' });
+      const aliceLine = readFileSync(server.htpasswdFile, 'utf8').split('\n').find((l) => l.startsWith('alice:'));
+      writeFileSync(server.htpasswdFile, `${aliceLine}\n${readFileSync(`${server.root}/bob-only`, 'utf8')}`);
+      const later = new Date(Date.now() + 60_000);
+      utimesSync(server.htpasswdFile, later, later);
+      server.clock.advance(3_000);
+      expect((await bob.go('/ui/')).text).not.toContain('Logged in as');
+      expect((await alice.go('/ui/')).text).toContain('Logged in as');
     } finally {
       await server.stop();
     }

@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { AccessPolicyFile } from './access-policy.ts';
 import { Accounts } from './accounts.ts';
-import { Authenticator, type RequestAuthenticator } from './authenticator.ts';
+import { type Access, Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';
 import { KeyStore } from './keys.ts';
 import { RobotStore } from './robots.ts';
@@ -29,7 +29,20 @@ export interface AuthSetup {
   authenticator: RequestAuthenticator;
   /** The built-in token server, when auth.access is configured. */
   tokens?: TokenService;
+  /**
+   * The account as it is now, for sessions that outlive a login (the web UI): a
+   * stamp of its credentials and, with an access policy, what it may do; undefined
+   * when it is gone, revoked or expired. Absent when no passwords are checked here.
+   */
+  account?: (user: string) => Promise<AccountState | undefined>;
   close(): Promise<void>;
+}
+
+export interface AccountState {
+  /** Changes when the password (a robot's secret) does. */
+  stamp: string;
+  /** Absent: the account may do everything (htpasswd without a policy). */
+  may?: (name: string, action: Access) => boolean;
 }
 
 export interface AuthSetupOptions {
@@ -62,7 +75,11 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
       realm: htpasswdConfig?.realm ?? 'Registry Realm',
       anonymousPull: auth?.anonymouspull ?? false,
     });
-    return { authenticator, close };
+    const account = htpasswd && (async (user: string) => {
+      const stamp = htpasswd.credentialStamp(user);
+      return stamp === undefined ? undefined : { stamp };
+    });
+    return { authenticator, account, close };
   }
 
   try {
@@ -135,7 +152,14 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
           )
         : undefined;
     logger.info({ service, issuer: issuerName, builtin: tokens !== undefined, external: external.size }, 'token auth on');
-    return { authenticator, tokens, close };
+    const account =
+      accounts &&
+      (async (user: string): Promise<AccountState | undefined> => {
+        const stamp = await accounts.stamp(user);
+        const rights = stamp === undefined ? undefined : await accounts.rights({ user });
+        return rights && { stamp: stamp!, may: (name, action) => rights(name).has(action) };
+      });
+    return { authenticator, tokens, account, close };
   } catch (err) {
     await close();
     throw err;

@@ -122,6 +122,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
           service,
           authenticator: auth.authenticator,
           logins: checksPasswords,
+          account: auth.account,
           limits: rateLimits,
           trustedProxies: config.ratelimit?.trustedproxies ?? [],
           logger,

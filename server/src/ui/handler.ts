@@ -6,7 +6,8 @@
 // client reached us over TLS (directly, or through a trusted proxy).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import proxyAddr from 'proxy-addr';
-import type { RequestAuthenticator } from '../auth/authenticator.ts';
+import type { Identity, RequestAuthenticator } from '../auth/authenticator.ts';
+import type { AccountState } from '../auth/setup.ts';
 import type { LoginBudget } from '../auth/htpasswd.ts';
 import type { Logger } from '../log/logger.ts';
 import { tryParseDigest } from '../registry/digest.ts';
@@ -17,7 +18,7 @@ import { UiAccess } from './access.ts';
 import { Assets } from './assets.ts';
 import type { Html } from './html.ts';
 import { confirmDeletePage, layout, loginPage, messagePage, type PageContext, repositoriesPage, repositoryPage, repoUrl } from './pages.ts';
-import { type Session, Sessions, sameToken, token } from './sessions.ts';
+import { Sessions, sameToken, token } from './sessions.ts';
 import { ManifestSummaries, searchRepositories } from './views.ts';
 
 /** The rate limits of the API listener, as far as the UI needs them. */
@@ -34,6 +35,8 @@ export interface UiOptions {
   authenticator: RequestAuthenticator;
   /** Whether the server checks passwords (auth.htpasswd or auth.access): otherwise there is no login. */
   logins: boolean;
+  /** The account as it is now: a session ends when it is gone or its password changed, and has its rights as they are now. */
+  account?: (user: string) => Promise<AccountState | undefined>;
   limits?: UiLimits;
   /** ratelimit.trustedproxies: whose X-Forwarded-Proto is believed. */
   trustedProxies: string[];
@@ -84,6 +87,8 @@ export function createUi(options: UiOptions): UiHandler {
     const secure = isSecure(req, trust);
     const cookies = parseCookies(req.headers.cookie);
     let session = sessions.get(cookies[SESSION_COOKIE]);
+    /** The session's user with their rights as they are now. */
+    let identity: Identity | undefined;
     const ctx = (): PageContext => ({ base, user: session?.identity.user, csrf: session?.csrf, logins: options.logins });
     res.setHeader('Content-Security-Policy', CSP);
     res.setHeader('X-Content-Type-Options', 'nosniff');
@@ -107,7 +112,7 @@ export function createUi(options: UiOptions): UiHandler {
       [`${name}=${value}`, `Path=${base}`, 'HttpOnly', 'SameSite=Strict', secure && 'Secure', maxAgeS !== undefined && `Max-Age=${maxAgeS}`]
         .filter(Boolean)
         .join('; ');
-    const visible = (name: string) => access.may(session?.identity, name, 'pull');
+    const visible = (name: string) => access.may(identity, name, 'pull');
     /** A form of a change: parsed, with its CSRF token checked against the session's. */
     const changeForm = async (): Promise<URLSearchParams | undefined> => {
       const form = await readForm(req);
@@ -120,6 +125,15 @@ export function createUi(options: UiOptions): UiHandler {
 
     try {
       await options.limits?.beforeAuth(request.client);
+      if (session) {
+        const state = options.account ? await options.account(session.identity.user) : { stamp: session.stamp, may: session.identity.may };
+        if (state && state.stamp === session.stamp) {
+          identity = { user: session.identity.user, may: state.may };
+        } else {
+          sessions.delete(session.id);
+          session = undefined;
+        }
+      }
       if (path === '/' && reading) {
         const q = (request.query.get('q') ?? '').slice(0, 200);
         const page = await searchRepositories(options.store, { q, last: request.query.get('last') ?? undefined, n: PAGE_SIZE, visible });
@@ -135,7 +149,7 @@ export function createUi(options: UiOptions): UiHandler {
           return path === '/repo' ? send(404, 'Not found', messagePage('Not found', `There is no repository ${name} you may see.`)) : json(404, { error: 'not found' }), undefined;
         }
         const { tags, omitted } = await summaries.tags(name);
-        const canDelete = options.service.capabilities.delete && session !== undefined && (await access.may(session.identity, name, 'delete'));
+        const canDelete = options.service.capabilities.delete && identity !== undefined && (await access.may(identity, name, 'delete'));
         if (path === '/api/tags') {
           json(200, { name, tags, omitted, canDelete });
         } else {
@@ -146,7 +160,7 @@ export function createUi(options: UiOptions): UiHandler {
       } else if (path === '/delete' && reading) {
         const name = request.query.get('name') ?? '';
         const reference = request.query.get('reference') ?? '';
-        const refused = await deleteRefusal(session, name, reference);
+        const refused = await deleteRefusal(identity, name, reference);
         if (refused) return send(refused.status, 'Not allowed', messagePage('Not allowed', refused.message, refused.link)), session?.identity.user;
         const digest = tryParseDigest(reference) ? reference : (await summaries.summary(name, reference)).digest;
         const tags: string[] = [];
@@ -157,7 +171,7 @@ export function createUi(options: UiOptions): UiHandler {
         if (!form) return send(403, 'Refused', messagePage('Refused', session ? 'The form was stale: reload the page and try again.' : 'Log in to delete.', { href: `${base}/login`, text: 'Log in' })), session?.identity.user;
         const name = form.get('name') ?? '';
         const reference = form.get('reference') ?? '';
-        const refused = await deleteRefusal(session, name, reference);
+        const refused = await deleteRefusal(identity, name, reference);
         if (refused) return send(refused.status, 'Not allowed', messagePage('Not allowed', refused.message, refused.link)), session?.identity.user;
         await options.service.deleteManifest(name, reference);
         options.logger.info({ user: session!.identity.user, repo: name, reference }, 'ui: deleted');
@@ -176,10 +190,10 @@ export function createUi(options: UiOptions): UiHandler {
           });
         if (!options.logins) return send(404, 'Not found', messagePage('No logins', 'This registry checks no passwords.')), undefined;
         if (!sameToken(form.get('csrf') ?? undefined, cookies[LOGIN_COOKIE])) return again(403, 'The form was stale: try again.'), undefined;
-        const identity = await access.login(form.get('user') ?? '', form.get('password') ?? '', options.limits?.loginBudget(request.client));
-        if (!identity) return again(401, 'Wrong user or password.'), undefined;
+        const loggedIn = await access.login(form.get('user') ?? '', form.get('password') ?? '', options.limits?.loginBudget(request.client));
+        if (!loggedIn) return again(401, 'Wrong user or password.'), undefined;
         if (session) sessions.delete(session.id);
-        session = sessions.create(identity);
+        session = sessions.create(loggedIn, (await options.account?.(loggedIn.user))?.stamp);
         const next = form.get('next') ?? '';
         // Only a path of the UI: never an open redirect elsewhere.
         const target = next.startsWith(`${base}/`) && !next.startsWith('//') ? next : `${base}/`;
@@ -222,14 +236,14 @@ export function createUi(options: UiOptions): UiHandler {
 
   /** Why this visitor may not delete reference of name (undefined: they may). */
   async function deleteRefusal(
-    session: Session | undefined,
+    identity: Identity | undefined,
     name: string,
     reference: string,
   ): Promise<{ status: number; message: string; link?: { href: string; text: string } } | undefined> {
     if (!isValidName(name) || !(isValidTag(reference) || tryParseDigest(reference))) return { status: 400, message: 'That is not a repository and a tag or digest.' };
     if (!options.service.capabilities.delete) return { status: 403, message: 'Deletes are disabled on this registry (storage.delete.enabled, and never on a mirror).' };
-    if (!session) return { status: 403, message: 'Log in to delete.' };
-    if (!(await access.may(session.identity, name, 'delete'))) return { status: 403, message: `You may not delete in ${name}.` };
+    if (!identity) return { status: 403, message: 'Log in to delete.' };
+    if (!(await access.may(identity, name, 'delete'))) return { status: 403, message: `You may not delete in ${name}.` };
     return undefined;
   }
 }

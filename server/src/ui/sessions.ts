@@ -8,7 +8,10 @@ import type { Identity } from '../auth/authenticator.ts';
 
 export interface Session {
   readonly id: string;
+  /** Who logged in, and what they could do then (used only where the account cannot be looked up again). */
   readonly identity: Identity & { user: string };
+  /** The account's credential stamp at login: a session ends when the password changes. */
+  readonly stamp?: string;
   /** Sent with every change (a form field or header) and compared with this. */
   readonly csrf: string;
   readonly createdAt: number;
@@ -43,9 +46,9 @@ export class Sessions {
     return this.map.size;
   }
 
-  create(identity: Identity & { user: string }): Session {
+  create(identity: Identity & { user: string }, stamp?: string): Session {
     const now = this.now();
-    const session: Session = { id: token(), identity, csrf: token(), createdAt: now, lastSeen: now };
+    const session: Session = { id: token(), identity, stamp, csrf: token(), createdAt: now, lastSeen: now };
     while (this.map.size >= this.max) this.map.delete(this.map.keys().next().value as string);
     this.map.set(session.id, session);
     return session;
