@@ -233,3 +233,22 @@ repositories:
     }
   });
 });
+
+describe('web UI logins and the failed-login limit', () => {
+  it('spends the same failed-login budget as the API: once it is gone, the address gets 429 on the UI and the API', async () => {
+    const server = await startTestServer({ extra: { ratelimit: { failedlogins: { limit: 2, window: '1h' } } } });
+    try {
+      const v = new Visitor(server.url);
+      expect((await v.login(TEST_USER, 'wrong-1')).status).toBe(401);
+      expect((await v.login(TEST_USER, 'wrong-2')).status).toBe(401);
+      // Locked out: the UI refuses the address altogether, as the API does (the login form included).
+      const locked = await v.go('/ui/login');
+      expect(locked.status).toBe(429);
+      expect(locked.headers.get('retry-after')).toMatch(/^\d+$/);
+      // The API's own limit: the same address is locked out there too.
+      expect((await fetch(`${server.url}/v2/`, { headers: { authorization: basicAuth(TEST_USER, TEST_PASSWORD) } })).status).toBe(429);
+    } finally {
+      await server.stop();
+    }
+  });
+});

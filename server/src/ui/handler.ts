@@ -220,7 +220,7 @@ export function createUi(options: UiOptions): UiHandler {
     } catch (err) {
       if (err instanceof RegistryError && err.code === 'TOOMANYREQUESTS') {
         const retry = (err.detail as { retryAfterSeconds?: number } | undefined)?.retryAfterSeconds ?? 60;
-        send(429, 'Too many attempts', messagePage('Too many attempts', `Too many failed logins from your address: try again in ${retry} s.`), { 'Retry-After': String(retry) });
+        send(429, 'Too many attempts', messagePage('Too many attempts', `Too many requests or failed logins from your address: try again in ${retry} s.`), { 'Retry-After': String(retry) });
       } else if (err instanceof RegistryError && (err.code === 'MANIFEST_UNKNOWN' || err.code === 'NAME_UNKNOWN')) {
         send(404, 'Not found', messagePage('Not found', err.message, { href: `${base}/`, text: 'Repositories' }));
       } else if (err instanceof FormTooLarge) {
