@@ -7,8 +7,9 @@
 //
 // Messages in (each job's in order):
 //   { t: 'open', id, algorithm, file? }   file: absolute path to create, or none (hash only)
-//   { t: 'data', id, off, len, cost }      the job's next bytes, at ring[off, off + len); cost: the ring
-//                                          bytes they took (len, and those skipped before off)
+//   { t: 'data', copied }                  for each [id, off, len, cost] in `copied`: the job's next bytes
+//                                          at ring[off, off + len); cost: the ring bytes they took (len,
+//                                          and those skipped before off)
 //   { t: 'end', id }                       all bytes sent: answer the digest
 //   { t: 'abort', id }                     close the job's file, answered as done with the error 'aborted'
 //                                          (the file is the caller's to delete)
@@ -50,25 +51,29 @@ function close(job) {
   job.fd = -1;
 }
 
-function data(msg, touched) {
+function data(id, off, len, cost, touched) {
   // The ring's bytes (and those skipped before them) go back whatever became of the job: the caller counts on them.
-  released += msg.cost;
-  const job = jobs.get(msg.id);
+  released += cost;
+  const job = jobs.get(id);
   if (!job) return;
-  touched.set(msg.id, job);
+  touched.set(id, job);
   if (job.error) return;
-  const bytes = ring.subarray(msg.off, msg.off + msg.len);
+  const bytes = ring.subarray(off, off + len);
   try {
     job.hash.update(bytes);
     if (job.fd >= 0) for (let at = 0; at < bytes.length; ) at += writeSync(job.fd, bytes, at);
   } catch (err) {
     job.error = err.message;
   }
-  if (!job.error) job.stored += msg.len;
+  if (!job.error) job.stored += len;
 }
 
 function handle(msg, touched, done) {
-  if (msg.t === 'data') return data(msg, touched);
+  if (msg.t === 'data') {
+    const c = msg.copied;
+    for (let i = 0; i < c.length; i += 4) data(c[i], c[i + 1], c[i + 2], c[i + 3], touched);
+    return;
+  }
   if (msg.t === 'open') return open(msg, touched);
   const job = jobs.get(msg.id);
   if (!job) {

@@ -135,6 +135,12 @@ class FillWorker {
   /** Jobs whose last write() found the ring full. */
   private waiting = new Set<FillJob>();
   private idle: NodeJS.Timeout | undefined;
+  /**
+   * Where the bytes copied since the last message are: [id, off, len, cost] for each copy. Sent
+   * once per turn of the event loop (not per chunk): each message wakes the worker, and its answer
+   * this thread, which took as much of this thread's time as the copies did.
+   */
+  private copied: number[] = [];
   dead = false;
 
   constructor(private readonly onEnd: (w: FillWorker) => void) {
@@ -170,14 +176,23 @@ class FillWorker {
     }
     this.ring.set(n === chunk.length ? chunk : chunk.subarray(0, n), start);
     this.head += skipped + n;
-    this.worker.postMessage({ t: 'data', id: job.id, off: start, len: n, cost: skipped + n });
+    if (this.copied.length === 0) setImmediate(this.flush);
+    this.copied.push(job.id, start, n, skipped + n);
     return n;
   }
 
   send(job: FillJob, msg: { t: 'end' | 'abort'; id: number }): void {
     if (this.dead) return job.failed(new Error('the fill worker stopped'));
+    this.flush();
     this.worker.postMessage(msg);
   }
+
+  /** Tells the worker where the bytes copied since the last message are (in the order copied). */
+  private readonly flush = (): void => {
+    if (this.copied.length === 0 || this.dead) return;
+    this.worker.postMessage({ t: 'data', copied: this.copied });
+    this.copied = [];
+  };
 
   forget(job: FillJob): void {
     this.jobs.delete(job.id);
