@@ -4,7 +4,7 @@ import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTokenServer } from '../auth/helpers.ts';
 import { RegistryClient } from '../helpers/client.ts';
-import { buildImage, buildIndex } from '../helpers/oci.ts';
+import { blobOf, buildArtifact, buildImage, buildIndex, manifestDescriptor, MT, tarLayer } from '../helpers/oci.ts';
 import { basicAuth, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, writeHtpasswd } from '../helpers/server.ts';
 
 interface Page {
@@ -127,6 +127,79 @@ describe('web UI (server side)', () => {
     expect((await client.req('/v2/team/app/manifests/doomed', { method: 'HEAD' })).status).toBe(404);
   });
 
+  it('shows an image: manifest, config, layers with their total, and referrers, with every pushed value escaped', async () => {
+    const layers = [tarLayer({ 'a.txt': 'a' }), tarLayer({ 'b.txt': 'b'.repeat(5000) })];
+    const config = blobOf(
+      JSON.stringify({
+        architecture: 'arm64',
+        os: 'linux',
+        variant: 'v8',
+        created: '2026-01-02T03:04:05Z',
+        config: {
+          Env: ['PATH=/usr/bin', 'EVIL=<img src=x onerror=alert(1)>'],
+          Entrypoint: ['/entry'],
+          Cmd: ['--serve'],
+          Labels: { 'org.example.evil': '<script>alert(1)</script>', '"><script>x</script>': 'key' },
+        },
+        history: [{ created_by: 'RUN echo </td><script>alert(2)</script>' }, { created_by: 'CMD ["--serve"]', empty_layer: true }],
+      }),
+    );
+    const manifest = blobOf(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MT.ociManifest,
+        config: { mediaType: MT.ociConfig, digest: config.digest, size: config.size },
+        layers: layers.map((l) => ({ mediaType: MT.ociLayer, digest: l.digest, size: l.size })),
+      }),
+    );
+    const img = { config, layers, manifest, mediaType: MT.ociManifest, platform: { architecture: 'arm64', os: 'linux' } };
+    await client.pushImage('team/labels', 'v1', img);
+    const sbom = buildArtifact({ artifactType: 'application/spdx+json', subject: manifestDescriptor(img), annotations: { note: '<b>sbom</b>' } });
+    await client.pushImage('team/labels', sbom.manifest.digest, sbom);
+
+    const repo = await new Visitor(server.url).go('/ui/repo?name=team/labels');
+    const url = `/ui/image?name=team%2Flabels&reference=${encodeURIComponent(manifest.digest)}`;
+    expect(repo.text).toContain(`href="${url.replace(/&/g, '&#38;')}"`);
+    const page = await new Visitor(server.url).go(url);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-security-policy')).toMatch(/script-src 'self'/);
+    const text = page.text;
+    expect(text).toContain(manifest.digest);
+    expect(text).toContain(MT.ociManifest);
+    expect(text).toContain('linux/arm64/v8');
+    expect(text).toContain('PATH=/usr/bin');
+    expect(text).toContain('org.example.evil');
+    expect(text).toContain('[&#34;/entry&#34;]');
+    for (const l of layers) expect(text).toContain(l.digest.slice(0, 'sha256:'.length + 12));
+    expect(text).toMatch(/Layers \(2\)<\/th><td>[\d.]+ (B|KB)</);
+    // The referrer, by its artifact type, linking to its own page.
+    expect(text).toContain('application/spdx+json');
+    expect(text).toContain(`reference=${encodeURIComponent(sbom.manifest.digest)}`);
+    // Nothing pushed became markup: the only scripts are the page's own.
+    expect(text.match(/<script/g)).toHaveLength(1);
+    expect(text).not.toMatch(/<img|<b>/);
+    expect(text).toContain('&#60;script&#62;alert(1)&#60;/script&#62;');
+  });
+
+  it('shows an index with its platforms linking to their manifests, and says no for what is not there', async () => {
+    const v = new Visitor(server.url);
+    const tags = JSON.parse((await v.go('/ui/api/tags?name=team/app')).text);
+    const v1 = tags.tags.find((t: { tag: string }) => t.tag === 'v1');
+    const page = await v.go(`/ui/image?name=team/app&reference=v1`);
+    expect(page.status).toBe(200);
+    expect(page.text).toContain(MT.ociIndex);
+    for (const p of v1.platforms) {
+      expect(page.text).toContain(`linux/${p.architecture}`);
+      expect(page.text).toContain(`reference=${encodeURIComponent(p.digest)}`);
+      const child = await v.go(`/ui/image?name=team/app&reference=${encodeURIComponent(p.digest)}`);
+      expect(child.text).toContain(`linux/${p.architecture}`);
+      expect(child.text).toContain('Layers (1)');
+    }
+    expect((await v.go('/ui/image?name=team/app&reference=nope')).status).toBe(404);
+    expect((await v.go(`/ui/image?name=team/app&reference=sha256:${'0'.repeat(64)}`)).status).toBe(404);
+    expect((await v.go('/ui/image?name=team/app&reference=<x>')).status).toBe(404);
+  });
+
   it('logs out: the session is gone on the server, not just the cookie', async () => {
     const v = new Visitor(server.url);
     await v.login();
@@ -146,8 +219,15 @@ describe('web UI access and switches', () => {
       const v = new Visitor(server.url);
       expect((await v.go('/ui/')).text).not.toContain('secret');
       expect((await v.go('/ui/api/tags?name=secret')).status).toBe(404);
+      // The image page: anonymous visitors are sent to log in, and see it once they have.
+      const image = await v.go('/ui/image?name=secret&reference=v1');
+      expect(image.status).toBe(303);
+      expect(image.headers.get('location')).toMatch(/^\/ui\/login\?next=/);
       await v.login();
       expect((await v.go('/ui/')).text).toContain('secret');
+      const seen = await v.go('/ui/image?name=secret&reference=v1');
+      expect(seen.status).toBe(200);
+      expect(seen.text).toContain('Layers (1)');
     } finally {
       await server.stop();
     }

@@ -17,7 +17,10 @@ import type { RegistryService } from '../registry/types.ts';
 import { UiAccess } from './access.ts';
 import { Assets } from './assets.ts';
 import type { Html } from './html.ts';
-import { confirmDeletePage, layout, loginPage, messagePage, type PageContext, repositoriesPage, repositoryPage, repoUrl } from './pages.ts';
+import { shortDigest } from './format.ts';
+import { loadImage } from './image.ts';
+import { imagePage } from './image-page.ts';
+import { confirmDeletePage, imageUrl, layout, loginPage, messagePage, type PageContext, repositoriesPage, repositoryPage, repoUrl } from './pages.ts';
 import { Sessions, sameToken, token } from './sessions.ts';
 import { ManifestSummaries, searchRepositories } from './views.ts';
 
@@ -157,6 +160,17 @@ export function createUi(options: UiOptions): UiHandler {
           const host = String(req.headers.host ?? 'localhost');
           send(200, name, repositoryPage(ctx(), { name, host, tags, omitted, canDelete, flash: deleted ? `Deleted ${deleted}.` : undefined }));
         }
+      } else if (path === '/image' && reading) {
+        const name = request.query.get('name') ?? '';
+        const reference = request.query.get('reference') ?? '';
+        const wellFormed = isValidName(name) && (isValidTag(reference) || tryParseDigest(reference) !== undefined);
+        if (!wellFormed || !(await visible(name))) {
+          // Logging in cannot make a malformed name or reference exist.
+          if (wellFormed && !session && options.logins) return redirect(`${base}/login?${new URLSearchParams({ next: imageUrl(base, name, reference) })}`), undefined;
+          return send(404, 'Not found', messagePage('Not found', `There is no image ${name} you may see.`)), undefined;
+        }
+        const view = await loadImage(options.store, name, reference);
+        send(200, `${name}@${shortDigest(view.digest)}`, imagePage(ctx(), view, String(req.headers.host ?? 'localhost')));
       } else if (path === '/delete' && reading) {
         const name = request.query.get('name') ?? '';
         const reference = request.query.get('reference') ?? '';

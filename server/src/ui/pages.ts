@@ -1,7 +1,8 @@
 // The UI's pages as HTML, complete without JavaScript: the client script
 // (assets/app.js) takes over the lists where it runs (live search, copy
 // buttons) and leaves everything else as served.
-import { formatSize, html, type Html } from './html.ts';
+import { formatSize, shortDigest } from './format.ts';
+import { html, type Html } from './html.ts';
 import type { RepositoryPage, TagSummary } from './views.ts';
 
 export interface PageContext {
@@ -73,6 +74,11 @@ export function repoUrl(base: string, name: string): string {
   return `${base}/repo?${new URLSearchParams({ name })}`;
 }
 
+/** The image page of a manifest (by digest or tag). */
+export function imageUrl(base: string, name: string, reference: string): string {
+  return `${base}/image?${new URLSearchParams({ name, reference })}`;
+}
+
 export interface RepositoryView {
   name: string;
   host: string;
@@ -97,11 +103,11 @@ ${
 <thead><tr><th scope="col">Tag</th><th scope="col">Digest</th><th scope="col">Size</th><th scope="col">Created</th><th scope="col">Platforms</th><th scope="col">Pull</th>${view.canDelete && html`<th scope="col">Delete</th>`}</tr></thead>
 <tbody>${view.tags.map(
         (t) => html`<tr>
-<td>${t.tag}</td>
+<td><a href="${imageUrl(base, view.name, t.digest)}">${t.tag}</a></td>
 <td><code title="${t.digest}">${shortDigest(t.digest)}</code></td>
 <td>${formatSize(t.size)}</td>
 <td>${t.created ? html`<time datetime="${t.created}">${t.created.slice(0, 19).replace('T', ' ')}</time>` : '—'}</td>
-<td>${platformList(t)}</td>
+<td>${platformList(base, view.name, t)}</td>
 <td><code class="pull">docker pull ${view.host}/${view.name}:${t.tag}</code></td>
 ${view.canDelete && html`<td><a href="${deleteUrl(t.tag)}">Delete tag<span class="sr-only"> ${t.tag}</span></a> · <a href="${deleteUrl(t.digest)}">Delete manifest<span class="sr-only"> of ${t.tag}</span></a></td>`}
 </tr>`,
@@ -112,14 +118,13 @@ ${view.omitted > 0 && html`<p>${view.omitted} more tags are not shown.</p>`}
 </div>`;
 }
 
-function platformList(t: TagSummary): Html | string {
+function platformList(base: string, name: string, t: TagSummary): Html | string {
   if (t.platforms.length === 0) return '—';
-  return html`<ul class="platforms">${t.platforms.map((p) => html`<li>${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}</li>`)}</ul>`;
-}
-
-export function shortDigest(digest: string): string {
-  const [alg, hex] = digest.split(':');
-  return `${alg}:${(hex ?? '').slice(0, 12)}`;
+  // An index's platforms link to their own manifests; an image's one platform is the tag's link already.
+  const item = (p: TagSummary['platforms'][number]) => `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+  return html`<ul class="platforms">${t.platforms.map((p) =>
+    t.index ? html`<li><a href="${imageUrl(base, name, p.digest)}">${item(p)}</a></li>` : html`<li>${item(p)}</li>`,
+  )}</ul>`;
 }
 
 export interface DeleteView {

@@ -135,16 +135,22 @@ export class ManifestSummaries {
     return summary;
   }
 
-  private async config(name: string, digest: string, size: number): Promise<ConfigJson | undefined> {
-    const parsed = tryParseDigest(digest);
-    if (!parsed || size > MAX_CONFIG_BYTES) return undefined;
-    try {
-      const handle = await this.store.getBlob(name, parsed);
-      const text = await readSmall(await handle.open(), MAX_CONFIG_BYTES);
-      return JSON.parse(text) as ConfigJson;
-    } catch {
-      return undefined;
-    }
+  private config(name: string, digest: string, size: number): Promise<ImageConfig | undefined> {
+    return readConfig(this.store, name, digest, size);
+  }
+}
+
+/** An image's config blob, parsed; undefined when it is missing, too large (over 1 MiB) or not JSON. */
+export async function readConfig(store: RegistryService, name: string, digest: string, size: number): Promise<ImageConfig | undefined> {
+  const parsed = tryParseDigest(digest);
+  if (!parsed || size > MAX_CONFIG_BYTES) return undefined;
+  try {
+    const handle = await store.getBlob(name, parsed);
+    const text = await readSmall(await handle.open(), MAX_CONFIG_BYTES);
+    const config = JSON.parse(text) as unknown;
+    return config && typeof config === 'object' ? (config as ImageConfig) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -169,9 +175,20 @@ interface ManifestJson {
   annotations?: Record<string, string>;
 }
 
-interface ConfigJson {
+/** An image config as pushed: any field may be missing or of another type, so readers check. */
+export interface ImageConfig {
   created?: string;
   os?: string;
   architecture?: string;
   variant?: string;
+  config?: {
+    Env?: unknown;
+    Entrypoint?: unknown;
+    Cmd?: unknown;
+    WorkingDir?: unknown;
+    User?: unknown;
+    Labels?: unknown;
+    ExposedPorts?: unknown;
+  };
+  history?: unknown;
 }

@@ -4,6 +4,7 @@
 // without JavaScript, is the server's HTML. No inline script: the CSP forbids it.
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { formatSize, shortDigest } from '../format.ts';
 
 const base = document.body.dataset.base ?? '/ui';
 
@@ -14,6 +15,7 @@ async function getJson(path) {
 }
 
 const repoUrl = (name) => `${base}/repo?${new URLSearchParams({ name })}`;
+const imageUrl = (name, reference) => `${base}/image?${new URLSearchParams({ name, reference })}`;
 
 function Repositories({ input, initial }) {
   const [q, setQ] = useState(initial);
@@ -98,19 +100,6 @@ function Repositories({ input, initial }) {
   );
 }
 
-function formatSize(bytes) {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-const shortDigest = (d) => `${d.split(':')[0]}:${(d.split(':')[1] ?? '').slice(0, 12)}`;
-
 function pullCommands(host, name, tag) {
   const ref = `${host}/${name}:${tag}`;
   return [
@@ -162,7 +151,9 @@ function Tags({ name, host }) {
         <tbody>
           {data.tags.map((t) => (
             <tr key={t.tag}>
-              <td>{t.tag}</td>
+              <td>
+                <a href={imageUrl(name, t.digest)}>{t.tag}</a>
+              </td>
               <td>
                 <code title={t.digest}>{shortDigest(t.digest)}</code>
               </td>
@@ -174,7 +165,13 @@ function Tags({ name, host }) {
                 ) : (
                   <ul class="platforms">
                     {t.platforms.map((p) => (
-                      <li key={p.digest}>{[p.os, p.architecture, p.variant].filter(Boolean).join('/')}</li>
+                      <li key={p.digest}>
+                        {t.index ? (
+                          <a href={imageUrl(name, p.digest)}>{[p.os, p.architecture, p.variant].filter(Boolean).join('/')}</a>
+                        ) : (
+                          [p.os, p.architecture, p.variant].filter(Boolean).join('/')
+                        )}
+                      </li>
                     ))}
                   </ul>
                 )}
