@@ -1,5 +1,5 @@
 // The web UI in a real browser: Debian's chromium driven by playwright-core
-// (no browser download; .ci/run installs it). Logs in, browses to a multi-arch image, deletes a
+// (no browser download; .ci/run installs it). Logs in, browses to a multi-arch image and its layers, deletes a
 // tag and checks the registry API no longer has it, is refused a delete
 // while anonymous, logs out; axe-core checks the main pages, and any
 // Content-Security-Policy violation fails the test.
@@ -79,7 +79,7 @@ describe('web UI in chromium', () => {
     expect((await client.req('/v2/team/app/manifests/old', { method: 'HEAD' })).status).toBe(200);
   });
 
-  it('logs in, shows the platforms of a multi-arch image, deletes a tag after naming it, and logs out', async () => {
+  it('logs in, shows the platforms and layers of a multi-arch image, deletes a tag after naming it, and logs out', async () => {
     await page.goto(`${server.url}/ui/`);
     await page.getByRole('link', { name: 'Log in', exact: true }).click();
     expect(await axeViolations(page)).toEqual([]);
@@ -94,6 +94,20 @@ describe('web UI in chromium', () => {
     expect(await v1.getByRole('listitem').allTextContents()).toEqual(['linux/amd64', 'linux/arm64']);
     expect(await v1.getByRole('button', { name: 'Copy podman pull command for v1' }).count()).toBe(1);
     expect(await axeViolations(page)).toEqual([]);
+
+    // The index's page, then one platform's image with its layers.
+    await v1.getByRole('link', { name: 'v1', exact: true }).click();
+    await page.getByRole('heading', { name: 'Platforms' }).waitFor();
+    expect(await page.getByRole('cell', { name: 'linux/arm64', exact: true }).count()).toBe(1);
+    expect(await axeViolations(page)).toEqual([]);
+    await page.getByRole('link', { name: /\(linux\/arm64\)/ }).click();
+    await page.getByRole('heading', { name: 'Layers' }).waitFor();
+    const layers = page.getByRole('table', { name: 'Layers, base first' });
+    expect(await layers.getByRole('rowheader', { name: 'Layers (1)' }).count()).toBe(1);
+    expect(await page.getByText('linux/arm64', { exact: true }).count()).toBe(1);
+    expect(await axeViolations(page)).toEqual([]);
+    await page.goto(`${server.url}/ui/repo?name=team/app`);
+    await page.getByRole('cell', { name: 'old', exact: true }).waitFor();
 
     await page.getByRole('link', { name: 'Delete tag old' }).click();
     expect(await page.getByRole('heading', { name: 'Delete tag?' }).count()).toBe(1);
@@ -122,6 +136,8 @@ describe('web UI in chromium', () => {
       const v1 = bare.getByRole('row').filter({ has: bare.getByRole('cell', { name: 'v1', exact: true }) });
       expect(await v1.getByRole('listitem').allTextContents()).toEqual(['linux/amd64', 'linux/arm64']);
       expect(await v1.getByText(/^docker pull .*\/team\/app:v1$/).count()).toBe(1);
+      await v1.getByRole('link', { name: 'linux/amd64' }).click();
+      expect(await bare.getByRole('rowheader', { name: 'Layers (1)' }).count()).toBe(1);
     } finally {
       await context.close();
     }
