@@ -5,10 +5,11 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
-import * as net from 'node:net';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
+
+export { stalledDownloads } from '../helpers/client.ts';
 
 const execFileP = promisify(execFile);
 const require = createRequire(import.meta.url);
@@ -388,40 +389,6 @@ export async function curlParallel(url: string, clients: number, expectBytes: nu
  * to a server that has not verified them yet (what a fleet of CI jobs does
  * right after a restart). Returns seconds until the last one is answered.
  */
-/**
- * `n` downloads of `url` that stop reading once the response headers are in
- * (raw sockets, paused: the kernel's windows fill and the server's writes back
- * up). Resolves with the sockets when every one has its headers; the caller
- * destroys them.
- */
-export async function stalledDownloads(url: string, n: number): Promise<net.Socket[]> {
-  const { hostname, port, pathname } = new URL(url);
-  const one = () =>
-    new Promise<net.Socket>((resolve, reject) => {
-      const socket = net.connect({ host: hostname, port: Number(port) }, () => {
-        socket.write(`GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n\r\n`);
-      });
-      let head = '';
-      const onData = (chunk: Buffer) => {
-        head += chunk.toString('latin1');
-        if (!head.includes('\r\n\r\n')) return;
-        socket.off('data', onData);
-        socket.pause();
-        if (head.startsWith('HTTP/1.1 200')) resolve(socket);
-        else reject(new Error(`stalled download of ${url}: ${head.split('\r\n')[0]}`));
-      };
-      socket.on('data', onData);
-      socket.once('error', reject);
-    });
-  const sockets = await Promise.allSettled(Array.from({ length: n }, one));
-  const failed = sockets.find((r) => r.status === 'rejected');
-  if (failed) {
-    for (const r of sockets) if (r.status === 'fulfilled') r.value.destroy();
-    throw (failed as PromiseRejectedResult).reason;
-  }
-  return sockets.map((r) => (r as PromiseFulfilledResult<net.Socket>).value);
-}
-
 export async function coldLogins(url: string, n: number, auth: string): Promise<number> {
   const agent = new Agent({ connections: n, pipelining: 1, headersTimeout: 600_000, bodyTimeout: 600_000 });
   try {

@@ -134,14 +134,23 @@ export interface RawRequest {
   body?: Buffer | string;
 }
 
+export interface RawOptions {
+  /**
+   * false keeps the socket open after the body and reads until the server
+   * closes it ("Connection: close"): Node's server takes a half-close as the
+   * client leaving and may drop the answer to a request it has not finished.
+   */
+  halfClose?: boolean;
+}
+
 /**
  * One request over a raw TCP socket, for what HTTP clients refuse to send:
  * un-normalised paths ("/v2/../x"), a Content-Length larger than the body.
- * After the body the socket is half-closed (the server sees a truncated body
- * if Content-Length promised more). Resolves with the response, or undefined
- * when the server closed the connection without answering.
+ * By default the socket is half-closed after the body (the server sees a
+ * truncated body if Content-Length promised more). Resolves with the
+ * response, or undefined when the server closed the connection without answering.
  */
-export function rawHttp(baseUrl: string, request: RawRequest): Promise<RawResponse | undefined> {
+export function rawHttp(baseUrl: string, request: RawRequest, options: RawOptions = {}): Promise<RawResponse | undefined> {
   const url = new URL(baseUrl);
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: url.hostname, port: Number(url.port) });
@@ -177,9 +186,43 @@ export function rawHttp(baseUrl: string, request: RawRequest): Promise<RawRespon
         .join('')}\r\n`;
       socket.write(head);
       if (request.body !== undefined) socket.write(request.body);
-      socket.end();
+      if (options.halfClose !== false) socket.end();
     });
   });
+}
+
+/**
+ * `n` downloads of `url` that stop reading once the response headers are in
+ * (raw sockets, paused: the kernel's windows fill and the server's writes back
+ * up). Resolves with the sockets when every one has its headers; the caller
+ * destroys them.
+ */
+export async function stalledDownloads(url: string, n: number): Promise<net.Socket[]> {
+  const { hostname, port, pathname } = new URL(url);
+  const one = () =>
+    new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect({ host: hostname, port: Number(port) }, () => {
+        socket.write(`GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\n\r\n`);
+      });
+      let head = '';
+      const onData = (chunk: Buffer) => {
+        head += chunk.toString('latin1');
+        if (!head.includes('\r\n\r\n')) return;
+        socket.off('data', onData);
+        socket.pause();
+        if (head.startsWith('HTTP/1.1 200')) resolve(socket);
+        else reject(new Error(`stalled download of ${url}: ${head.split('\r\n')[0]}`));
+      };
+      socket.on('data', onData);
+      socket.once('error', reject);
+    });
+  const sockets = await Promise.allSettled(Array.from({ length: n }, one));
+  const failed = sockets.find((r) => r.status === 'rejected');
+  if (failed) {
+    for (const r of sockets) if (r.status === 'fulfilled') r.value.destroy();
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return sockets.map((r) => (r as PromiseFulfilledResult<net.Socket>).value);
 }
 
 /** The codes of a spec error body ({"errors":[{"code":…}]}); [] when the body is not one. */

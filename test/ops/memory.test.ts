@@ -6,13 +6,12 @@
 //   memory goes back when they leave (issue 13 item 10: 100 of them took
 //   8.5 MB each, and it stayed).
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { NODE_ENV, NODE_FLAGS } from '../../server/bin/runtime.mjs';
-import { RegistryClient } from '../helpers/client.ts';
+import { RegistryClient, stalledDownloads } from '../helpers/client.ts';
 import { randomBlob } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, type ServerProcess, type ServerProcessOptions, startServerProcess } from '../helpers/process.ts';
 
@@ -110,28 +109,6 @@ describe('what a server loads', () => {
   });
 });
 
-/** Requests `path` on a raw socket and resolves once the response headers are in; then reads nothing more. */
-function stalledDownload(port: number, urlPath: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port }, () => {
-      socket.write(`GET ${urlPath} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
-    });
-    let head = '';
-    const onData = (chunk: Buffer) => {
-      head += chunk.toString('latin1');
-      if (!head.includes('\r\n\r\n')) return;
-      socket.off('data', onData);
-      // Paused: Node stops reading the socket once its small buffer is full, the
-      // kernel's receive window fills, and the server's writes back up.
-      socket.pause();
-      if (!head.startsWith('HTTP/1.1 200')) reject(new Error(`unexpected answer: ${head.split('\r\n')[0]}`));
-      else resolve(socket);
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-  });
-}
-
 async function fullDownload(url: string): Promise<number> {
   const res = await request(url);
   let bytes = 0;
@@ -159,7 +136,7 @@ describe('downloads that stop reading', () => {
     // Whatever one download allocates for good (buffer pool, code) is in the baseline.
     expect(await fullDownload(server.url + blobPath)).toBe(BLOB_SIZE);
     const before = rss(pid);
-    const sockets = await Promise.all(Array.from({ length: STALLED }, () => stalledDownload(server.port, blobPath)));
+    const sockets = await stalledDownloads(server.url + blobPath, STALLED);
     try {
       // A complete download behind them: each stalled response has read ahead
       // and written all the server lets it by the time this one is through.

@@ -6,8 +6,7 @@
 // carries "Content-Range: bytes */<size>" instead).
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as net from 'node:net';
-import { RegistryClient, type RawResponse } from '../helpers/client.ts';
+import { RegistryClient, rawHttp, type RawResponse } from '../helpers/client.ts';
 import { buildImage, type Image } from '../helpers/oci.ts';
 import { startTestServer, TEST_PASSWORD, TEST_USER, type TestServer, basicAuth } from '../helpers/server.ts';
 import { WIRE_CODES } from './support.ts';
@@ -161,42 +160,9 @@ const request: fc.Arbitrary<Sent> = fc
   return { method: r.method, path: r.path, headers: h, body: payload };
 });
 
-/**
- * One request over a raw socket (test/helpers/client.ts's rawHttp half-closes
- * after the body, which Node's server takes as the client leaving): written
- * whole, then read until the server closes the connection, as
- * "Connection: close" asks. undefined when it closed without a word.
- */
+/** Written whole, then read until the server closes, as "Connection: close" asks. */
 function exchange(baseUrl: string, sent: Sent): Promise<RawResponse | undefined> {
-  const url = new URL(baseUrl);
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: url.hostname, port: Number(url.port) });
-    const chunks: Buffer[] = [];
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') reject(err);
-    });
-    socket.on('close', () => {
-      const raw = Buffer.concat(chunks).toString('latin1');
-      if (raw === '') return resolve(undefined);
-      const split = raw.indexOf('\r\n\r\n');
-      const [statusLine, ...lines] = (split < 0 ? raw : raw.slice(0, split)).split('\r\n');
-      const headers: Record<string, string> = {};
-      for (const line of lines) {
-        const colon = line.indexOf(':');
-        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-      }
-      resolve({ status: Number(statusLine.split(' ')[1]), headers, body: split < 0 ? '' : raw.slice(split + 4) });
-    });
-    socket.on('connect', () => {
-      const all = { host: url.host, connection: 'close', ...sent.headers };
-      const head = `${sent.method} ${sent.path} HTTP/1.1\r\n${Object.entries(all)
-        .map(([k, v]) => `${k}: ${v}\r\n`)
-        .join('')}\r\n`;
-      socket.write(head);
-      if (sent.body !== undefined) socket.write(sent.body);
-    });
-  });
+  return rawHttp(baseUrl, sent, { halfClose: false });
 }
 
 function check(sent: Sent, res: RawResponse | undefined): void {

@@ -68,13 +68,19 @@ describe('a cache fill on the filesystem', () => {
     return existsSync(dir) ? readdirSync(dir) : [];
   };
 
+  /** A fill of `digest` from an upstream answering `size` bytes, with one client reading it. */
+  const fillWithClient = async (digest: ReturnType<typeof parseDigest>, size: number) => {
+    const up = upstream(size);
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
+    const announced = await fill.ready;
+    return { up, fill, announced, client: reader(fill.stream()) };
+  };
+
   it('gives a client every byte received before the last at once, the last after verification, and commits what the worker wrote', async () => {
     const blob = randomBytes(300 * KiB + 5);
     const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
-    const up = upstream(blob.length);
-    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
-    expect(await fill.ready).toBe(blob.length);
-    const client = reader(fill.stream());
+    const { up, fill, announced, client } = await fillWithClient(digest, blob.length);
+    expect(announced).toBe(blob.length);
     // Half, then the rest: the client has the whole half before anything more is sent
     // (holding back the last byte received made it wait for the next chunk).
     const half = 150 * KiB;
@@ -93,10 +99,7 @@ describe('a cache fill on the filesystem', () => {
   it('holds back the last byte of bytes that do not match the digest, caches nothing and leaves no upload', async () => {
     const blob = randomBytes(200 * KiB);
     const digest = parseDigest(`sha256:${createHash('sha256').update(Buffer.from('something else')).digest('hex')}`);
-    const up = upstream(blob.length);
-    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
-    await fill.ready;
-    const client = reader(fill.stream());
+    const { up, fill, client } = await fillWithClient(digest, blob.length);
     up.body.push(blob);
     up.body.push(null);
     await expect(client.ended).rejects.toThrow(/do not match/);
@@ -112,10 +115,7 @@ describe('a cache fill on the filesystem', () => {
     // The uploads directory is a file: the worker cannot create the upload under it.
     mkdirSync(path.join(root, paths.repository(name)), { recursive: true });
     writeFileSync(path.join(root, paths.repository(name), '_uploads'), 'x');
-    const up = upstream(blob.length);
-    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
-    await fill.ready;
-    const client = reader(fill.stream());
+    const { up, fill, client } = await fillWithClient(digest, blob.length);
     up.body.push(blob);
     up.body.push(null);
     await expect(fill.done).rejects.toThrow(/storing a cache fill failed/);
