@@ -23,7 +23,7 @@ describe('web UI on a mirror', () => {
     await hub?.dispose();
   });
 
-  it('lists what was pulled, with the platforms of an index, without asking the upstream', async () => {
+  it('lists what was pulled, with the platforms of an index, and shows its image page, without asking the upstream', async () => {
     const client = new RegistryClient(mirror.url);
     expect((await client.req('/v2/org/multi/manifests/latest', { headers: { accept: MANIFEST_ACCEPT } })).status).toBe(200);
     await mirror.settled();
@@ -41,6 +41,12 @@ describe('web UI on a mirror', () => {
     expect(tags.canDelete).toBe(false);
     const html = await (await fetch(`${mirror.url}/ui/repo?name=${encodeURIComponent(name)}`)).text();
     expect(html).not.toContain('Delete tag');
+    // The image pages read the cache too: the index is there, its platforms' manifests were never pulled.
+    const image = await fetch(`${mirror.url}/ui/image?${new URLSearchParams({ name, reference: 'latest' })}`);
+    expect(image.status).toBe(200);
+    expect(await image.text()).toContain('linux/arm64');
+    const child = await fetch(`${mirror.url}/ui/image?${new URLSearchParams({ name, reference: tags.tags[0].platforms[0].digest })}`);
+    expect(child.status).toBe(404);
 
     await hub.sync();
     expect(hub.requests().length).toBe(asked);
