@@ -92,9 +92,9 @@ describe('what a server loads', () => {
     // The probe sees the packages the server does use (else this test would prove nothing).
     expect(loaded).toContain('pino');
     expect(loaded).toContain('zod');
-    // S3 storage; redis; replicas' resumable hashes; the mirror's HTTP client; the maintenance and mirror-pull
-    // commands' progress bars; the build.
-    for (const unused of ['@aws-sdk/client-s3', '@aws-sdk/s3-request-presigner', 'ioredis', 'hash-wasm', 'undici', 'cli-progress', 'tsx', 'esbuild']) {
+    // S3 storage; redis; replicas' resumable hashes; the mirror's HTTP client; token auth's JWTs (Basic auth
+    // here); the maintenance and mirror-pull commands' progress bars; the build.
+    for (const unused of ['@aws-sdk/client-s3', '@aws-sdk/s3-request-presigner', 'ioredis', 'hash-wasm', 'undici', 'jose', 'cli-progress', 'tsx', 'esbuild']) {
       expect(loaded).not.toContain(unused);
     }
   });

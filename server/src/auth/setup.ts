@@ -11,16 +11,11 @@ import { ConfigError } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
 import type { StorageDriver } from '../storage/driver.ts';
-import { AccessPolicyFile } from './access-policy.ts';
-import { Accounts } from './accounts.ts';
+import type { AccessPolicyFile } from './access-policy.ts';
 import { type Access, Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';
-import { KeyStore } from './keys.ts';
-import { RobotStore } from './robots.ts';
-import { TokenAuthenticator } from './token-auth.ts';
-import { TokenIssuer } from './token-issuer.ts';
-import { TokenService } from './token-service.ts';
-import { loadExternalKeys, TokenVerifier } from './token-verifier.ts';
+import type { KeyStore } from './keys.ts';
+import type { TokenService } from './token-service.ts';
 
 export const DEFAULT_SERVICE = 'registry-stack';
 export const DEFAULT_ISSUER = 'registry-stack';
@@ -83,6 +78,19 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
   }
 
   try {
+    // Loaded only here: jose and the token modules cost a private registry on
+    // Basic auth a few megabytes of memory it would never use (issue 14).
+    const [{ AccessPolicyFile }, { Accounts }, { KeyStore }, { RobotStore }, { TokenAuthenticator }, { TokenIssuer }, { TokenService }, { loadExternalKeys, TokenVerifier }] =
+      await Promise.all([
+        import('./access-policy.ts'),
+        import('./accounts.ts'),
+        import('./keys.ts'),
+        import('./robots.ts'),
+        import('./token-auth.ts'),
+        import('./token-issuer.ts'),
+        import('./token-service.ts'),
+        import('./token-verifier.ts'),
+      ]);
     const token = auth.token;
     const service = token?.service ?? DEFAULT_SERVICE;
     const issuerName = token?.issuer ?? DEFAULT_ISSUER;

@@ -16,7 +16,8 @@ import type { Subject } from './access-policy.ts';
 import type { Accounts } from './accounts.ts';
 import { type Access, type AuthRequest, type Identity, InvalidCredentials, parseBasic, type RequestAuthenticator } from './authenticator.ts';
 import { challengeActions, formatScope, type ResourceScope } from './scope.ts';
-import { InvalidToken, type TokenVerifier, type VerifiedToken } from './token-verifier.ts';
+import { InvalidToken } from './token-errors.ts';
+import type { TokenVerifier, VerifiedToken } from './token-verifier.ts';
 
 /** A 401 that tells the client which token to fetch. */
 export class BearerChallenge extends RegistryError {

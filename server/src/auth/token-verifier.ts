@@ -27,7 +27,9 @@ export interface VerifiedToken {
   readonly expires: number;
 }
 
-export class InvalidToken extends Error {}
+import { InvalidToken } from './token-errors.ts';
+
+export { InvalidToken };
 
 export type KeyResolver = (kid: string) => Promise<KeyObject | undefined>;
 
