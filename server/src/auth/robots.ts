@@ -6,7 +6,8 @@
 // the secret is kept: secrets are 32 random bytes, which no dictionary
 // reaches, so a slow hash would buy nothing. A server trusts what it read for
 // at most `cacheMs` (a few seconds): that bounds how long a revoked, rotated or
-// expired robot keeps working, on every replica.
+// expired robot keeps working, on every replica. With Redis, a change is also
+// announced (RobotChanges), and servers drop what they cached at once.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { type Action, ACTIONS, compilePattern } from './access-policy.ts';
@@ -74,6 +75,18 @@ export function validateRobotName(name: string): string {
   return name;
 }
 
+/**
+ * Announces robot changes to every server (shared/redis-robots.ts, when
+ * replicas share a Redis): the writer publishes, servers drop their cached
+ * record. The cache time still bounds staleness when a message is lost.
+ */
+export interface RobotChanges {
+  /** Tells the servers that `name`'s record was just written. */
+  publish(name: string): Promise<void>;
+  /** Calls `changed(name)` for every announced change; `changed(undefined)` when some may have been missed. */
+  subscribe(changed: (name: string | undefined) => void): Promise<void>;
+}
+
 export interface RobotStoreOptions {
   now?: () => number;
   /** How long a record read from the storage is trusted. */
@@ -103,6 +116,12 @@ export class RobotStore {
     if (this.cache.size > 10_000) this.cache.clear();
     this.cache.set(name, { record, until: this.now() + this.cacheMs });
     return record;
+  }
+
+  /** Drops the cached record of `name` (of every robot: undefined), so the next request reads the storage. */
+  forget(name?: string): void {
+    if (name === undefined) this.cache.clear();
+    else this.cache.delete(name);
   }
 
   /** The robot `name` when `secret` is its secret and it is active; else undefined. */

@@ -15,6 +15,7 @@ import type { AccessPolicyFile } from './access-policy.ts';
 import { type Access, Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';
 import type { KeyStore } from './keys.ts';
+import type { RobotChanges } from './robots.ts';
 import type { TokenService } from './token-service.ts';
 
 export const DEFAULT_SERVICE = 'registry-stack';
@@ -48,6 +49,8 @@ export interface AuthSetupOptions {
   now?: () => number;
   /** Where robot accounts are kept (the registry's storage). */
   driver?: StorageDriver;
+  /** Announcements of robot changes by other processes (Redis), heard before createAuth resolves. */
+  robotChanges?: RobotChanges;
 }
 
 /** Where the built-in token server keeps its keys unless auth.token.keydir says. */
@@ -140,6 +143,7 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
       keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey,
     });
     const robots = options.driver && new RobotStore(options.driver, { now: options.now });
+    if (robots && options.robotChanges) await options.robotChanges.subscribe((name) => robots.forget(name));
     const accounts = policyFile && new Accounts(() => policyFile.current(), htpasswd, robots, options.now);
     const authenticator = new TokenAuthenticator({ verifier, service, realm: token?.realm, accounts });
     const tokens =

@@ -2,13 +2,15 @@
 // the registry's storage (see auth/robots.ts), so this works with the server
 // running or not, on a filesystem or on S3. A secret is printed once, on
 // stdout alone (SECRET=$(registry robot create …) keeps it out of the
-// terminal); everything else goes to stderr.
+// terminal); everything else goes to stderr. With a redis section, a change is
+// announced to the running servers there, which drop their cached record at once.
 import type { Command } from 'commander';
 import { ROBOT_PREFIX, type RobotRecord, RobotError, robotStatus, RobotStore } from '../auth/robots.ts';
 import { ConfigError, loadConfigFile, loadConfigObject } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import { createDriver } from '../storage/factory.ts';
+import { silentLogger } from '../log/logger.ts';
 
 interface Common {
   config?: string;
@@ -40,6 +42,7 @@ export function addRobotCommand(program: Command): void {
         process.stdout.write(`${secret}\n`);
         process.stderr.write(`created ${describe(record, Date.now())}\nlog in with: docker login -u '${ROBOT_PREFIX}${record.name}' --password-stdin <registry host>\n`);
         warnWithoutPolicy(config);
+        return record.name;
       }),
     );
   robot
@@ -69,6 +72,7 @@ export function addRobotCommand(program: Command): void {
       withStore(opts, async (store) => {
         const record = await store.revoke(stripPrefix(name));
         process.stderr.write(`revoked ${describe(record, Date.now())}\n`);
+        return record.name;
       }),
     );
   robot
@@ -81,11 +85,13 @@ export function addRobotCommand(program: Command): void {
         const { record, secret } = await store.rotate(stripPrefix(name));
         process.stdout.write(`${secret}\n`);
         process.stderr.write(`rotated ${describe(record, Date.now())}\n`);
+        return record.name;
       }),
     );
 }
 
-async function withStore(opts: Common, run: (store: RobotStore, config: RegistryConfig) => Promise<void>): Promise<void> {
+/** Runs `run` on the store of the config; a robot name it returns was changed, and is announced. */
+async function withStore(opts: Common, run: (store: RobotStore, config: RegistryConfig) => Promise<string | void>): Promise<void> {
   let config: RegistryConfig;
   try {
     config = opts.config
@@ -95,13 +101,33 @@ async function withStore(opts: Common, run: (store: RobotStore, config: Registry
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
+  let changed: string | void;
   try {
-    await run(new RobotStore(await createDriver(config)), config);
+    changed = await run(new RobotStore(await createDriver(config)), config);
   } catch (err) {
     if (err instanceof RobotError) fail(err.message);
     // The storage failed: say so on one line; it may work again (exit 1, as for Redis).
     process.stderr.write(`registry robot: the storage failed: ${(err as Error).message}\n`);
     process.exit(1);
+  }
+  if (changed && config.redis) await announce(config.redis, changed);
+}
+
+/**
+ * Tells the servers sharing the redis section. The change is stored already,
+ * so a Redis that cannot be reached only delays it: servers re-read a robot
+ * within seconds anyway.
+ */
+async function announce(redisConfig: NonNullable<RegistryConfig['redis']>, name: string): Promise<void> {
+  const [{ createSharedRedis }, { RedisRobotChanges }] = await Promise.all([import('../shared/redis.ts'), import('../shared/redis-robots.ts')]);
+  const redis = createSharedRedis({ ...redisConfig, dialtimeout: Math.min(redisConfig.dialtimeout || 5_000, 5_000) }, silentLogger);
+  try {
+    await redis.connect();
+    await new RedisRobotChanges(redis, silentLogger).publish(name);
+  } catch (err) {
+    process.stderr.write(`note: running servers were not told through redis (${(err as Error).message}); they notice within 5 seconds\n`);
+  } finally {
+    await redis.close();
   }
 }
 

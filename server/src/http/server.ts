@@ -92,6 +92,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
       canonicalName: mirror && ((name) => mirror.canonicalName(name, undefined)),
       now: options.now,
       driver,
+      robotChanges: shared.robotChanges,
     });
   } catch (err) {
     await shared.close();

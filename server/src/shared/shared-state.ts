@@ -10,6 +10,7 @@
 //   rate limits         RateLimiterMemory           RateLimiterRedis
 //   blob descriptors    in-process LRU              RedisDescriptorCache
 //                                                   (unless blobdescriptor: inmemory)
+//   robot changes       the record cache's 5 s      RedisRobotChanges (pub/sub: at once)
 //
 // Without a redis section nothing here touches the network and the server
 // behaves exactly as a single instance always did.
@@ -20,6 +21,7 @@ import type { Exclusive } from '../registry/keyed-lock.ts';
 import type { HashStateEvent } from '../registry/uploads.ts';
 import type { SharedRegistryState } from '../registry/local-registry.ts';
 import { RedisHashStates } from './hash-states.ts';
+import { RedisRobotChanges } from './redis-robots.ts';
 import { RedisDescriptorCache } from './redis-descriptors.ts';
 import { RedisFillCoordinator } from './redis-fills.ts';
 import { RedisGcGuard } from './redis-gc-guard.ts';
@@ -38,6 +40,8 @@ export interface SharedState {
   readonly fills?: FillCoordinator;
   /** For MirrorRegistry (options.manifestLocks). */
   readonly manifestLocks?: Exclusive;
+  /** For the robot store (createAuth's robotChanges), with auth.access. */
+  readonly robotChanges?: RedisRobotChanges;
   /** Extra readiness checks (name → probe that throws when failing). */
   readonly checks: Record<string, () => Promise<void>>;
   /** What is shared, for the start-up log line. */
@@ -83,11 +87,13 @@ export async function createSharedState(
   // Held while a manifest is fetched and stored (well under a second): a replica that dies holding
   // one keeps the others waiting at most this long.
   const manifestLocks = config.proxy ? new RedisExclusive(redis, logger, MANIFEST_LOCK_TTL_MS) : undefined;
+  const robotChanges = config.auth?.access ? new RedisRobotChanges(redis, logger) : undefined;
   return {
     redis,
     registry,
     fills,
     manifestLocks,
+    robotChanges,
     checks: { redis: () => redis.ping() },
     summary: [
       'gc pins and lock',
@@ -95,9 +101,11 @@ export async function createSharedState(
       ...(descriptorsInRedis ? ['blob descriptor cache'] : []),
       ...(fills ? ['mirror single-flight (blobs and manifests)'] : []),
       ...(config.ratelimit?.enabled ? ['rate limits'] : []),
+      ...(robotChanges ? ['robot changes'] : []),
     ],
     close: async () => {
       guard.close();
+      robotChanges?.close();
       await redis.close();
     },
   };
