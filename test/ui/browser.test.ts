@@ -3,29 +3,12 @@
 // tag and checks the registry API no longer has it, is refused a delete
 // while anonymous, logs out; axe-core checks the main pages, and any
 // Content-Security-Policy violation fails the test.
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
-import { REPO_ROOT } from '../helpers/process.ts';
 import { startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-
-/** axe-core's violations on the page as it is now, as "rule: target" lines. */
-async function axeViolations(page: Page): Promise<string[]> {
-  // Evaluated through the DevTools protocol, which the page's CSP does not govern (a <script> would be refused).
-  await page.evaluate(AXE);
-  const violations = await page.evaluate(async () => {
-    const result = await (globalThis as unknown as { axe: { run(): Promise<{ violations: Array<{ id: string; nodes: Array<{ target: string[] }> }> }> } }).axe.run();
-    return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  return violations;
-}
+import { axeViolations, buildClient, launchChromium, watchCsp } from './browser-helpers.ts';
 
 describe('web UI in chromium', () => {
   let server: TestServer;
@@ -35,24 +18,17 @@ describe('web UI in chromium', () => {
   const cspViolations: string[] = [];
 
   beforeAll(async () => {
-    expect(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run does)`).toBe(true);
     // The client bundle the server serves (npm start builds it with the rest).
-    const built = spawnSync(process.execPath, ['--input-type=module', '-e', "await (await import('./server/bin/build.mjs')).buildUi()"], {
-      cwd: REPO_ROOT,
-      encoding: 'utf8',
-    });
-    expect(built.status, built.stderr).toBe(0);
+    buildClient();
     server = await startTestServer({ anonymousPull: true });
     client = new RegistryClient(server.url, server.auth);
     const index = buildIndex([buildImage({ architecture: 'amd64' }), buildImage({ architecture: 'arm64' })]);
     await client.pushIndex('team/app', 'v1', index);
     await client.pushImage('team/app', 'old', buildImage());
     await client.pushImage('other/tool', 'latest', buildImage());
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
+    browser = await launchChromium();
     page = await browser.newPage();
-    page.on('console', (msg) => {
-      if (/Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
-    });
+    watchCsp(page, cspViolations);
   }, 60_000);
 
   afterAll(async () => {

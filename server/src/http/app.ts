@@ -11,6 +11,7 @@ import type { Health } from '../ops/health.ts';
 import { sendReadiness } from '../ops/admin.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from '../ops/metrics.ts';
+import type { Activity } from '../ops/activity.ts';
 import type { AccessRecord, CacheControl, RequestContext } from './context.ts';
 import { endpointFor, isWriteMethod } from './dispatch.ts';
 import { writeError } from './errors.ts';
@@ -37,6 +38,8 @@ export interface AppOptions {
   health?: Health;
   /** The web UI under <prefix>/ui/ (ui.enabled). */
   ui?: UiHandler;
+  /** Told of every finished request (the UI's recent activity). */
+  activity?: Activity;
 }
 
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
@@ -69,6 +72,7 @@ export function createApp(options: AppOptions): RequestListener {
         if (access.bytesOut) metrics.bytesOut.inc({ route: routeKind }, access.bytesOut);
         if (access.cache) metrics.cache.inc({ kind: routeKind, result: access.cache });
       }
+      options.activity?.record({ route: routeKind, method: req.method ?? 'GET', status, repo: access.repo, bytesOut: access.bytesOut, cache: access.cache });
       if (!options.accessLog) return;
       logger.info(
         {

@@ -14,6 +14,8 @@ import { createAdminServer } from '../ops/admin.ts';
 import { Health } from '../ops/health.ts';
 import { Maintenance } from '../ops/maintenance.ts';
 import { Metrics } from '../ops/metrics.ts';
+import { Activity } from '../ops/activity.ts';
+import { StatusService } from '../ops/status.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
 import { createDriver } from '../storage/factory.ts';
 import { createApp } from './app.ts';
@@ -104,6 +106,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis, checksPasswords);
   const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write, shared.checks);
   const maintenance = new Maintenance(registry, config, metrics, logger, mirror && (() => mirror.flushAccessTimes()));
+  // What the UI's status pages show of recent requests (a day of five-minute buckets: a few KB, no timer).
+  const activity = config.ui.enabled ? new Activity() : undefined;
 
   const app = createApp({
     service,
@@ -117,7 +121,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     metrics,
     rateLimits: rateLimits.enabled || (config.ratelimit?.trustedproxies.length ?? 0) > 0 ? rateLimits : undefined,
     health,
-    ui: config.ui.enabled
+    activity,
+    ui: activity
       ? createUi({
           store: registry,
           service,
@@ -127,6 +132,8 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
           limits: rateLimits,
           trustedProxies: config.ratelimit?.trustedproxies ?? [],
           logger,
+          activity,
+          status: new StatusService({ config, registry, mirror, maintenance, activity }),
         })
       : undefined,
   });

@@ -10,8 +10,18 @@ import type { Metrics } from './metrics.ts';
 
 const WEEK_MS = 168 * 3_600_000;
 
+/** One run, as the UI's operations page shows it (kept in memory: the last of each kind since the start). */
+export interface MaintenanceRun<R> {
+  startedAt: string;
+  finishedAt: string;
+  result?: R;
+  error?: string;
+}
+
 export class Maintenance {
   private readonly timers: NodeJS.Timeout[] = [];
+  /** The last GC and prune runs of this process, dry runs included. */
+  readonly last: { gc?: MaintenanceRun<GcResult>; prune?: MaintenanceRun<PruneResult> } = {};
 
   constructor(
     private readonly registry: LocalRegistry,
@@ -28,6 +38,7 @@ export class Maintenance {
 
   async gc(options: { dryRun: boolean; deleteUntagged?: boolean }): Promise<GcResult> {
     const gc = this.config.gc;
+    const startedAt = new Date().toISOString();
     try {
       const result = await collectGarbage(this.registry, {
         dryRun: options.dryRun,
@@ -40,8 +51,10 @@ export class Maintenance {
         this.metrics.storageBytes.set(result.storedBytes);
       }
       this.logger.info({ gc: result }, 'garbage collection finished');
+      this.last.gc = { startedAt, finishedAt: new Date().toISOString(), result };
       return result;
     } catch (err) {
+      this.last.gc = { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message };
       this.metrics.gcRuns.inc({ kind: 'gc', result: 'error' });
       this.logger.error({ err }, 'garbage collection failed');
       throw err;
@@ -50,6 +63,7 @@ export class Maintenance {
 
   async prune(options: { dryRun: boolean }): Promise<PruneResult> {
     const policy = this.config.cache;
+    const startedAt = new Date().toISOString();
     try {
       // An image pulled a moment ago must not look unused because its access time is still queued.
       await this.flushAccessTimes?.();
@@ -65,8 +79,10 @@ export class Maintenance {
         this.metrics.storageBytes.set(result.cacheBytes);
       }
       this.logger.info({ prune: result }, 'cache prune finished');
+      this.last.prune = { startedAt, finishedAt: new Date().toISOString(), result };
       return result;
     } catch (err) {
+      this.last.prune = { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message };
       this.metrics.gcRuns.inc({ kind: 'prune', result: 'error' });
       this.logger.error({ err }, 'cache prune failed');
       throw err;

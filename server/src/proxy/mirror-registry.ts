@@ -75,6 +75,10 @@ export class MirrorRegistry implements RegistryService {
   private readonly manifestWrites = new Map<string, Promise<void>>();
   /** When each upstream last failed: for a short while after, cached tags are served without asking it. */
   private readonly downSince = new Map<string, number>();
+  /** What this process's fills committed since the start (the UI's mirror page: how the cache grew). */
+  readonly filled = { blobs: 0, bytes: 0 };
+  /** The cache repository each running fill was started for (the UI's mirror page). */
+  private readonly fillNames = new WeakMap<Fill, string>();
 
   constructor(
     readonly local: LocalRegistry,
@@ -152,7 +156,12 @@ export class MirrorRegistry implements RegistryService {
       ? new SharedFill(digest, source.cacheName, source.remoteName, { ...deps, coordinator })
       : new BlobFill(digest, source.cacheName, source.remoteName, deps);
     this.fills.set(digest.value, started);
+    this.fillNames.set(started, source.cacheName);
     started.done
+      .then(() => {
+        this.filled.blobs++;
+        this.filled.bytes += started.size ?? 0;
+      })
       .finally(() => {
         if (this.fills.get(digest.value) === started) this.fills.delete(digest.value);
       })
@@ -462,6 +471,23 @@ export class MirrorRegistry implements RegistryService {
       await Promise.all(this.manifestWrites.values());
     }
     await this.flushAccessTimes();
+  }
+
+  /** The fills running in this process: the repository that started each, its size once known, the bytes received so far. */
+  fillsInFlight(): Array<{ digest: string; repository?: string; size?: number; received?: number }> {
+    return [...this.fills].map(([digest, fill]) => {
+      const progress = fill as { available?: number; written?: number };
+      return { digest, repository: this.fillNames.get(fill), size: fill.size, received: progress.available ?? progress.written };
+    });
+  }
+
+  /** Each upstream as this process has seen it, asking none of them; `downSince` while cached tags are served without asking it. */
+  upstreamStates(): Array<{ host: string; requests: number; errors: number; rateLimitRemaining?: number; downSince?: string }> {
+    return [...this.clients.values()].map((c) => {
+      const host = c.upstream.host;
+      const down = this.recentlyDown(host) ? this.downSince.get(host) : undefined;
+      return { host, ...c.stats, downSince: down === undefined ? undefined : new Date(down).toISOString() };
+    });
   }
 
   /** Writes the last-use times still queued (for pruning, which goes by them). */

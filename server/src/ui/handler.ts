@@ -10,6 +10,8 @@ import type { Identity, RequestAuthenticator } from '../auth/authenticator.ts';
 import type { AccountState } from '../auth/setup.ts';
 import type { LoginBudget } from '../auth/htpasswd.ts';
 import type { Logger } from '../log/logger.ts';
+import type { Activity } from '../ops/activity.ts';
+import type { StatusService } from '../ops/status.ts';
 import { tryParseDigest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { isValidName, isValidTag } from '../registry/names.ts';
@@ -22,6 +24,7 @@ import { loadImage } from './image.ts';
 import { imagePage } from './image-page.ts';
 import { confirmDeletePage, imageUrl, layout, loginPage, messagePage, type PageContext, repositoriesPage, repositoryPage, repoUrl } from './pages.ts';
 import { Sessions, sameToken, token } from './sessions.ts';
+import { mirrorPage, operationsPage } from './status-pages.ts';
 import { ManifestSummaries, searchRepositories } from './views.ts';
 
 /** The rate limits of the API listener, as far as the UI needs them. */
@@ -46,6 +49,10 @@ export interface UiOptions {
   logger: Logger;
   sessions?: Sessions;
   assets?: Assets;
+  /** What the mirror and operations pages show (absent: no such pages). */
+  status?: StatusService;
+  /** Says when a push, a delete or a mirror fetch changed what the repository list shows. */
+  activity?: Activity;
 }
 
 export interface UiRequest {
@@ -92,7 +99,15 @@ export function createUi(options: UiOptions): UiHandler {
     let session = sessions.get(cookies[SESSION_COOKIE]);
     /** The session's user with their rights as they are now. */
     let identity: Identity | undefined;
-    const ctx = (): PageContext => ({ base, user: session?.identity.user, csrf: session?.csrf, logins: options.logins });
+    // The status pages are for those who run the registry: anyone logged in, or anyone where nobody logs in.
+    const mayOperate = () => options.status !== undefined && (session !== undefined || !options.logins);
+    const ctx = (): PageContext => ({
+      base,
+      user: session?.identity.user,
+      csrf: session?.csrf,
+      logins: options.logins,
+      status: mayOperate() ? { mirror: options.status!.isMirror } : undefined,
+    });
     res.setHeader('Content-Security-Policy', CSP);
     res.setHeader('X-Content-Type-Options', 'nosniff');
     res.setHeader('Referrer-Policy', 'same-origin');
@@ -191,6 +206,26 @@ export function createUi(options: UiOptions): UiHandler {
         options.logger.info({ user: session!.identity.user, repo: name, reference }, 'ui: deleted');
         const deleted = tryParseDigest(reference) ? `${name}@${reference}` : `${name}:${reference}`;
         redirect(`${repoUrl(base, name)}&${new URLSearchParams({ deleted })}`);
+      } else if ((path === '/mirror' || path === '/operations' || path === '/api/mirror' || path === '/api/operations') && reading) {
+        const page = path.endsWith('mirror') ? 'mirror' : 'operations';
+        const api = path.startsWith('/api/');
+        const status = options.status;
+        if (!status || (page === 'mirror' && !status.isMirror)) {
+          return api ? json(404, { error: 'not found' }) : send(404, 'Not found', messagePage('Not found', 'There is no such page on this registry.')), undefined;
+        }
+        if (!mayOperate()) {
+          if (api) return json(401, { error: 'log in first' }), undefined;
+          return redirect(`${base}/login?${new URLSearchParams({ next: `${base}/${page}` })}`), undefined;
+        }
+        if (page === 'mirror') {
+          const value = (await status.mirror(visible))!;
+          if (api) json(200, value);
+          else send(200, 'Mirror', mirrorPage(ctx(), value));
+        } else {
+          const value = await status.operations();
+          if (api) json(200, value);
+          else send(200, 'Operations', operationsPage(ctx(), value));
+        }
       } else if (path === '/login' && reading) {
         if (!options.logins) return send(404, 'Not found', messagePage('No logins', 'This registry checks no passwords, so there is nothing to log in to.')), undefined;
         const t = token();

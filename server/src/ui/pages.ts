@@ -13,6 +13,8 @@ export interface PageContext {
   csrf?: string;
   /** Whether this server takes logins at all. */
   logins: boolean;
+  /** The status pages this visitor may see (linked in the header): the mirror's and the operations page. */
+  status?: { mirror: boolean };
 }
 
 export function layout(ctx: PageContext, title: string, body: Html): string {
@@ -35,7 +37,9 @@ export function layout(ctx: PageContext, title: string, body: Html): string {
 <script type="module" src="${base}/assets/app.js"></script>
 </head>
 <body data-base="${base}" data-csrf="${ctx.csrf}">
-<header><nav aria-label="Main"><a class="brand" href="${base}/">Repositories</a></nav><div class="account">${account}</div></header>
+<header><nav aria-label="Main"><a class="brand" href="${base}/">Repositories</a>${
+    ctx.status && html`${ctx.status.mirror && html` <a href="${base}/mirror">Mirror</a>`} <a href="${base}/operations">Operations</a>`
+  }</nav><div class="account">${account}</div></header>
 <main id="main">
 ${body}
 </main>
