@@ -286,7 +286,7 @@ describe('an external token server', () => {
     const jwksFile = path.join(dir, 'ext.jwks.json');
     writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(jwksKey.publicKey)), kid: 'rsa-1' }] }));
 
-    const keys = await loadExternalKeys({ rootcertbundle: certFile, jwks: jwksFile });
+    const { keys } = await loadExternalKeys({ rootcertbundle: certFile, jwks: jwksFile });
     const verifier = new TokenVerifier({ issuer: 'ext', service: 'reg', keys: async (k) => keys.get(k) });
     const nowS = Math.floor(Date.now() / 1000);
     const token = (alg: string, k: string, key: KeyObject) =>

@@ -6,7 +6,7 @@
 // - auth.token alone: bearer tokens of an external token server only (distribution's token auth).
 // A problem with a file it needs stops the start as one line naming the key.
 import * as path from 'node:path';
-import type { KeyObject } from 'node:crypto';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { ConfigError } from '../config/load.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import type { Logger } from '../log/logger.ts';
@@ -98,9 +98,10 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
     const service = token?.service ?? DEFAULT_SERVICE;
     const issuerName = token?.issuer ?? DEFAULT_ISSUER;
     let external = new Map<string, KeyObject>();
+    let roots: X509Certificate[] = [];
     if (token?.rootcertbundle || token?.jwks) {
       try {
-        external = await loadExternalKeys({ rootcertbundle: token.rootcertbundle, jwks: token.jwks });
+        ({ keys: external, roots } = await loadExternalKeys({ rootcertbundle: token.rootcertbundle, jwks: token.jwks }));
       } catch (err) {
         throw new ConfigError(`auth.token.${token.rootcertbundle ? 'rootcertbundle' : 'jwks'}: ${(err as Error).message}`);
       }
@@ -141,6 +142,7 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
       // Only an external server's clock may differ from ours.
       clockToleranceS: external.size > 0 ? 60 : 0,
       keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey,
+      roots,
     });
     const robots = options.driver && new RobotStore(options.driver, { now: options.now });
     if (robots && options.robotChanges) await options.robotChanges.subscribe((name) => robots.forget(name));

@@ -1,17 +1,22 @@
 // Checks bearer tokens on registry requests: a JWT signed by a trusted key
 // (ours, or an external token server's from auth.token.rootcertbundle /
 // auth.token.jwks), from the configured issuer, for this service, within its
-// lifetime, naming a key we know by `kid`. `alg: none` and HMAC algorithms are
-// never accepted; neither is a refresh token used as an access token.
+// lifetime. The signing key is found as distribution finds it, in this order:
+// a certificate chain in the header (`x5c`) leading to a certificate of the
+// bundle; a key in the header (`jwk`) that is one of the trusted keys or
+// carries such a chain; a trusted key named by `kid` (libtrust key ID, JWK
+// thumbprint or a JWK set's kid). `alg: none` and HMAC algorithms are never
+// accepted; neither is a refresh token used as an access token.
 // A verified token is remembered (keyed by its text) until it expires:
 // clients send the same token with every request of a push.
 import { createHash, createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type ProtectedHeaderParameters } from 'jose';
 import { LruCache } from '../registry/lru.ts';
 import type { Action } from './access-policy.ts';
 import { keyId } from './keys.ts';
 import type { AccessEntry } from './scope.ts';
+import { UntrustedChain, verifyCertChain } from './x5c.ts';
 
 export const ACCESS_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 
@@ -38,6 +43,8 @@ export interface TokenVerifierOptions {
   /** The service (audience) tokens must be for. */
   service: string;
   keys: KeyResolver;
+  /** Certificates an `x5c` chain in a token may lead to (auth.token.rootcertbundle); none: such tokens are refused. */
+  roots?: readonly X509Certificate[];
   now?: () => number;
   /** Maps a name in a token onto this registry's name for it (the mirror's canonical names). */
   canonicalName?: (name: string) => string;
@@ -63,15 +70,13 @@ export class TokenVerifier {
       this.cache.delete(token);
       throw new InvalidToken('the token has expired');
     }
-    let kid: string | undefined;
+    let header: ProtectedHeaderParameters;
     try {
-      kid = decodeProtectedHeader(token).kid;
+      header = decodeProtectedHeader(token);
     } catch {
       throw new InvalidToken('not a JWT');
     }
-    if (!kid) throw new InvalidToken('the token names no key (kid)');
-    const key = await this.options.keys(kid);
-    if (!key) throw new InvalidToken('the token is signed by an unknown key');
+    const key = await this.signingKey(header);
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, key, {
@@ -89,6 +94,42 @@ export class TokenVerifier {
     const verified = this.grants(payload);
     this.cache.set(token, verified);
     return verified;
+  }
+
+  /** The key the header says signed the token, if it is trusted (distribution's order: x5c, jwk, kid). */
+  private async signingKey(header: ProtectedHeaderParameters): Promise<KeyObject> {
+    if (header.x5c !== undefined) return this.chainKey(header.x5c);
+    if (header.jwk !== undefined) {
+      let key: KeyObject;
+      try {
+        if ('d' in header.jwk) throw new Error('a private key');
+        key = createPublicKey({ key: header.jwk as never, format: 'jwk' });
+      } catch {
+        throw new InvalidToken('the token header\'s jwk is not a public key');
+      }
+      if (header.jwk.x5c !== undefined) {
+        if (!sameKey(this.chainKey(header.jwk.x5c), key)) throw new InvalidToken('the token header\'s jwk is not the key of its certificate');
+        return key;
+      }
+      const trusted = await this.options.keys(libtrustKeyId(key));
+      if (!trusted || !sameKey(trusted, key)) throw new InvalidToken('the token is signed by an unknown key');
+      return key;
+    }
+    if (!header.kid) throw new InvalidToken('the token names no key (kid)');
+    const key = await this.options.keys(header.kid);
+    if (!key) throw new InvalidToken('the token is signed by an unknown key');
+    return key;
+  }
+
+  private chainKey(x5c: unknown): KeyObject {
+    const roots = this.options.roots ?? [];
+    if (roots.length === 0) throw new InvalidToken('the token carries a certificate chain (x5c) and no auth.token.rootcertbundle is configured');
+    try {
+      return verifyCertChain(x5c, roots, this.now());
+    } catch (err) {
+      if (err instanceof UntrustedChain) throw new InvalidToken(`the token's certificate chain is not trusted: ${err.message}`);
+      throw err;
+    }
   }
 
   private grants(payload: JWTPayload): VerifiedToken {
@@ -131,20 +172,34 @@ function describe(err: unknown): string {
   return 'the token is not valid';
 }
 
+function sameKey(a: KeyObject, b: KeyObject): boolean {
+  return a.export({ type: 'spki', format: 'der' }).equals(b.export({ type: 'spki', format: 'der' }));
+}
+
+export interface ExternalKeys {
+  /** kid → key. */
+  keys: Map<string, KeyObject>;
+  /** The bundle's certificates, which tokens' x5c chains may lead to. */
+  roots: X509Certificate[];
+}
+
 /**
  * Keys of an external token server: the certificates of auth.token.rootcertbundle
  * (distribution's key; named by their libtrust key ID, as distribution's token
  * servers write `kid`, or by their JWK thumbprint) and the keys of a JWKS file
  * (named by their `kid`).
  */
-export async function loadExternalKeys(files: { rootcertbundle?: string; jwks?: string }): Promise<Map<string, KeyObject>> {
+export async function loadExternalKeys(files: { rootcertbundle?: string; jwks?: string }): Promise<ExternalKeys> {
   const keys = new Map<string, KeyObject>();
+  const roots: X509Certificate[] = [];
   if (files.rootcertbundle) {
     const pem = readFileSync(files.rootcertbundle, 'utf8');
     const certs = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
     if (certs.length === 0) throw new Error(`${files.rootcertbundle}: no PEM certificate in it`);
-    for (const cert of certs) {
-      const key = new X509Certificate(cert).publicKey;
+    for (const pemCert of certs) {
+      const cert = new X509Certificate(pemCert);
+      roots.push(cert);
+      const key = cert.publicKey;
       keys.set(libtrustKeyId(key), key);
       keys.set(await keyId(key), key);
     }
@@ -158,7 +213,7 @@ export async function loadExternalKeys(files: { rootcertbundle?: string; jwks?: 
       keys.set(jwk.kid, createPublicKey({ key: jwk as never, format: 'jwk' }));
     }
   }
-  return keys;
+  return { keys, roots };
 }
 
 /** docker/libtrust's key ID: the first 240 bits of SHA-256 of the DER public key, base32 in 12 groups of 4. */
