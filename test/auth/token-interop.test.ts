@@ -7,8 +7,10 @@
 // Refused: a chain to another root, one missing its intermediate, one through a
 // certificate that is not a CA, an expired signer, a signature by another key,
 // malformed and overlong chains, and chains where no bundle is configured.
-// Last, skopeo pushes and pulls through a registry behind a token server of the
-// test's own that signs each way.
+// Then the same tokens go to distribution 2.8.2 (Debian's docker-registry) with the
+// same bundle, which must accept and refuse exactly the ones we do. Last, skopeo
+// pushes and pulls through a registry behind a token server of the test's own
+// that signs each way.
 import { execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +24,7 @@ import { loadConfigObject } from '../../server/src/config/load.ts';
 import { type RunningServer, startServer } from '../../server/src/http/server.ts';
 import { silentLogger } from '../../server/src/log/logger.ts';
 import { ContainersClients, verifyPull } from '../helpers/clients.ts';
+import { type DistributionProcess, startDistribution } from '../helpers/distribution.ts';
 import { buildImage, writeOciLayout } from '../helpers/oci.ts';
 import { makeTempDir } from '../helpers/server.ts';
 import { parseChallenge, TestClock } from './helpers.ts';
@@ -186,6 +189,57 @@ describe('jwk and kid: a key named or carried in the header', () => {
     expect(await refusal(v, await mint({ alg: 'ES256', jwk: { ...(await jwkOf(otherLeaf)), x5c: [leaf.der, intermediate.der] } }, otherLeaf.key))).toMatch(/not the key of its certificate/);
     const privateJwk = await exportJWK(selfSigned.key);
     expect(await refusal(v, await mint({ alg: 'ES256', jwk: privateJwk }, selfSigned.key))).toMatch(/not a public key/);
+  });
+});
+
+describe('the same tokens at distribution 2.8.2 (its rootcertbundle verifier) and here', () => {
+  let distribution: DistributionProcess;
+  let ours: RunningServer;
+  let work: string;
+
+  beforeAll(async () => {
+    work = makeTempDir('rs-token-interop-diff-');
+    const auth = { token: { realm: 'http://127.0.0.1:9/token', service: 'registry.example.com', issuer: 'auth.example.com', rootcertbundle: bundle } };
+    distribution = await startDistribution({ dataDir: path.join(work, 'dist'), workDir: path.join(work, 'dist-work'), extra: { auth } });
+    const { config } = loadConfigObject(
+      { version: '0.1', log: { level: 'error', accesslog: { disabled: true } }, storage: { filesystem: { rootdirectory: path.join(work, 'ours') } }, http: { addr: '127.0.0.1:0' }, auth },
+      {},
+    );
+    ours = await startServer(config, { logger: silentLogger });
+  });
+  afterAll(async () => {
+    await distribution?.stop();
+    await ours?.close();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('accepts and refuses the same ones', async () => {
+    const pub = (c: Cert) => createPublicKey(c.key);
+    const cases: Array<[string, () => Promise<string>, 200 | 401]> = [
+      ['x5c through an intermediate', () => mint({ alg: 'ES256', x5c: [leaf.der, intermediate.der] }, leaf.key), 200],
+      ['x5c, RSA signer issued by the root', () => mint({ alg: 'RS256', x5c: [rsaLeaf.der] }, rsaLeaf.key), 200],
+      ['x5c without its intermediate', () => mint({ alg: 'ES256', x5c: [leaf.der] }, leaf.key), 401],
+      ['x5c to another root', () => mint({ alg: 'ES256', x5c: [otherLeaf.der, otherRoot.der] }, otherLeaf.key), 401],
+      ['x5c through a non-CA', () => mint({ alg: 'ES256', x5c: [underNotCa.der, notCa.der] }, underNotCa.key), 401],
+      ['x5c, signed by another key', () => mint({ alg: 'ES256', x5c: [leaf.der, intermediate.der] }, otherLeaf.key), 401],
+      ['libtrust kid of a bundle certificate', () => mint({ alg: 'ES256', kid: libtrustKeyId(pub(selfSigned)) }, selfSigned.key), 200],
+      ['libtrust kid of the root CA', () => mint({ alg: 'ES256', kid: libtrustKeyId(pub(root)) }, root.key), 200],
+      ['libtrust kid of a leaf not in the bundle', () => mint({ alg: 'ES256', kid: libtrustKeyId(pub(leaf)) }, leaf.key), 401],
+      ['libtrust kid, signed by another key', () => mint({ alg: 'ES256', kid: libtrustKeyId(pub(selfSigned)) }, otherLeaf.key), 401],
+      ['jwk of a bundle certificate', async () => mint({ alg: 'ES256', jwk: await exportJWK(pub(selfSigned)) }, selfSigned.key), 200],
+      ['jwk of an unknown key', async () => mint({ alg: 'ES256', jwk: await exportJWK(pub(otherLeaf)) }, otherLeaf.key), 401],
+      ['jwk with its chain', async () => mint({ alg: 'ES256', jwk: { ...(await exportJWK(pub(leaf))), x5c: [leaf.der, intermediate.der] } }, leaf.key), 200],
+      ['jwk with a chain of another key', async () => mint({ alg: 'ES256', jwk: { ...(await exportJWK(pub(otherLeaf))), x5c: [leaf.der, intermediate.der] } }, otherLeaf.key), 401],
+    ];
+    const answers: string[] = [];
+    const expected: string[] = [];
+    for (const [what, make, status] of cases) {
+      const token = await make();
+      const ask = async (url: string) => (await fetch(`${url}/v2/`, { headers: { authorization: `Bearer ${token}` } })).status;
+      answers.push(`${what}: distribution ${await ask(distribution.url)}, ours ${await ask(ours.url)}`);
+      expected.push(`${what}: distribution ${status}, ours ${status}`);
+    }
+    expect(answers).toEqual(expected);
   });
 });
 
