@@ -72,12 +72,17 @@ describe('web UI (server side)', () => {
 
   it('pages and searches the catalog on the server', async () => {
     const v = new Visitor(server.url);
+    // (Sizes and last pushes: catalog.test.ts.)
+    const brief = (page: { repositories: Array<{ name: string; tags: number }>; next?: string }) => ({
+      repositories: page.repositories.map(({ name, tags }) => ({ name, tags })),
+      ...(page.next ? { next: page.next } : {}),
+    });
     const found = await v.go('/ui/api/repositories?q=APP');
-    expect(JSON.parse(found.text)).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
+    expect(brief(JSON.parse(found.text))).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
     const first = JSON.parse((await v.go('/ui/api/repositories?n=1')).text);
-    expect(first).toEqual({ repositories: [{ name: 'other', tags: 1 }], next: 'other' });
+    expect(brief(first)).toEqual({ repositories: [{ name: 'other', tags: 1 }], next: 'other' });
     const second = JSON.parse((await v.go(`/ui/api/repositories?n=1&last=${first.next}`)).text);
-    expect(second).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
+    expect(brief(second)).toEqual({ repositories: [{ name: 'team/app', tags: 2 }] });
   });
 
   it('lists tags newest first with the platforms of an index', async () => {

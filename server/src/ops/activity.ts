@@ -62,8 +62,8 @@ export class Activity {
       }
     }
     if (ok && r.route === 'manifest' && (r.method === 'PUT' || r.method === 'DELETE')) this.changed(r.repo);
-    // A manifest the mirror fetched is new in its cache, under its cache name (which the request's name is not).
-    if (pull && r.cache === 'miss') this.changed(undefined);
+    // A manifest the mirror fetched is new in its cache (the request's name is the cache's, canonical one).
+    if (pull && r.cache === 'miss') this.changed(r.repo);
   }
 
   /** Tells whoever shows repositories that `repo` (undefined: any) changed. */

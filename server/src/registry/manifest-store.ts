@@ -167,6 +167,19 @@ export class ManifestStore {
     }
   }
 
+  /**
+   * When `tag` was last written (pushed; on a mirror, also when its upstream last confirmed it): its link's
+   * modification time. Undefined when there is no such tag.
+   */
+  async tagTime(name: string, tag: string): Promise<Date | undefined> {
+    try {
+      return (await this.driver.stat(paths.tagCurrentLink(name, tag))).modTime;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
   async tags(name: string): Promise<string[]> {
     try {
       return (await this.driver.list(paths.tagsDir(name))).sort();

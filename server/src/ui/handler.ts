@@ -15,6 +15,7 @@ import type { StatusService } from '../ops/status.ts';
 import { tryParseDigest } from '../registry/digest.ts';
 import { RegistryError } from '../registry/errors.ts';
 import { isValidName, isValidTag } from '../registry/names.ts';
+import type { LocalRegistry } from '../registry/local-registry.ts';
 import type { RegistryService } from '../registry/types.ts';
 import { UiAccess } from './access.ts';
 import { Assets } from './assets.ts';
@@ -25,7 +26,8 @@ import { imagePage } from './image-page.ts';
 import { confirmDeletePage, imageUrl, layout, loginPage, messagePage, type PageContext, repositoriesPage, repositoryPage, repoUrl } from './pages.ts';
 import { Sessions, sameToken, token } from './sessions.ts';
 import { mirrorPage, operationsPage } from './status-pages.ts';
-import { ManifestSummaries, searchRepositories } from './views.ts';
+import { ManifestSummaries } from './views.ts';
+import { RepositoryCatalog } from './catalog.ts';
 
 /** The rate limits of the API listener, as far as the UI needs them. */
 export interface UiLimits {
@@ -35,7 +37,7 @@ export interface UiLimits {
 
 export interface UiOptions {
   /** Where pages are read from: the local store (the mirror's cache in mirror mode). */
-  store: RegistryService;
+  store: LocalRegistry;
   /** Where deletes go: the registry the API serves. */
   service: RegistryService;
   authenticator: RequestAuthenticator;
@@ -89,6 +91,8 @@ export function createUi(options: UiOptions): UiHandler {
   const assets = options.assets ?? new Assets();
   const access = new UiAccess(options.authenticator);
   const summaries = new ManifestSummaries(options.store);
+  const catalog = new RepositoryCatalog(options.store);
+  options.activity?.onChange((name) => catalog.changed(name));
   const trust = proxyAddr.compile(options.trustedProxies);
 
   return async (req, res, request) => {
@@ -154,26 +158,27 @@ export function createUi(options: UiOptions): UiHandler {
       }
       if (path === '/' && reading) {
         const q = (request.query.get('q') ?? '').slice(0, 200);
-        const page = await searchRepositories(options.store, { q, last: request.query.get('last') ?? undefined, n: PAGE_SIZE, visible });
-        send(200, 'Repositories', repositoriesPage(ctx(), q, page, !session && options.logins));
+        const page = await catalog.page({ q, last: request.query.get('last') ?? undefined, n: PAGE_SIZE, visible });
+        send(200, 'Repositories', repositoriesPage(ctx(), q, page, !session && options.logins, options.status?.isMirror ?? false));
       } else if (path === '/api/repositories' && reading) {
         const n = Math.min(Math.max(Number(request.query.get('n')) || PAGE_SIZE, 1), 200);
         const q = (request.query.get('q') ?? '').slice(0, 200);
-        json(200, await searchRepositories(options.store, { q, last: request.query.get('last') || undefined, n, visible }));
+        json(200, await catalog.page({ q, last: request.query.get('last') || undefined, n, visible }));
       } else if ((path === '/repo' || path === '/api/tags') && reading) {
         const name = request.query.get('name') ?? '';
         if (!isValidName(name) || !(await visible(name))) {
           if (!session && options.logins && path === '/repo') return redirect(`${base}/login?${new URLSearchParams({ next: repoUrl(base, name) })}`), undefined;
           return path === '/repo' ? send(404, 'Not found', messagePage('Not found', `There is no repository ${name} you may see.`)) : json(404, { error: 'not found' }), undefined;
         }
-        const { tags, omitted } = await summaries.tags(name);
+        const last = request.query.get('last') || undefined;
+        const { tags, omitted, next, paged } = await summaries.tags(name, last);
         const canDelete = options.service.capabilities.delete && identity !== undefined && (await access.may(identity, name, 'delete'));
         if (path === '/api/tags') {
-          json(200, { name, tags, omitted, canDelete });
+          json(200, { name, tags, omitted, next, paged, canDelete });
         } else {
           const deleted = request.query.get('deleted');
           const host = String(req.headers.host ?? 'localhost');
-          send(200, name, repositoryPage(ctx(), { name, host, tags, omitted, canDelete, flash: deleted ? `Deleted ${deleted}.` : undefined }));
+          send(200, name, repositoryPage(ctx(), { name, host, tags, omitted, next, paged, last, canDelete, flash: deleted ? `Deleted ${deleted}.` : undefined }));
         }
       } else if (path === '/image' && reading) {
         const name = request.query.get('name') ?? '';
@@ -203,6 +208,7 @@ export function createUi(options: UiOptions): UiHandler {
         const refused = await deleteRefusal(identity, name, reference);
         if (refused) return send(refused.status, 'Not allowed', messagePage('Not allowed', refused.message, refused.link)), session?.identity.user;
         await options.service.deleteManifest(name, reference);
+        catalog.changed(name);
         options.logger.info({ user: session!.identity.user, repo: name, reference }, 'ui: deleted');
         const deleted = tryParseDigest(reference) ? `${name}@${reference}` : `${name}:${reference}`;
         redirect(`${repoUrl(base, name)}&${new URLSearchParams({ deleted })}`);

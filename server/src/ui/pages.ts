@@ -3,7 +3,8 @@
 // buttons) and leaves everything else as served.
 import { formatSize, shortDigest } from './format.ts';
 import { html, type Html } from './html.ts';
-import type { RepositoryPage, TagSummary } from './views.ts';
+import type { RepositoryPage } from './catalog.ts';
+import type { TagSummary } from './views.ts';
 
 export interface PageContext {
   /** Where the UI is mounted, e.g. "/ui". */
@@ -47,7 +48,7 @@ ${body}
 </html>`}`;
 }
 
-export function repositoriesPage(ctx: PageContext, q: string, page: RepositoryPage, loginHint: boolean): Html {
+export function repositoriesPage(ctx: PageContext, q: string, page: RepositoryPage, loginHint: boolean, mirror: boolean): Html {
   const { base } = ctx;
   const next = page.next && `${base}/?${new URLSearchParams({ ...(q ? { q } : {}), last: page.next })}`;
   return html`<h1>Repositories</h1>
@@ -56,20 +57,22 @@ export function repositoriesPage(ctx: PageContext, q: string, page: RepositoryPa
   <input id="q" name="q" type="search" value="${q}" autocomplete="off">
   <button type="submit">Search</button>
 </form>
-<div id="repositories" data-q="${q}">
-${repositoryList(base, page)}
+<div id="repositories" data-q="${q}" data-mirror="${mirror ? 'true' : 'false'}">
+${repositoryList(base, page, mirror)}
 ${next && html`<p><a href="${next}" rel="next">Next page</a></p>`}
 </div>
 ${loginHint && html`<p>Some repositories may be visible only once you <a href="${base}/login">log in</a>.</p>`}`;
 }
 
-function repositoryList(base: string, page: RepositoryPage): Html {
+function repositoryList(base: string, page: RepositoryPage, mirror: boolean): Html {
   if (page.repositories.length === 0) return html`<p role="status">No repositories found.</p>`;
   return html`<table class="list">
 <caption class="sr-only">Repositories</caption>
-<thead><tr><th scope="col">Repository</th><th scope="col">Tags</th></tr></thead>
+<thead><tr><th scope="col">Repository</th><th scope="col">Tags</th><th scope="col">Size</th><th scope="col">${mirror ? 'Last fetched' : 'Last push'}</th></tr></thead>
 <tbody>${page.repositories.map(
-    (r) => html`<tr><td><a href="${repoUrl(base, r.name)}">${r.name}</a></td><td>${r.tags}</td></tr>`,
+    (r) => html`<tr><td><a href="${repoUrl(base, r.name)}">${r.name}</a></td><td>${r.tags}</td><td>${r.partial ? 'over ' : ''}${formatSize(r.size)}</td><td>${
+      r.lastPush ? html`<time datetime="${r.lastPush}">${r.lastPush.slice(0, 16).replace('T', ' ')}</time>` : '—'
+    }</td></tr>`,
   )}</tbody>
 </table>`;
 }
@@ -88,6 +91,10 @@ export interface RepositoryView {
   host: string;
   tags: TagSummary[];
   omitted: number;
+  /** More than MAX_TAGS tags: pages in name order; `next` is the following page's `last`. */
+  paged: boolean;
+  next?: string;
+  last?: string;
   canDelete: boolean;
   flash?: string;
 }
@@ -98,12 +105,12 @@ export function repositoryPage(ctx: PageContext, view: RepositoryView): Html {
   return html`<p><a href="${base}/">All repositories</a></p>
 <h1>${view.name}</h1>
 ${view.flash && html`<p role="status" class="flash">${view.flash}</p>`}
-<div id="tags" data-name="${view.name}" data-host="${view.host}" data-can-delete="${view.canDelete ? 'true' : 'false'}">
+<div id="tags" data-name="${view.name}" data-host="${view.host}" data-last="${view.last}">
 ${
   view.tags.length === 0
     ? html`<p>No tags.</p>`
     : html`<table class="list">
-<caption class="sr-only">Tags of ${view.name}, newest first</caption>
+<caption class="sr-only">Tags of ${view.name}, ${view.paged ? 'by name' : 'newest first'}</caption>
 <thead><tr><th scope="col">Tag</th><th scope="col">Digest</th><th scope="col">Size</th><th scope="col">Created</th><th scope="col">Platforms</th><th scope="col">Pull</th>${view.canDelete && html`<th scope="col">Delete</th>`}</tr></thead>
 <tbody>${view.tags.map(
         (t) => html`<tr>
@@ -118,7 +125,9 @@ ${view.canDelete && html`<td><a href="${deleteUrl(t.tag)}">Delete tag<span class
       )}</tbody>
 </table>`
 }
-${view.omitted > 0 && html`<p>${view.omitted} more tags are not shown.</p>`}
+${view.paged && html`<p class="pager">${view.last !== undefined && html`<a href="${repoUrl(base, view.name)}">First tags</a>`}${
+    view.next && html` <a href="${`${repoUrl(base, view.name)}&${new URLSearchParams({ last: view.next })}`}" rel="next">Next tags</a> (${view.omitted} more)`
+  }</p>`}
 </div>`;
 }
 

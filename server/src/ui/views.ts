@@ -8,45 +8,6 @@ import { LruCache } from '../registry/lru.ts';
 import { isIndexMediaType } from '../registry/manifest.ts';
 import type { RegistryService } from '../registry/types.ts';
 
-export interface RepositoryPage {
-  repositories: Array<{ name: string; tags: number }>;
-  /** Pass as `last` for the next page; absent on the last page. */
-  next?: string;
-}
-
-/** Catalog names read per step while searching: a bound on memory, not on the result. */
-const SCAN_STEP = 1000;
-
-/**
- * Up to `n` repositories after `last` whose name contains `q` and that
- * `visible` lets this client see, scanning the catalog in pages.
- */
-export async function searchRepositories(
-  store: RegistryService,
-  options: { q?: string; last?: string; n: number; visible: (name: string) => Promise<boolean> },
-): Promise<RepositoryPage> {
-  const q = (options.q ?? '').toLowerCase();
-  const found: string[] = [];
-  let last = options.last;
-  let more = true;
-  while (more && found.length <= options.n) {
-    const page = await store.catalog({ n: SCAN_STEP, last });
-    for (const name of page.items) {
-      if (q && !name.toLowerCase().includes(q)) continue;
-      if (!(await options.visible(name))) continue;
-      found.push(name);
-      if (found.length > options.n) break;
-    }
-    more = page.next !== undefined;
-    last = page.next;
-  }
-  const shown = found.slice(0, options.n);
-  const repositories = await Promise.all(
-    shown.map(async (name) => ({ name, tags: (await store.listTags(name, {}).catch(() => ({ items: [] }))).items.length })),
-  );
-  return { repositories, next: found.length > options.n ? shown[shown.length - 1] : undefined };
-}
-
 export interface Platform {
   os: string;
   architecture: string;
@@ -80,17 +41,23 @@ export class ManifestSummaries {
 
   constructor(private readonly store: RegistryService) {}
 
-  /** Every tag of `name` (up to MAX_TAGS) with its summary, newest first. */
-  async tags(name: string): Promise<{ tags: TagSummary[]; omitted: number }> {
+  /**
+   * The tags of `name` with their summaries: all of them newest first when there are at most MAX_TAGS;
+   * otherwise MAX_TAGS to a page in name order (sorting by age would read every tag), the page after `last`.
+   */
+  async tags(name: string, last?: string): Promise<{ tags: TagSummary[]; omitted: number; next?: string; paged: boolean }> {
     const all = (await this.store.listTags(name, {})).items;
-    const read = all.slice(0, MAX_TAGS);
+    const paged = all.length > MAX_TAGS;
+    const from = paged && last !== undefined ? all.findIndex((t) => t > last) : 0;
+    const read = from < 0 ? [] : all.slice(from, from + MAX_TAGS);
     const tags: TagSummary[] = [];
     for (const tag of read) {
       const summary = await this.summary(name, tag).catch(() => undefined);
       if (summary) tags.push({ tag, ...summary });
     }
-    tags.sort((a, b) => (b.created ?? '').localeCompare(a.created ?? '') || a.tag.localeCompare(b.tag));
-    return { tags, omitted: all.length - read.length };
+    if (!paged) tags.sort((a, b) => (b.created ?? '').localeCompare(a.created ?? '') || a.tag.localeCompare(b.tag));
+    const omitted = from < 0 ? 0 : all.length - from - read.length;
+    return { tags, omitted, next: omitted > 0 ? read[read.length - 1] : undefined, paged };
   }
 
   async summary(name: string, reference: string): Promise<ManifestSummary> {

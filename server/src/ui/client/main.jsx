@@ -17,7 +17,7 @@ async function getJson(path) {
 const repoUrl = (name) => `${base}/repo?${new URLSearchParams({ name })}`;
 const imageUrl = (name, reference) => `${base}/image?${new URLSearchParams({ name, reference })}`;
 
-function Repositories({ input, initial }) {
+function Repositories({ input, initial, mirror }) {
   const [q, setQ] = useState(initial);
   // Cursors of the pages before this one, for "Previous".
   const [cursors, setCursors] = useState([]);
@@ -70,6 +70,8 @@ function Repositories({ input, initial }) {
             <tr>
               <th scope="col">Repository</th>
               <th scope="col">Tags</th>
+              <th scope="col">Size</th>
+              <th scope="col">{mirror ? 'Last fetched' : 'Last push'}</th>
             </tr>
           </thead>
           <tbody>
@@ -79,6 +81,11 @@ function Repositories({ input, initial }) {
                   <a href={repoUrl(r.name)}>{r.name}</a>
                 </td>
                 <td>{r.tags}</td>
+                <td>
+                  {r.partial ? 'over ' : ''}
+                  {formatSize(r.size)}
+                </td>
+                <td>{r.lastPush ? <time dateTime={r.lastPush}>{r.lastPush.slice(0, 16).replace('T', ' ')}</time> : '—'}</td>
               </tr>
             ))}
           </tbody>
@@ -123,12 +130,12 @@ function CopyButton({ text, label }) {
   );
 }
 
-function Tags({ name, host }) {
+function Tags({ name, host, last }) {
   const [data, setData] = useState(undefined);
   const [error, setError] = useState(undefined);
   useEffect(() => {
-    getJson(`/api/tags?${new URLSearchParams({ name })}`).then(setData, (e) => setError(String(e.message)));
-  }, [name]);
+    getJson(`/api/tags?${new URLSearchParams({ name, ...(last ? { last } : {}) })}`).then(setData, (e) => setError(String(e.message)));
+  }, [name, last]);
   if (error) return <p role="alert">Could not load the tags: {error}</p>;
   if (!data) return <p role="status">Loading…</p>;
   if (data.tags.length === 0) return <p>No tags.</p>;
@@ -136,7 +143,9 @@ function Tags({ name, host }) {
   return (
     <div>
       <table class="list">
-        <caption class="sr-only">Tags of {name}, newest first</caption>
+        <caption class="sr-only">
+          Tags of {name}, {data.paged ? 'by name' : 'newest first'}
+        </caption>
         <thead>
           <tr>
             <th scope="col">Tag</th>
@@ -196,7 +205,20 @@ function Tags({ name, host }) {
           ))}
         </tbody>
       </table>
-      {data.omitted > 0 && <p>{data.omitted} more tags are not shown.</p>}
+      {data.paged && (
+        <p class="pager">
+          {last && <a href={repoUrl(name)}>First tags</a>}
+          {data.next && (
+            <>
+              {' '}
+              <a href={`${repoUrl(name)}&${new URLSearchParams({ last: data.next })}`} rel="next">
+                Next tags
+              </a>{' '}
+              ({data.omitted} more)
+            </>
+          )}
+        </p>
+      )}
     </div>
   );
 }
@@ -205,13 +227,13 @@ const repos = document.getElementById('repositories');
 const q = document.getElementById('q');
 if (repos && q) {
   repos.textContent = '';
-  render(<Repositories input={q} initial={repos.dataset.q ?? ''} />, repos);
+  render(<Repositories input={q} initial={repos.dataset.q ?? ''} mirror={repos.dataset.mirror === 'true'} />, repos);
 }
 const tags = document.getElementById('tags');
 if (tags?.dataset.name) {
-  const { name, host } = tags.dataset;
+  const { name, host, last } = tags.dataset;
   tags.textContent = '';
-  render(<Tags name={name} host={host} />, tags);
+  render(<Tags name={name} host={host} last={last || undefined} />, tags);
 }
 
 // The status pages (mirror, operations): the server renders them; this fetches the page again now and then and
