@@ -7,7 +7,7 @@
 //   node --import tsx scripts/gc.ts --admin-url private=http://127.0.0.1:5001 \
 //     --admin-url mirror=http://127.0.0.1:5002 --token-file /etc/registry-stack/admin-token
 import { Option } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { adminFallbacks, adminOptions, describeTarget, parseTargets, postAdmin, resolveToken, type AdminOptions } from './lib/admin.ts';
 import { addExitCodeHelp, type CommonOptions, createProgram, envFlag, formatBytes, type Outcome, runScript } from './lib/cli.ts';
 import type { Logger } from './lib/log.ts';

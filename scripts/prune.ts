@@ -4,7 +4,7 @@
 // manifests go first, then the blobs nothing references any more.
 //
 //   node --import tsx scripts/prune.ts --admin-url mirror=http://127.0.0.1:5002 --token-file /etc/registry-stack/admin-token
-import { z } from 'zod';
+import * as z from 'zod';
 import { adminFallbacks, adminOptions, describeTarget, parseTargets, postAdmin, resolveToken, type AdminOptions } from './lib/admin.ts';
 import { addExitCodeHelp, type CommonOptions, createProgram, formatBytes, type Outcome, runScript } from './lib/cli.ts';
 import type { Logger } from './lib/log.ts';

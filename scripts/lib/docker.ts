@@ -1,7 +1,7 @@
 // A minimal Docker Engine API client over the unix socket: list, inspect,
 // restart, unpause, one-shot stats. Unversioned paths: the daemon answers
 // them with its current API version.
-import { z } from 'zod';
+import * as z from 'zod';
 import { httpRequest } from './http.ts';
 
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';

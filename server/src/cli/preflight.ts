@@ -7,7 +7,8 @@
 // the same one line as any other config mistake.
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { createSecureContext } from 'node:tls';
+import { createRequire } from 'node:module';
+import type * as Tls from 'node:tls';
 import { parseHtpasswd } from '../auth/htpasswd.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
 import { ConfigError } from '../config/load.ts';
@@ -39,7 +40,8 @@ function checkTls(config: RegistryConfig): void {
   const cert = read('http.tls.certificate', tls.certificate);
   const key = read('http.tls.key', tls.key);
   try {
-    createSecureContext({ cert, key });
+    // node:tls is loaded only here, for a TLS listener: a plain HTTP server never needs it.
+    (createRequire(import.meta.url)('node:tls') as typeof Tls).createSecureContext({ cert, key });
   } catch (err) {
     // OpenSSL's words: "key values mismatch", "no start line" (not PEM), "bad decrypt" (encrypted key).
     throw new ConfigError(`http.tls.certificate, http.tls.key: ${JSON.stringify(tls.certificate)} and ${JSON.stringify(tls.key)} are not a PEM certificate and its key: ${(err as Error).message.replace(/^error:[0-9A-F]+:[^:]*::/, '')}`);

@@ -4,7 +4,7 @@
 // lowercase without underscores, which is what lets REGISTRY_A_B_C map onto
 // them as in distribution.
 import { isIP } from 'node:net';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseDuration, parseSize } from './units.ts';
 
 // Environment overrides arrive as strings; accept "true"/"5" where a boolean or number is due.

@@ -10,11 +10,22 @@
 // fails, each replica falls back to its own in-memory counters.
 import type { IncomingMessage } from 'node:http';
 import proxyAddr from 'proxy-addr';
-import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { createRequire } from 'node:module';
+import type * as Flexible from 'rate-limiter-flexible';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { LoginBudget, LoginReservation } from '../auth/htpasswd.ts';
 import type { RegistryConfig } from '../config/schema.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { SharedRedis } from '../shared/redis.ts';
+
+// The package's entry loads every store it supports (Mongo, MySQL, Postgres, DynamoDB, etcd, cluster IPC, ...:
+// 25 modules, and node:cluster and child_process with them) for the four classes used here, each its own file.
+const load = createRequire(import.meta.url);
+const BurstyRateLimiter = load('rate-limiter-flexible/lib/BurstyRateLimiter.js') as typeof Flexible.BurstyRateLimiter;
+type BurstyRateLimiter = Flexible.BurstyRateLimiter;
+const RateLimiterMemory = load('rate-limiter-flexible/lib/RateLimiterMemory.js') as typeof Flexible.RateLimiterMemory;
+const RateLimiterRedis = load('rate-limiter-flexible/lib/RateLimiterRedis.js') as typeof Flexible.RateLimiterRedis;
+const RateLimiterRes = load('rate-limiter-flexible/lib/RateLimiterRes.js') as typeof Flexible.RateLimiterRes;
 
 const NO_RESERVATION: LoginReservation = { refund: async () => {} };
 

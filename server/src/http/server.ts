@@ -3,7 +3,6 @@
 // on a random loopback port.
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
-import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createAuth } from '../auth/setup.ts';
 import type { RegistryConfig } from '../config/schema.ts';
@@ -139,9 +138,11 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   });
 
   const tls = config.http.tls;
+  const secure = Boolean(tls?.certificate && tls.key);
+  // node:https (and node:tls with it) only for a TLS listener: a plain HTTP server starts without them.
   const server: http.Server =
     tls?.certificate && tls.key
-      ? https.createServer({ cert: readFileSync(tls.certificate), key: readFileSync(tls.key) }, app)
+      ? (await import('node:https')).createServer({ cert: readFileSync(tls.certificate), key: readFileSync(tls.key) }, app)
       : http.createServer(app);
   // Pushes of large layers take as long as they take: no overall request deadline
   // unless the config asks for one.
@@ -177,7 +178,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const address = server.address() as AddressInfo | string;
   const port = typeof address === 'string' ? 0 : address.port;
   const host = typeof address === 'string' ? address : hostForUrl(address.address);
-  const url = typeof address === 'string' ? `unix:${address}` : `${server instanceof https.Server ? 'https' : 'http'}://${host}:${port}`;
+  const url = typeof address === 'string' ? `unix:${address}` : `${secure ? 'https' : 'http'}://${host}:${port}`;
 
   const purger = startUploadPurger(registry, config, logger);
   maintenance.schedule();

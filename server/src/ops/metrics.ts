@@ -1,7 +1,20 @@
 // Prometheus metrics (prom-client), one registry per server instance so that
 // several servers in one process (tests) do not share counters.
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as Prom from 'prom-client';
 import type { UpstreamClient } from '../proxy/upstream-client.ts';
+
+// The package's entry also loads the Pushgateway client (node:https, tls, zlib) and the cluster aggregator,
+// neither used here: the files of the parts used are loaded instead.
+const load = createRequire(import.meta.url);
+const Counter = load('prom-client/lib/counter.js') as typeof Prom.Counter;
+type Counter<T extends string> = Prom.Counter<T>;
+const Gauge = load('prom-client/lib/gauge.js') as typeof Prom.Gauge;
+type Gauge<T extends string = string> = Prom.Gauge<T>;
+const Histogram = load('prom-client/lib/histogram.js') as typeof Prom.Histogram;
+type Histogram<T extends string> = Prom.Histogram<T>;
+const Registry = load('prom-client/lib/registry.js') as typeof Prom.Registry;
+const collectDefaultMetrics = load('prom-client/lib/defaultMetrics.js') as typeof Prom.collectDefaultMetrics;
 
 export class Metrics {
   readonly registry = new Registry();
