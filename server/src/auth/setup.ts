@@ -15,6 +15,7 @@ import type { AccessPolicyFile } from './access-policy.ts';
 import { type Access, Authenticator, type RequestAuthenticator } from './authenticator.ts';
 import { Htpasswd } from './htpasswd.ts';
 import type { KeyStore } from './keys.ts';
+import type { RemoteJwks } from './remote-jwks.ts';
 import type { RobotChanges } from './robots.ts';
 import type { TokenService } from './token-service.ts';
 
@@ -99,11 +100,23 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
     const issuerName = token?.issuer ?? DEFAULT_ISSUER;
     let external = new Map<string, KeyObject>();
     let roots: X509Certificate[] = [];
-    if (token?.rootcertbundle || token?.jwks) {
+    const jwksUrl = token?.jwks !== undefined && /^https?:\/\//i.test(token.jwks) ? token.jwks : undefined;
+    const jwksFile = jwksUrl ? undefined : token?.jwks;
+    if (token?.rootcertbundle || jwksFile) {
       try {
-        ({ keys: external, roots } = await loadExternalKeys({ rootcertbundle: token.rootcertbundle, jwks: token.jwks }));
+        ({ keys: external, roots } = await loadExternalKeys({ rootcertbundle: token?.rootcertbundle, jwks: jwksFile }));
       } catch (err) {
-        throw new ConfigError(`auth.token.${token.rootcertbundle ? 'rootcertbundle' : 'jwks'}: ${(err as Error).message}`);
+        throw new ConfigError(`auth.token.${token?.rootcertbundle ? 'rootcertbundle' : 'jwks'}: ${(err as Error).message}`);
+      }
+    }
+    let remote: RemoteJwks | undefined;
+    if (jwksUrl) {
+      remote = new (await import('./remote-jwks.ts')).RemoteJwks(jwksUrl, logger, options.now);
+      try {
+        await remote.load();
+      } catch (err) {
+        // As with Redis: refuse to start rather than refuse every token.
+        throw new ConfigError(`auth.token.jwks: cannot fetch the JWK set: ${(err as Error).message}`);
       }
     }
 
@@ -140,8 +153,8 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
       now: options.now,
       canonicalName: options.canonicalName,
       // Only an external server's clock may differ from ours.
-      clockToleranceS: external.size > 0 ? 60 : 0,
-      keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey,
+      clockToleranceS: external.size > 0 || remote ? 60 : 0,
+      keys: async (kid) => external.get(kid) ?? (await keys?.verificationKey(kid))?.publicKey ?? (await remote?.key(kid)),
       roots,
     });
     const robots = options.driver && new RobotStore(options.driver, { now: options.now });
@@ -165,7 +178,7 @@ export async function createAuth(config: RegistryConfig, options: AuthSetupOptio
             accounts,
           )
         : undefined;
-    logger.info({ service, issuer: issuerName, builtin: tokens !== undefined, external: external.size }, 'token auth on');
+    logger.info({ service, issuer: issuerName, builtin: tokens !== undefined, external: external.size, ...(jwksUrl ? { jwks: jwksUrl } : {}) }, 'token auth on');
     const account =
       accounts &&
       (async (user: string): Promise<AccountState | undefined> => {

@@ -40,6 +40,8 @@ export interface TokenAuthOptions {
 }
 
 export const TOKEN_PATH = '/auth/token';
+/** The built-in token server's public keys, for registries that verify its tokens (auth.token.jwks). */
+export const JWKS_PATH = '/auth/jwks.json';
 
 export class TokenAuthenticator implements RequestAuthenticator {
   constructor(private readonly options: TokenAuthOptions) {}

@@ -6,7 +6,7 @@
 // token carries the user's credential stamp: a new password or a removed
 // user ends it.
 import { randomBytes } from 'node:crypto';
-import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { errors as joseErrors, type JWK, jwtVerify, SignJWT } from 'jose';
 import { isValidName } from '../registry/names.ts';
 import { ACTIONS, type Action, type Subject } from './access-policy.ts';
 import type { Rights } from './accounts.ts';
@@ -52,6 +52,11 @@ export class TokenIssuer {
 
   get service(): string {
     return this.options.service;
+  }
+
+  /** The public keys that verify what this issuer signs now, as a JWK set. */
+  publicKeys(): Promise<{ keys: JWK[] }> {
+    return this.options.keys.jwks();
   }
 
   /** What `subject` gets of `scopes`: each asked action the policy allows, nothing else. */

@@ -20,6 +20,11 @@ export class TokenService {
     return this.issuer.service;
   }
 
+  /** The JWK set of the keys that verify its tokens (no private parts: they are public keys). */
+  publicKeys(): Promise<{ keys: object[] }> {
+    return this.issuer.publicKeys();
+  }
+
   /** The subject of an Authorization header: anonymous without one (or with the empty credentials of containers/image). */
   async fromAuthorization(authorization: string | undefined, budget?: LoginBudget): Promise<Subject> {
     if (!authorization) return {};

@@ -204,16 +204,30 @@ export async function loadExternalKeys(files: { rootcertbundle?: string; jwks?: 
       keys.set(await keyId(key), key);
     }
   }
-  if (files.jwks) {
-    const doc = JSON.parse(readFileSync(files.jwks, 'utf8')) as { keys?: Array<Record<string, unknown>> };
-    if (!Array.isArray(doc.keys)) throw new Error(`${files.jwks}: not a JWK set (no "keys" list)`);
-    for (const jwk of doc.keys) {
-      if (typeof jwk.kid !== 'string') throw new Error(`${files.jwks}: a key has no "kid"`);
-      if ('d' in jwk) throw new Error(`${files.jwks}: key ${jwk.kid} is a private key; give the public half`);
+  if (files.jwks) for (const [kid, key] of parseJwks(readFileSync(files.jwks, 'utf8'), files.jwks)) keys.set(kid, key);
+  return { keys, roots };
+}
+
+/** The public keys of a JWK set document, by kid; throws naming `source`. */
+export function parseJwks(text: string, source: string): Map<string, KeyObject> {
+  const keys = new Map<string, KeyObject>();
+  let doc: { keys?: Array<Record<string, unknown>> };
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new Error(`${source}: not JSON`);
+  }
+  if (!Array.isArray(doc?.keys)) throw new Error(`${source}: not a JWK set (no "keys" list)`);
+  for (const jwk of doc.keys) {
+    if (typeof jwk?.kid !== 'string') throw new Error(`${source}: a key has no "kid"`);
+    if ('d' in jwk) throw new Error(`${source}: key ${jwk.kid} is a private key; give the public half`);
+    try {
       keys.set(jwk.kid, createPublicKey({ key: jwk as never, format: 'jwk' }));
+    } catch (err) {
+      throw new Error(`${source}: key ${jwk.kid}: ${(err as Error).message}`);
     }
   }
-  return { keys, roots };
+  return keys;
 }
 
 /** docker/libtrust's key ID: the first 240 bits of SHA-256 of the DER public key, base32 in 12 groups of 4. */

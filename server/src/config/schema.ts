@@ -255,7 +255,7 @@ const token = z.strictObject({
   service: str.optional().describe('The service tokens are for (their audience; clients send it back as ?service=). Default: registry-stack.'),
   issuer: str.optional().describe('The issuer tokens must name. Default: registry-stack.'),
   rootcertbundle: str.optional().describe('PEM certificates of an external token server: of its signing keys (tokens name them by kid: libtrust key ID or JWK thumbprint), or roots that the certificate chains in its tokens (x5c) lead to.'),
-  jwks: str.optional().describe('Ours: a JWK set file with an external token server\'s public keys (by kid).'),
+  jwks: str.optional().describe('Ours: an external token server\'s public keys (by kid) as a JWK set: a file, or an http(s) URL such as another registry\'s /auth/jwks.json (fetched at start, again for a kid it lacks and when 5 minutes old).'),
   autoredirect: bool.optional().describe('Accepted; not used.'),
   keydir: str.optional().describe('Ours: the built-in token server\'s signing keys (PEM, made on first start with mode 0600, or put there). Default: <rootdirectory>/auth/token-keys; replicas share one.'),
   signingalgorithm: z.enum(['ES256', 'RS256']).default('ES256').describe('Ours: the algorithm of keys the built-in token server makes.'),

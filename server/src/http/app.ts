@@ -3,7 +3,7 @@
 // Handlers never see a request they may not serve.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthRequest, Identity, RequestAuthenticator } from '../auth/authenticator.ts';
-import { BearerChallenge, TOKEN_PATH } from '../auth/token-auth.ts';
+import { BearerChallenge, JWKS_PATH, TOKEN_PATH } from '../auth/token-auth.ts';
 import type { TokenService } from '../auth/token-service.ts';
 import { RegistryError } from '../registry/errors.ts';
 import type { RegistryService } from '../registry/types.ts';
@@ -15,6 +15,7 @@ import type { Activity } from '../ops/activity.ts';
 import type { AccessRecord, CacheControl, RequestContext } from './context.ts';
 import { endpointFor, isWriteMethod } from './dispatch.ts';
 import { writeError } from './errors.ts';
+import { jwksEndpoint } from './handlers/jwks.ts';
 import { tokenEndpoint } from './handlers/token.ts';
 import type { RateLimits } from './rate-limit.ts';
 import type { UiHandler } from '../ui/handler.ts';
@@ -129,6 +130,11 @@ export function createApp(options: AppOptions): RequestListener {
         const user = await tokenEndpoint({ req, res, query, tokens: options.tokens, client, rateLimits });
         identity = { user };
         if (res.statusCode === 200 || res.statusCode === 401) metrics?.authDecisions.inc({ result: res.statusCode === 200 ? 'token_issued' : 'token_refused' });
+        return finish(res.statusCode);
+      }
+      if (options.tokens && pathname === JWKS_PATH) {
+        routeKind = 'jwks';
+        await jwksEndpoint(req, res, options.tokens);
         return finish(res.statusCode);
       }
       const { canonicalName } = options.service;
