@@ -98,6 +98,8 @@ describe('web UI: the repository list at scale', () => {
 
     // A push to a new repository is listed at once (the kept catalog is read again).
     await client.pushImage('bulk/r-9999', 'v1', buildImage());
+    // The push is seen once the server is done with it, which may be a moment after the client has its answer.
+    await server.idle();
     expect((await list('q=r-9999')).repositories.map((r) => r.name)).toEqual(['bulk/r-9999']);
     expect(catalogReads).toBe(2);
   });
@@ -107,12 +109,14 @@ describe('web UI: the repository list at scale', () => {
     await client.pushImage('bulk/seed', 'v1-again', seed);
     const other = buildImage();
     await client.pushImage('bulk/seed', 'v2', other);
+    await server.idle();
     const [after] = (await list('q=bulk/seed')).repositories;
     expect(after).toMatchObject({ tags: 3, size: imageBytes(seed) + imageBytes(other) });
     const pushedAt = Date.parse(after.lastPush!);
     expect(pushedAt).toBeGreaterThan(Date.parse((await list('q=bulk/r-0000')).repositories[0].lastPush!));
 
     expect((await client.req('/v2/bulk/seed/manifests/v2', { method: 'DELETE' })).status).toBe(202);
+    await server.idle();
     expect((await list('q=bulk/seed')).repositories[0]).toMatchObject({ tags: 2, size: imageBytes(seed) });
   });
 
