@@ -184,5 +184,18 @@ describe('web UI: the operations page', () => {
     expect(page).toMatch(/<svg[^>]*role="img"/);
     expect(page).toContain('Pulls per 5 minutes');
     expect(page).not.toMatch(/style=/);
+
+    // Kept in the storage: another server on the same data (a restart, a replica) shows the run; a dry run is not kept.
+    await server.maintenance.gc({ dryRun: true });
+    const other = await startTestServer({ root: server.root, extra: { gc: { graceperiod: '0s' } } });
+    try {
+      const seen = await other.maintenance.lastRuns();
+      expect(seen.gc).toEqual(ran.gc);
+    } finally {
+      await other.stop();
+    }
+    expect((await get()).gc?.result).toMatchObject({ dryRun: true });
+
+    expect(await (await fetch(`${server.url}/ui/operations`, { headers: { cookie } })).text()).toMatch(/\(dry run\)/);
   });
 });

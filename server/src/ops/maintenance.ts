@@ -7,21 +7,16 @@ import type { LocalRegistry } from '../registry/local-registry.ts';
 import { pruneCache, type PruneResult } from '../proxy/prune.ts';
 import type { Logger } from '../log/logger.ts';
 import type { Metrics } from './metrics.ts';
+import { loadRun, type MaintenanceKind, type MaintenanceRun, saveRun } from './maintenance-record.ts';
+
+export type { MaintenanceRun } from './maintenance-record.ts';
 
 const WEEK_MS = 168 * 3_600_000;
-
-/** One run, as the UI's operations page shows it (kept in memory: the last of each kind since the start). */
-export interface MaintenanceRun<R> {
-  startedAt: string;
-  finishedAt: string;
-  result?: R;
-  error?: string;
-}
 
 export class Maintenance {
   private readonly timers: NodeJS.Timeout[] = [];
   /** The last GC and prune runs of this process, dry runs included. */
-  readonly last: { gc?: MaintenanceRun<GcResult>; prune?: MaintenanceRun<PruneResult> } = {};
+  private readonly last: { gc?: MaintenanceRun<GcResult>; prune?: MaintenanceRun<PruneResult> } = {};
 
   constructor(
     private readonly registry: LocalRegistry,
@@ -51,10 +46,10 @@ export class Maintenance {
         this.metrics.storageBytes.set(result.storedBytes);
       }
       this.logger.info({ gc: result }, 'garbage collection finished');
-      this.last.gc = { startedAt, finishedAt: new Date().toISOString(), result };
+      await this.remember('gc', { startedAt, finishedAt: new Date().toISOString(), result }, result.dryRun);
       return result;
     } catch (err) {
-      this.last.gc = { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message };
+      await this.remember('gc', { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message }, options.dryRun);
       this.metrics.gcRuns.inc({ kind: 'gc', result: 'error' });
       this.logger.error({ err }, 'garbage collection failed');
       throw err;
@@ -79,14 +74,31 @@ export class Maintenance {
         this.metrics.storageBytes.set(result.cacheBytes);
       }
       this.logger.info({ prune: result }, 'cache prune finished');
-      this.last.prune = { startedAt, finishedAt: new Date().toISOString(), result };
+      await this.remember('prune', { startedAt, finishedAt: new Date().toISOString(), result }, result.dryRun);
       return result;
     } catch (err) {
-      this.last.prune = { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message };
+      await this.remember('prune', { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message }, options.dryRun);
       this.metrics.gcRuns.inc({ kind: 'prune', result: 'error' });
       this.logger.error({ err }, 'cache prune failed');
       throw err;
     }
+  }
+
+  /** The last run of each kind: this process's, or a newer one kept in the storage (an earlier process's, another replica's). */
+  async lastRuns(): Promise<{ gc?: MaintenanceRun<GcResult>; prune?: MaintenanceRun<PruneResult> }> {
+    const newer = <R>(a: MaintenanceRun<R> | undefined, b: MaintenanceRun<R> | undefined) => (!a || (b && b.finishedAt > a.finishedAt) ? b : a);
+    const [gc, prune] = await Promise.all([
+      loadRun<GcResult>(this.registry.driver, 'gc').catch(() => undefined),
+      loadRun<PruneResult>(this.registry.driver, 'prune').catch(() => undefined),
+    ]);
+    return { gc: newer(this.last.gc, gc), prune: newer(this.last.prune, prune) };
+  }
+
+  private async remember(kind: MaintenanceKind, run: MaintenanceRun<GcResult | PruneResult>, dryRun: boolean): Promise<void> {
+    (this.last as Record<MaintenanceKind, MaintenanceRun<unknown>>)[kind] = run;
+    if (dryRun) return;
+    // The run happened whether or not its record could be written.
+    await saveRun(this.registry.driver, kind, run).catch((err) => this.logger.warn({ err, kind }, 'could not record the maintenance run'));
   }
 
   /** Starts the in-server schedules the config asks for. */

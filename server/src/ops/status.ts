@@ -95,12 +95,13 @@ export class StatusService {
   }
 
   async operations(): Promise<OperationsStatus> {
-    const { config, maintenance, activity } = this.deps;
-    const [usage, disk] = await Promise.all([this.storage(), this.usage.disk()]);
+    const { config, activity } = this.deps;
+    const { gc, prune } = await this.deps.maintenance.lastRuns();
+    const [usage, disk] = await Promise.all([this.storage(gc, prune), this.usage.disk()]);
     return {
       mode: this.isMirror ? 'mirror' : 'registry',
-      gc: maintenance.last.gc,
-      prune: maintenance.last.prune,
+      gc,
+      prune,
       gcIntervalMs: config.gc?.interval ?? 0,
       pruneIntervalMs: config.cache?.interval ?? 0,
       storage: { ...usage, driver: config.storage.s3 ? 's3' : 'filesystem', disk },
@@ -109,9 +110,9 @@ export class StatusService {
     };
   }
 
-  private storage(): Promise<Usage> {
+  private async storage(gc?: MaintenanceRun<GcResult>, prune?: MaintenanceRun<PruneResult>): Promise<Usage> {
+    if (!gc && !prune) ({ gc, prune } = await this.deps.maintenance.lastRuns());
     // A GC or prune that finished since the last count changed what is stored.
-    const { gc, prune } = this.deps.maintenance.last;
     const latest = [gc?.finishedAt ?? '', prune?.finishedAt ?? ''].sort().pop()!;
     if (latest > this.usageCountedAfter) {
       this.usageCountedAfter = latest;

@@ -90,7 +90,7 @@ export function operationsPage(ctx: PageContext, s: OperationsStatus): Html {
 ${s.mode === 'registry' ? gcRow(s) : pruneRow(s)}
 </tbody>
 </table>
-<p class="muted">Runs of this server since it started (${time(s.since)}): in-server schedules and the admin listener's <code>POST /admin/gc</code> and <code>/admin/prune</code>, which the host's cron jobs call.</p>
+<p class="muted">Runs of any server on this storage: in-server schedules and the admin listener's <code>POST /admin/gc</code> and <code>/admin/prune</code>, which the host's cron jobs call (not the offline <code>registry garbage-collect</code> and <code>prune</code> commands).</p>
 </section>
 <section aria-labelledby="disk">
 <h2 id="disk">Disk use</h2>
@@ -118,7 +118,7 @@ function gcRow(s: OperationsStatus): Html {
   const r = run?.result;
   return html`<tr><th scope="row">Garbage collection</th>${
     !run
-      ? html`<td colspan="3">none since the start</td>`
+      ? html`<td colspan="3">none recorded</td>`
       : html`<td>${time(run.finishedAt)}${r?.dryRun && ' (dry run)'}${run.error && html`: <span class="error">failed: ${run.error}</span>`}</td>
 <td>${r ? `${count(r.manifestsDeleted, 'manifest')}, ${count(r.blobsDeleted, 'blob')}` : '—'}</td><td>${r ? formatSize(r.bytesFreed) : '—'}</td>`
   }<td>${schedule(s.gcIntervalMs, 'gc.interval')}</td></tr>`;
@@ -129,7 +129,7 @@ function pruneRow(s: OperationsStatus): Html {
   const r = run?.result;
   return html`<tr><th scope="row">Cache prune</th>${
     !run
-      ? html`<td colspan="3">none since the start</td>`
+      ? html`<td colspan="3">none recorded</td>`
       : html`<td>${time(run.finishedAt)}${r?.dryRun && ' (dry run)'}${run.error && html`: <span class="error">failed: ${run.error}</span>`}</td>
 <td>${r ? `${count(r.tagsDeleted, 'tag')}, ${count(r.manifestsDeleted, 'manifest')}, ${count(r.blobsDeleted, 'blob')}` : '—'}</td><td>${r ? formatSize(r.bytesFreed) : '—'}</td>`
   }<td>${schedule(s.pruneIntervalMs, 'cache.interval')}</td></tr>`;
