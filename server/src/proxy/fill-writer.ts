@@ -137,10 +137,14 @@ class FillWorker {
   private idle: NodeJS.Timeout | undefined;
   /**
    * Where the bytes copied since the last message are: [id, off, len, cost] for each copy. Sent
-   * once per turn of the event loop (not per chunk): each message wakes the worker, and its answer
-   * this thread, which took as much of this thread's time as the copies did.
+   * once per turn of the event loop (not per chunk), and only while the worker has nothing of ours
+   * left to do: each message wakes the worker, and its answer this thread, which took as much of
+   * this thread's time as the copies did. A worker still busy gets what was copied meanwhile in
+   * one message once it answers (postMessage was 9 % of this thread's time in a cold pull).
    */
   private copied: number[] = [];
+  /** Ring bytes in data messages sent so far: the worker is busy with ours until `released` reaches it. */
+  private sent = 0;
   dead = false;
 
   constructor(private readonly onEnd: (w: FillWorker) => void) {
@@ -176,7 +180,7 @@ class FillWorker {
     }
     this.ring.set(n === chunk.length ? chunk : chunk.subarray(0, n), start);
     this.head += skipped + n;
-    if (this.copied.length === 0) setImmediate(this.flush);
+    if (this.copied.length === 0 && this.released >= this.sent) setImmediate(this.flush);
     this.copied.push(job.id, start, n, skipped + n);
     return n;
   }
@@ -192,6 +196,7 @@ class FillWorker {
     if (this.copied.length === 0 || this.dead) return;
     this.worker.postMessage({ t: 'data', copied: this.copied });
     this.copied = [];
+    this.sent = this.head;
   };
 
   forget(job: FillJob): void {
@@ -205,6 +210,8 @@ class FillWorker {
 
   private answered({ released, progress, done }: WorkerAnswer): void {
     this.released = released;
+    // Done with what it had: what was copied meanwhile goes now.
+    if (released >= this.sent) this.flush();
     for (const [id, stored, error] of progress) this.jobs.get(id)?.progressed(stored, error);
     for (const [id, hex, error] of done) {
       const job = this.jobs.get(id);
