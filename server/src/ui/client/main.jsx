@@ -237,16 +237,21 @@ if (tags?.dataset.name) {
 }
 
 // The status pages (mirror, operations): the server renders them; this fetches the page again now and then and
-// swaps in its live part. Not while the page is hidden, nor while focus is inside it (a swap would lose it).
+// swaps in its live part when it changed. Not while the page is hidden, nor while focus is inside it (a swap
+// would lose it).
 const live = document.getElementById('live');
 if (live?.dataset.refresh) {
   const every = Number(live.dataset.refresh) * 1000;
+  let shown = live.innerHTML;
   const refresh = async () => {
     if (document.visibilityState === 'visible' && !live.contains(document.activeElement)) {
       try {
         const res = await fetch(location.href, { credentials: 'same-origin', headers: { accept: 'text/html' } });
         const next = res.ok && new DOMParser().parseFromString(await res.text(), 'text/html').getElementById('live');
-        if (next) live.replaceChildren(...next.childNodes);
+        if (next && next.innerHTML !== shown) {
+          shown = next.innerHTML;
+          live.replaceChildren(...next.childNodes);
+        }
       } catch {
         // The next round tries again.
       }
