@@ -75,14 +75,15 @@ describe('web UI: the repository list at scale', () => {
   }, 120_000);
   afterAll(() => server?.stop());
 
-  it('pages through every repository with its tags, size and last push, reading the catalog once', async () => {
+  it('pages through every repository with its tags, size and last push, reading the catalog once, not per page', async () => {
     const first = await list('');
     expect(first.repositories).toHaveLength(50);
     expect(first.repositories[0]).toMatchObject({ name: 'bulk/r-0000', tags: 1, size: imageBytes(seed) });
     expect(Number.isNaN(Date.parse(first.repositories[0].lastPush!))).toBe(false);
     const names: string[] = [];
     let last: string | undefined;
-    for (let pages = 0; pages < 100; pages++) {
+    let pages = 0;
+    while (pages++ < 100) {
       const page = await list(`n=200${last ? `&last=${encodeURIComponent(last)}` : ''}`);
       names.push(...page.repositories.map((r) => r.name));
       if (!page.next) break;
@@ -94,14 +95,17 @@ describe('web UI: the repository list at scale', () => {
     const found = await list('q=r-29&n=200');
     expect(found.repositories.map((r) => r.name)).toEqual(Array.from({ length: 100 }, (_, i) => `bulk/r-29${String(i).padStart(2, '0')}`));
     expect(found.next).toBeUndefined();
-    expect(catalogReads).toBe(1);
+    // Read once and kept (again only if this took longer than the 30 s it is kept for), not once per page.
+    expect(pages).toBeGreaterThan(15);
+    expect(catalogReads).toBeLessThan(pages / 4);
 
     // A push to a new repository is listed at once (the kept catalog is read again).
+    const reads = catalogReads;
     await client.pushImage('bulk/r-9999', 'v1', buildImage());
     // The push is seen once the server is done with it, which may be a moment after the client has its answer.
     await server.idle();
     expect((await list('q=r-9999')).repositories.map((r) => r.name)).toEqual(['bulk/r-9999']);
-    expect(catalogReads).toBe(2);
+    expect(catalogReads).toBe(reads + 1);
   });
 
   it('shows a push and a delete at once: a shared layer counts once, the newest push is the last push', async () => {
