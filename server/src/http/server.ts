@@ -21,7 +21,7 @@ import { createApp } from './app.ts';
 import { parserErrorResponse } from './errors.ts';
 import type { CacheControl } from './context.ts';
 import { RateLimits } from './rate-limit.ts';
-import { createUi } from '../ui/handler.ts';
+import { lazyUi } from '../ui/lazy.ts';
 // Imported when the config has a proxy section: the mirror's HTTP client (undici) is about 5 MB a private registry never needs.
 import type { MirrorRegistry } from '../proxy/mirror-registry.ts';
 import { Upstreams } from '../proxy/upstreams.ts';
@@ -122,7 +122,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     health,
     activity,
     ui: activity
-      ? createUi({
+      ? lazyUi({
           store: registry,
           service,
           authenticator: auth.authenticator,
