@@ -4,6 +4,7 @@
 // and the operations page (the last GC with what it removed, disk use, a day of
 // pulls and bytes) on a private registry. Waits are on the upstream's
 // exchanges and on the page saying what it should, with a bound; never on time.
+import { rmSync } from 'node:fs';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchManifest } from '../helpers/clients.ts';
@@ -12,7 +13,8 @@ import { Gate, HostileUpstream } from '../helpers/hostile-upstream.ts';
 import { randomImage } from '../helpers/mirror/images.ts';
 import { type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
 import { buildImage } from '../helpers/oci.ts';
-import { startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
+import { runCli, writeConfig } from '../helpers/ops/servers.ts';
+import { dataDir, makeTempDir, startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
 
 const MiB = 1024 * 1024;
 
@@ -197,5 +199,22 @@ describe('web UI: the operations page', () => {
     expect((await get()).gc?.result).toMatchObject({ dryRun: true });
 
     expect(await (await fetch(`${server.url}/ui/operations`, { headers: { cookie } })).text()).toMatch(/\(dry run\)/);
+  });
+
+  it('shows a run of the offline garbage-collect command, newer than the server\'s own', async () => {
+    const work = makeTempDir('rs-ui-gc-cli-');
+    try {
+      await client.pushImage('team/offline', 'v1', buildImage());
+      expect((await client.req('/v2/team/offline/manifests/v1', { method: 'DELETE' })).status).toBe(202);
+      const config = writeConfig(work, { version: '0.1', storage: { filesystem: { rootdirectory: dataDir(server) } } });
+      const run = await runCli(['garbage-collect', '--delete-untagged', config]);
+      expect(run.code, run.stderr).toBe(0);
+      const summary = run.lines.at(-1)!;
+      expect(summary).toMatchObject({ manifestsDeleted: 1, blobsDeleted: 3 });
+      const { gc } = await server.maintenance.lastRuns();
+      expect(gc?.result).toMatchObject({ dryRun: false, manifestsDeleted: 1, blobsDeleted: 3, bytesFreed: summary.bytesFreed });
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

@@ -13,6 +13,7 @@ import { pruneCache } from '../proxy/prune.ts';
 import { createDriver } from '../storage/factory.ts';
 import { silentLogger } from '../log/logger.ts';
 import { createSharedState } from '../shared/shared-state.ts';
+import { type MaintenanceKind, saveRun } from '../ops/maintenance-record.ts';
 
 interface GcFlags {
   dryRun?: boolean;
@@ -25,6 +26,7 @@ export async function garbageCollectCommand(configFile: string, flags: GcFlags):
   if (flags.grace !== undefined) seconds('--grace', flags.grace);
   const { registry, close } = await open(config);
   const bar = progressBar();
+  const startedAt = new Date().toISOString();
   const result = await collectGarbage(registry, {
     dryRun: flags.dryRun ?? false,
     deleteUntagged: flags.deleteUntagged ?? config.gc?.deleteuntagged ?? false,
@@ -34,6 +36,7 @@ export async function garbageCollectCommand(configFile: string, flags: GcFlags):
       if (!bar) report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes });
     },
   })
+    .then((r) => record(registry, 'gc', startedAt, r))
     .catch(storageFailed('garbage-collect'))
     .finally(close);
   bar?.stop();
@@ -45,6 +48,7 @@ export async function pruneCommand(configFile: string, flags: { dryRun?: boolean
   if (!config.proxy) fail('prune is for mirror caches (the config has no proxy section); use garbage-collect');
   const graceMs = flags.grace !== undefined ? seconds('--grace', flags.grace) * 1000 : (config.gc?.graceperiod ?? 3_600_000);
   const { registry, close } = await open(config);
+  const startedAt = new Date().toISOString();
   const result = await pruneCache(registry, {
     dryRun: flags.dryRun ?? false,
     maxAgeMs: config.cache?.maxage ?? config.proxy?.ttl ?? 168 * 3_600_000,
@@ -52,6 +56,7 @@ export async function pruneCommand(configFile: string, flags: { dryRun?: boolean
     graceMs,
     onDelete: (kind, what, bytes) => report({ event: flags.dryRun ? 'would-delete' : 'deleted', kind, what, bytes }),
   })
+    .then((r) => record(registry, 'prune', startedAt, r))
     .catch(storageFailed('prune'))
     .finally(close);
   summary(result, flags.dryRun ?? false);
@@ -66,6 +71,15 @@ export async function pruneCommand(configFile: string, flags: { dryRun?: boolean
         `(or now, with --grace 0, if no server is filling this cache)\n`,
     );
   }
+}
+
+/** Keeps a real run where the servers' operations page finds it (ops/maintenance-record.ts); a failure to is only a note. */
+async function record<R extends { dryRun: boolean }>(registry: LocalRegistry, kind: MaintenanceKind, startedAt: string, result: R): Promise<R> {
+  if (result.dryRun) return result;
+  await saveRun(registry.driver, kind, { startedAt, finishedAt: new Date().toISOString(), result }).catch((err: Error) =>
+    process.stderr.write(`note: the run was not recorded for the web UI: ${err.message}\n`),
+  );
+  return result;
 }
 
 function seconds(flag: string, value: string): number {

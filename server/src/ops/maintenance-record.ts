@@ -1,8 +1,9 @@
 // The last GC and prune runs, kept in the storage next to the data
 // (/ops/maintenance/<kind>.json, outside distribution's docker/registry/v2,
 // which registry:2 ignores): the UI's operations page shows them after a
-// restart, and every replica shows the runs of any of them. Only real runs are
-// kept there (a dry run changes nothing, the storage included).
+// restart, and every replica shows the runs of any of them, and of the offline
+// commands (cli/maintenance.ts). Only real runs are kept there (a dry run
+// changes nothing, the storage included).
 import { isNotFound, type StorageDriver } from '../storage/driver.ts';
 
 export type MaintenanceKind = 'gc' | 'prune';

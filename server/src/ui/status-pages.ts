@@ -90,7 +90,7 @@ export function operationsPage(ctx: PageContext, s: OperationsStatus): Html {
 ${s.mode === 'registry' ? gcRow(s) : pruneRow(s)}
 </tbody>
 </table>
-<p class="muted">Runs of any server on this storage: in-server schedules and the admin listener's <code>POST /admin/gc</code> and <code>/admin/prune</code>, which the host's cron jobs call (not the offline <code>registry garbage-collect</code> and <code>prune</code> commands).</p>
+<p class="muted">Runs of any server on this storage: in-server schedules and the admin listener's <code>POST /admin/gc</code> and <code>/admin/prune</code>, which the host's cron jobs call, and the offline <code>registry garbage-collect</code> and <code>prune</code> commands.</p>
 </section>
 <section aria-labelledby="disk">
 <h2 id="disk">Disk use</h2>
