@@ -110,7 +110,7 @@ export async function takeScreenshots(outDir: string = SCREENSHOT_DIR, options: 
     await push.pushImage('team/api', 'scratch', image('amd64', '2026-12-01T10:00:00Z', 'scratch'));
     await push.req('/v2/team/api/manifests/scratch', { method: 'DELETE' });
     await registry.maintenance.gc({ dryRun: false, deleteUntagged: true });
-    for (const tag of ['2.4.0', '2.4.0', '2.3.1', 'latest']) await push.req(`/v2/${tag === 'latest' ? 'team/web' : 'team/api'}/manifests/${tag}`);
+    for (const [name, tag] of [['team/api', '2.4.0'], ['team/api', '2.3.1'], ['team/web', 'latest']]) await pullAll(push, name, tag);
 
     // The mirror: two images pulled through it from the stand-in Docker Hub, one of them twice.
     const hubPush = new RegistryClient(hub.url, login);

@@ -27,14 +27,13 @@ export function areaChart(o: ChartOptions): Html {
   const area = `M0,${H} ${o.values.map((v, i) => `V${y(v)} H${((i + 1) * step).toFixed(1)}`).join(' ')} V${H} Z`;
   const description = `Total ${o.format(total)}; peak ${o.format(max)} in five minutes; from ${o.from} to ${o.to}.`;
   return html`<figure class="chart">
+<figcaption><strong id="${o.id}-t">${o.title}</strong>: ${description}</figcaption>
 <svg viewBox="0 -14 ${W} ${H + 30}" width="100%" role="img" aria-labelledby="${o.id}-t">
-<title id="${o.id}-t">${o.title}</title>
 <line x1="0" y1="${H}" x2="${W}" y2="${H}" stroke="#4a5360" stroke-width="1"/>
 <path d="${area}" fill="#cfe0f3" stroke="#0b5cad" stroke-width="1.5" vector-effect="non-scaling-stroke"/>
 <text x="0" y="-3" font-size="11" fill="#4a5360">peak ${o.format(max)}</text>
 <text x="0" y="${H + 14}" font-size="11" fill="#4a5360">${o.from}</text>
 <text x="${W}" y="${H + 14}" font-size="11" fill="#4a5360" text-anchor="end">${o.to}</text>
 </svg>
-<figcaption>${description}</figcaption>
 </figure>`;
 }
