@@ -25,6 +25,14 @@ export async function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: process.getuid?.() === 0 ? ['--no-sandbox'] : [] });
 }
 
+/** chromium with one page whose Content-Security-Policy violations are collected into `cspViolations`. */
+export async function openWatchedPage(cspViolations: string[]): Promise<{ browser: Browser; page: Page }> {
+  const browser = await launchChromium();
+  const page = await browser.newPage();
+  watchCsp(page, cspViolations);
+  return { browser, page };
+}
+
 /** axe-core's violations on the page as it is now, as "rule: target" lines. */
 export async function axeViolations(page: Page): Promise<string[]> {
   // Evaluated through the DevTools protocol, which the page's CSP does not govern (a <script> would be refused).

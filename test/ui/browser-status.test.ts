@@ -10,7 +10,7 @@ import { fetchManifest } from '../helpers/clients.ts';
 import { Gate, HostileUpstream } from '../helpers/hostile-upstream.ts';
 import { randomImage } from '../helpers/mirror/images.ts';
 import { type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
-import { axeViolations, buildClient, launchChromium, watchCsp } from './browser-helpers.ts';
+import { axeViolations, buildClient, openWatchedPage } from './browser-helpers.ts';
 
 const MiB = 1024 * 1024;
 
@@ -25,9 +25,7 @@ describe('web UI in chromium: the mirror and operations pages', () => {
     buildClient();
     up = await HostileUpstream.start();
     mirror = await startMirror({ upstreams: [{ host: 'docker.io', url: up.url }] });
-    browser = await launchChromium();
-    page = await browser.newPage();
-    watchCsp(page, cspViolations);
+    ({ browser, page } = await openWatchedPage(cspViolations));
   }, 60_000);
 
   afterAll(async () => {

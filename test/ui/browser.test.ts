@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
 import { startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
-import { axeViolations, buildClient, launchChromium, watchCsp } from './browser-helpers.ts';
+import { axeViolations, buildClient, openWatchedPage } from './browser-helpers.ts';
 
 describe('web UI in chromium', () => {
   let server: TestServer;
@@ -26,9 +26,7 @@ describe('web UI in chromium', () => {
     await client.pushIndex('team/app', 'v1', index);
     await client.pushImage('team/app', 'old', buildImage());
     await client.pushImage('other/tool', 'latest', buildImage());
-    browser = await launchChromium();
-    page = await browser.newPage();
-    watchCsp(page, cspViolations);
+    ({ browser, page } = await openWatchedPage(cspViolations));
   }, 60_000);
 
   afterAll(async () => {

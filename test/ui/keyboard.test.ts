@@ -10,7 +10,7 @@ import { type LocalMirror, startMirror } from '../helpers/mirror/mirror.ts';
 import { FakeUpstream } from '../helpers/mirror/upstream.ts';
 import { buildImage, buildIndex } from '../helpers/oci.ts';
 import { startTestServer, TEST_PASSWORD, TEST_USER, type TestServer } from '../helpers/server.ts';
-import { axeViolations, buildClient, launchChromium, watchCsp } from './browser-helpers.ts';
+import { axeViolations, buildClient, openWatchedPage } from './browser-helpers.ts';
 
 const CONTROLS = 'a[href], button, input:not([type=hidden]), select, textarea, [tabindex]:not([tabindex="-1"])';
 
@@ -100,9 +100,7 @@ describe('web UI by keyboard', () => {
     mirror = await startMirror({ upstreams: [{ host: 'docker.io', url: hub.url }] });
     expect((await new RegistryClient(mirror.url).req('/v2/org/app/manifests/v1', { headers: { accept: MANIFEST_ACCEPT } })).status).toBe(200);
     await mirror.settled();
-    browser = await launchChromium();
-    page = await browser.newPage();
-    watchCsp(page, cspViolations);
+    ({ browser, page } = await openWatchedPage(cspViolations));
   }, 60_000);
 
   afterAll(async () => {
