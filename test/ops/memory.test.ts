@@ -5,7 +5,7 @@
 // - clients that stop reading a large blob pin well under 2 MB each, and the
 //   memory goes back when they leave (issue 13 item 10: 100 of them took
 //   8.5 MB each, and it stayed).
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { request } from 'undici';
@@ -13,9 +13,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { NODE_ENV, NODE_FLAGS } from '../../server/bin/runtime.mjs';
 import { RegistryClient, stalledDownloads } from '../helpers/client.ts';
 import { randomBlob } from '../helpers/oci.ts';
-import { basicAuth, makeTempDir, type ServerProcess, type ServerProcessOptions, startServerProcess } from '../helpers/process.ts';
+import { basicAuth, makeTempDir, REPO_ROOT, type ServerProcess, type ServerProcessOptions, startServerProcess } from '../helpers/process.ts';
 
 const MiB = 1024 * 1024;
+const SERVER_SRC = path.join(REPO_ROOT, 'server/src');
 const BLOB_SIZE = 50 * MiB;
 const STALLED = 100;
 
@@ -111,6 +112,16 @@ describe('what a server loads', () => {
     }
     // A plain HTTP server: no TLS stack, and nothing of the Pushgateway's (gzip).
     for (const builtin of ['node:https', 'node:tls', 'node:zlib']) expect(modules).not.toContain(builtin);
+  });
+
+  test('no server module imports node:http as an ES module (Node 22 and later then load undici, tls and http2)', () => {
+    // The namespace of an ESM import of node:http reads its lazy WebSocket getters: on the image's
+    // Node 24 that is about 14 MB of RSS at start. The server takes node:http through require.
+    const esmImports = readdirSync(SERVER_SRC, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts'))
+      .filter((f) => /^import (?!type )[^;]*from 'node:http';|import\('node:http'\)/m.test(readFileSync(path.join(SERVER_SRC, f), 'utf8')));
+    expect(esmImports).toEqual([]);
+    expect(readFileSync(path.join(SERVER_SRC, 'http/server.ts'), 'utf8')).toContain("createRequire(import.meta.url)('node:http')");
   });
 
   test('a private registry starts under 100 MB of RSS', async () => {
