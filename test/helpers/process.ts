@@ -111,6 +111,8 @@ export interface ServerProcessOptions {
   /** http.addr; default 127.0.0.1:0 (the port is read back from the start-up log line). */
   addr?: string;
   accessLog?: boolean;
+  /** Node flags on the server's command line (some, like --single-threaded-gc, are refused in NODE_OPTIONS). */
+  nodeArgs?: string[];
 }
 
 export interface ServerProcess {
@@ -158,7 +160,7 @@ export function writeServerConfig(options: ServerProcessOptions): string {
 export async function startServerProcess(options: ServerProcessOptions, timeoutMs = 30_000): Promise<ServerProcess> {
   const configFile = writeServerConfig(options);
   const output = new OutputLog();
-  const child = spawn(process.execPath, [REGISTRY_BIN, 'serve', configFile], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), REGISTRY_BIN, 'serve', configFile], {
     cwd: REPO_ROOT,
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -27,12 +27,12 @@ function rss(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
-/** Starts the server as production does: runtime.mjs's flags and environment (passed through the child's environment). */
+/** Starts the server as production does: runtime.mjs's flags on its command line and its environment. */
 async function startAsDeployed(options: ServerProcessOptions, extraNodeOptions: string[] = []): Promise<ServerProcess> {
   const saved = { ...process.env };
-  Object.assign(process.env, NODE_ENV, { NODE_OPTIONS: [...NODE_FLAGS, ...extraNodeOptions].join(' ') });
+  Object.assign(process.env, NODE_ENV, { NODE_OPTIONS: extraNodeOptions.join(' ') });
   try {
-    return await startServerProcess(options);
+    return await startServerProcess({ ...options, nodeArgs: NODE_FLAGS });
   } finally {
     for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
     Object.assign(process.env, saved);

@@ -122,4 +122,48 @@ describe('a cache fill on the filesystem', () => {
     await expect(client.ended).rejects.toThrow(/storing a cache fill failed/);
     expect(existsSync(path.join(root, paths.blobData(digest)))).toBe(false);
   });
+
+  /**
+   * A client that took the first chunk and then stopped reading until the fill was committed: the
+   * worker stored every byte long before. Returns what it received and how often it had to read
+   * the storage for it (the driver's reader).
+   */
+  const pausedClient = async (size: number) => {
+    const blob = randomBytes(size);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
+    // One chunk per push (object mode), as a socket delivers them: the fill's window holds them apart.
+    const body = new Readable({ objectMode: true, read() {} });
+    const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
+    let storageReads = 0;
+    const reader = driver.reader.bind(driver);
+    driver.reader = (key, range) => {
+      storageReads++;
+      return reader(key, range);
+    };
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client, logger: silentLogger });
+    await fill.ready;
+    const stream = fill.stream();
+    const first = new Promise<Buffer>((resolve) =>
+      stream.once('data', (chunk: Buffer) => {
+        stream.pause();
+        resolve(chunk);
+      }),
+    );
+    for (let at = 0; at < size; at += 64 * KiB) body.push(blob.subarray(at, at + 64 * KiB));
+    body.push(null);
+    const chunks = [await first];
+    await fill.done;
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    return { same: Buffer.concat(chunks).equals(blob), storageReads };
+  };
+
+  it('keeps what a client close behind the head still needs in memory: it never reads the storage', async () => {
+    expect(await pausedClient(3 * 1024 * KiB)).toEqual({ same: true, storageReads: 0 });
+  });
+
+  it('lets go of what a client more than 4 MiB behind the head needs: it reads that back from the storage', async () => {
+    const { same, storageReads } = await pausedClient(6 * 1024 * KiB);
+    expect(same).toBe(true);
+    expect(storageReads).toBeGreaterThan(0);
+  });
 });

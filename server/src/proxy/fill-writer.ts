@@ -26,6 +26,9 @@ const RING_BYTES = 4 * MiB;
 const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism() - 1));
 /** A worker without a job for this long ends (its thread and memory go back). */
 const IDLE_MS = 30_000;
+/** What is copied goes to the worker in messages of at least this much, or after FLUSH_MS. */
+const BATCH_BYTES = 512 * 1024;
+const FLUSH_MS = 2;
 
 /** What a job tells its fill. */
 export interface FillJobEvents {
@@ -137,14 +140,16 @@ class FillWorker {
   private idle: NodeJS.Timeout | undefined;
   /**
    * Where the bytes copied since the last message are: [id, off, len, cost] for each copy. Sent
-   * once per turn of the event loop (not per chunk), and only while the worker has nothing of ours
-   * left to do: each message wakes the worker, and its answer this thread, which took as much of
-   * this thread's time as the copies did. A worker still busy gets what was copied meanwhile in
-   * one message once it answers (postMessage was 9 % of this thread's time in a cold pull).
+   * in batches (see schedule()), and only while the worker has nothing of ours left to do: each
+   * message wakes the worker, and its answer this thread, which took as much of this thread's time
+   * as the copies did. A worker still busy gets what was copied meanwhile in one message once it
+   * answers (postMessage was 9 % of this thread's time in a cold pull).
    */
   private copied: number[] = [];
   /** Ring bytes in data messages sent so far: the worker is busy with ours until `released` reaches it. */
   private sent = 0;
+  /** A flush is due: on the next turn (a batch's worth waits), or after FLUSH_MS (the timer). */
+  private scheduled: 'immediate' | NodeJS.Timeout | undefined;
   dead = false;
 
   constructor(private readonly onEnd: (w: FillWorker) => void) {
@@ -180,8 +185,8 @@ class FillWorker {
     }
     this.ring.set(n === chunk.length ? chunk : chunk.subarray(0, n), start);
     this.head += skipped + n;
-    if (this.copied.length === 0 && this.released >= this.sent) setImmediate(this.flush);
     this.copied.push(job.id, start, n, skipped + n);
+    this.schedule();
     return n;
   }
 
@@ -191,8 +196,26 @@ class FillWorker {
     this.worker.postMessage(msg);
   }
 
+  /**
+   * Sends what was copied once the worker is done with what it had: on the next turn when a batch's
+   * worth waits, else after FLUSH_MS (a message and its answer per 64 KB chunk took a tenth of this
+   * thread's time in a cold pull; a fill trickling in still reaches the worker within FLUSH_MS).
+   */
+  private schedule(): void {
+    if (this.released < this.sent || this.scheduled === 'immediate' || this.copied.length === 0) return;
+    if (this.head - this.sent >= BATCH_BYTES) {
+      clearTimeout(this.scheduled);
+      this.scheduled = 'immediate';
+      setImmediate(this.flush);
+    } else if (this.scheduled === undefined) {
+      this.scheduled = setTimeout(this.flush, FLUSH_MS);
+    }
+  }
+
   /** Tells the worker where the bytes copied since the last message are (in the order copied). */
   private readonly flush = (): void => {
+    if (this.scheduled !== 'immediate') clearTimeout(this.scheduled);
+    this.scheduled = undefined;
     if (this.copied.length === 0 || this.dead) return;
     this.worker.postMessage({ t: 'data', copied: this.copied });
     this.copied = [];
@@ -210,8 +233,8 @@ class FillWorker {
 
   private answered({ released, progress, done }: WorkerAnswer): void {
     this.released = released;
-    // Done with what it had: what was copied meanwhile goes now.
-    if (released >= this.sent) this.flush();
+    // Done with what it had: what was copied meanwhile goes as a batch, or soon.
+    this.schedule();
     for (const [id, stored, error] of progress) this.jobs.get(id)?.progressed(stored, error);
     for (const [id, hex, error] of done) {
       const job = this.jobs.get(id);
