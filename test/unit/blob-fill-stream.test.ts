@@ -166,4 +166,88 @@ describe('a cache fill on the filesystem', () => {
     expect(same).toBe(true);
     expect(storageReads).toBeGreaterThan(0);
   });
+
+  /** A blob, and an upstream that sends it as fast as it is read (`sent()`: how far it got). */
+  const eagerUpstream = (size: number) => {
+    const blob = randomBytes(size);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
+    let sent = 0;
+    const body = new Readable({
+      objectMode: true,
+      highWaterMark: 1,
+      read() {
+        const chunk = blob.subarray(sent, sent + 64 * KiB);
+        sent += chunk.length;
+        this.push(chunk.length > 0 ? chunk : null);
+      },
+    });
+    const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
+    return { blob, digest, client, sent: () => sent };
+  };
+
+  it('does not wait for a client that it followed and that stopped reading: the fill completes', async () => {
+    const up = eagerUpstream(16 * 1024 * KiB);
+    const fill = new BlobFill(up.digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
+    await fill.ready;
+    const stream = fill.stream();
+    const chunks: Buffer[] = [];
+    let got = 0;
+    // Reads 4 MiB (the fill follows it meanwhile), then stops.
+    await new Promise<void>((resolve) => {
+      stream.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        got += chunk.length;
+        if (got < 4 * 1024 * KiB) return;
+        stream.pause();
+        stream.removeAllListeners('data');
+        resolve();
+      });
+    });
+    expect(up.sent()).toBeLessThan(up.blob.length);
+    await fill.done;
+    expect(up.sent()).toBe(up.blob.length);
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(up.blob)).toBe(true);
+  });
+
+  it('reads the upstream no further than 2 MiB ahead of a client that keeps up, which gets every byte from memory', async () => {
+    const size = 16 * 1024 * KiB;
+    const blob = randomBytes(size);
+    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
+    // An upstream that sends as fast as it is read: without pacing the fill would read it all at once.
+    let sent = 0;
+    const body = new Readable({
+      objectMode: true,
+      highWaterMark: 1,
+      read() {
+        const chunk = blob.subarray(sent, sent + 64 * KiB);
+        sent += chunk.length;
+        this.push(chunk.length > 0 ? chunk : null);
+      },
+    });
+    const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
+    let storageReads = 0;
+    const reader = driver.reader.bind(driver);
+    driver.reader = (key, range) => {
+      storageReads++;
+      return reader(key, range);
+    };
+    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client, logger: silentLogger });
+    await fill.ready;
+    const chunks: Buffer[] = [];
+    let got = 0;
+    let lead = 0;
+    for await (const chunk of fill.stream()) {
+      chunks.push(chunk as Buffer);
+      got += (chunk as Buffer).length;
+      lead = Math.max(lead, sent - got);
+      // A client slower than the upstream, but well above the pace a fill follows (8 MB/s).
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await fill.done;
+    expect(Buffer.concat(chunks).equals(blob)).toBe(true);
+    // 2 MiB, plus the chunks on their way: one in the upstream's buffer, one in the pump, those the response buffers.
+    expect(lead).toBeLessThanOrEqual(2 * 1024 * KiB + 4 * 64 * KiB);
+    expect(storageReads).toBe(0);
+  });
 });

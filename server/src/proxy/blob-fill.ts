@@ -3,7 +3,8 @@
 // goes, both on a worker thread (fill-writer.ts: this event loop only reads
 // the upstream and serves clients); readers tail that file at their own pace
 // (memory stays flat, and a slow or vanished client neither slows nor aborts
-// the fill). The bytes on
+// the fill: the fill follows its fastest client only while that client keeps
+// up, see PACE_*). The bytes on
 // their way to storage are kept in memory until they are stored, so clients at
 // the head of the fill have them as they arrive, not once stored (on S3 that
 // is a whole part later). The last byte is held back until the digest is
@@ -84,6 +85,19 @@ const budget = { ahead: 0, workerAhead: 0, kept: 0, receiving: 0, reading: 0, ch
  */
 const READER_KEEP = 4 * MiB;
 const KEEP_TOTAL = 16 * MiB;
+/**
+ * A fill reads the upstream at most PACE_LEAD ahead of its fastest reader, as
+ * distribution's single copy loop does: that reader then gets every byte from
+ * memory, and the process does not spend the cores reading ahead what it must
+ * then read back (a 60 MB cold pull on 2 cores: 0.88× of distribution's speed
+ * without, 0.94× with). Only while the reader keeps up: pacing ends for the
+ * fill once its reader has not moved for PACE_STALL_MS or the fill's average
+ * rate would drop below PACE_MIN_RATE, so a stalled or slow client never holds
+ * the fill (nor brings it near its deadline); it reads from storage instead.
+ */
+const PACE_LEAD = 2 * MiB;
+const PACE_STALL_MS = 200;
+const PACE_MIN_RATE = 8_000_000;
 /** How many bytes of a fill may wait for the storage before it starts writing them (see feed()). */
 const WRITE_BEHIND = 32 * MiB;
 /** How long, at most, the storage writes then wait while other fills download or clients read. */
@@ -180,6 +194,11 @@ export class BlobFill implements Fill, TailSource {
   /** Where this fill's readers are (tail-reader.ts), and the stored bytes kept for them (in budget.kept). */
   private readonly readers = new Map<object, number>();
   private kept = 0;
+  /** The pump follows its fastest reader (see PACE_*) until this turns false. */
+  private pacing = true;
+  private readonly readerMoved = new Signal();
+  /** Wakes a pump waiting for a reader that does not move. */
+  private paceTimer: NodeJS.Timeout | undefined;
   /** When the last byte arrived and was verified (for the debug log). */
   private verifiedAt = 0;
   /** Why the pump gave up (upstream error, wrong size or digest, too slow, the worker could not store). */
@@ -419,6 +438,7 @@ export class BlobFill implements Fill, TailSource {
   private async pump(body: Readable): Promise<void> {
     budget.receiving++;
     const stopDeadline = this.deadline(body);
+    const started = Date.now();
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         if ((this.state as State) === 'failed') return;
@@ -436,6 +456,7 @@ export class BlobFill implements Fill, TailSource {
           await (this.file ? Promise.race([this.progressed.next(), budget.room.next()]) : this.progressed.next());
         }
         if (this.pumpError) throw this.pumpError;
+        if (this.pacing && this.readers.size > 0) await this.pace(started);
       }
       if ((this.state as State) === 'failed') return;
       if (this.size !== undefined && this.received !== this.size) {
@@ -458,9 +479,33 @@ export class BlobFill implements Fill, TailSource {
       body.destroy();
     } finally {
       stopDeadline();
+      clearTimeout(this.paceTimer);
       budget.receiving--;
       budget.changed.notify();
       this.progressed.notify();
+    }
+  }
+
+  /** Waits while the pump is more than PACE_LEAD ahead of its fastest reader, as long as that reader keeps up. */
+  private async pace(started: number): Promise<void> {
+    for (;;) {
+      let lead = -1;
+      for (const pos of this.readers.values()) if (pos > lead) lead = pos;
+      if (lead < 0 || this.received - lead <= PACE_LEAD || this.pumpError || this.state !== 'running') return;
+      if (this.received < (PACE_MIN_RATE * (Date.now() - started)) / 1000) {
+        this.pacing = false;
+        return;
+      }
+      const waitedFrom = Date.now();
+      if (this.paceTimer) this.paceTimer.refresh();
+      else this.paceTimer = setTimeout(() => this.readerMoved.notify(), PACE_STALL_MS);
+      await this.readerMoved.next();
+      let moved = -1;
+      for (const pos of this.readers.values()) if (pos > moved) moved = pos;
+      if (moved <= lead && Date.now() - waitedFrom >= PACE_STALL_MS) {
+        this.pacing = false;
+        return;
+      }
     }
   }
 
@@ -628,6 +673,7 @@ export class BlobFill implements Fill, TailSource {
     if (pos === undefined) this.readers.delete(reader);
     else this.readers.set(reader, pos);
     this.release();
+    this.readerMoved.notify();
   }
 
   fromMemory(pos: number, end: number): Buffer | undefined {
