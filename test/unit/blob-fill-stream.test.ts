@@ -134,12 +134,7 @@ describe('a cache fill on the filesystem', () => {
     // One chunk per push (object mode), as a socket delivers them: the fill's window holds them apart.
     const body = new Readable({ objectMode: true, read() {} });
     const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
-    let storageReads = 0;
-    const reader = driver.reader.bind(driver);
-    driver.reader = (key, range) => {
-      storageReads++;
-      return reader(key, range);
-    };
+    const storage = countStorageReads();
     const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client, logger: silentLogger });
     await fill.ready;
     const stream = fill.stream();
@@ -154,7 +149,18 @@ describe('a cache fill on the filesystem', () => {
     const chunks = [await first];
     await fill.done;
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    return { same: Buffer.concat(chunks).equals(blob), storageReads };
+    return { same: Buffer.concat(chunks).equals(blob), storageReads: storage.reads };
+  };
+
+  /** Counts the driver's reader() calls from now on: how often clients read a fill back from storage. */
+  const countStorageReads = () => {
+    const counter = { reads: 0 };
+    const reader = driver.reader.bind(driver);
+    driver.reader = (key, range) => {
+      counter.reads++;
+      return reader(key, range);
+    };
+    return counter;
   };
 
   it('keeps what a client close behind the head still needs in memory: it never reads the storage', async () => {
@@ -211,28 +217,9 @@ describe('a cache fill on the filesystem', () => {
   });
 
   it('reads the upstream no further than 2 MiB ahead of a client that keeps up, which gets every byte from memory', async () => {
-    const size = 16 * 1024 * KiB;
-    const blob = randomBytes(size);
-    const digest = parseDigest(`sha256:${createHash('sha256').update(blob).digest('hex')}`);
-    // An upstream that sends as fast as it is read: without pacing the fill would read it all at once.
-    let sent = 0;
-    const body = new Readable({
-      objectMode: true,
-      highWaterMark: 1,
-      read() {
-        const chunk = blob.subarray(sent, sent + 64 * KiB);
-        sent += chunk.length;
-        this.push(chunk.length > 0 ? chunk : null);
-      },
-    });
-    const client = { getBlob: async () => ({ size, body }) } as unknown as UpstreamClient;
-    let storageReads = 0;
-    const reader = driver.reader.bind(driver);
-    driver.reader = (key, range) => {
-      storageReads++;
-      return reader(key, range);
-    };
-    const fill = new BlobFill(digest, name, 'library/app', { driver, blobs, client, logger: silentLogger });
+    const up = eagerUpstream(16 * 1024 * KiB);
+    const storage = countStorageReads();
+    const fill = new BlobFill(up.digest, name, 'library/app', { driver, blobs, client: up.client, logger: silentLogger });
     await fill.ready;
     const chunks: Buffer[] = [];
     let got = 0;
@@ -240,14 +227,14 @@ describe('a cache fill on the filesystem', () => {
     for await (const chunk of fill.stream()) {
       chunks.push(chunk as Buffer);
       got += (chunk as Buffer).length;
-      lead = Math.max(lead, sent - got);
+      lead = Math.max(lead, up.sent() - got);
       // A client slower than the upstream, but well above the pace a fill follows (8 MB/s).
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
     await fill.done;
-    expect(Buffer.concat(chunks).equals(blob)).toBe(true);
+    expect(Buffer.concat(chunks).equals(up.blob)).toBe(true);
     // 2 MiB, plus the chunks on their way: one in the upstream's buffer, one in the pump, those the response buffers.
     expect(lead).toBeLessThanOrEqual(2 * 1024 * KiB + 4 * 64 * KiB);
-    expect(storageReads).toBe(0);
+    expect(storage.reads).toBe(0);
   });
 });
