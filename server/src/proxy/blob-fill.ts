@@ -489,8 +489,7 @@ export class BlobFill implements Fill, TailSource {
   /** Waits while the pump is more than PACE_LEAD ahead of its fastest reader, as long as that reader keeps up. */
   private async pace(started: number): Promise<void> {
     for (;;) {
-      let lead = -1;
-      for (const pos of this.readers.values()) if (pos > lead) lead = pos;
+      const lead = this.fastestReader();
       if (lead < 0 || this.received - lead <= PACE_LEAD || this.pumpError || this.state !== 'running') return;
       if (this.received < (PACE_MIN_RATE * (Date.now() - started)) / 1000) {
         this.pacing = false;
@@ -500,13 +499,18 @@ export class BlobFill implements Fill, TailSource {
       if (this.paceTimer) this.paceTimer.refresh();
       else this.paceTimer = setTimeout(() => this.readerMoved.notify(), PACE_STALL_MS);
       await this.readerMoved.next();
-      let moved = -1;
-      for (const pos of this.readers.values()) if (pos > moved) moved = pos;
-      if (moved <= lead && Date.now() - waitedFrom >= PACE_STALL_MS) {
+      if (this.fastestReader() <= lead && Date.now() - waitedFrom >= PACE_STALL_MS) {
         this.pacing = false;
         return;
       }
     }
+  }
+
+  /** Where the reader furthest into the blob is; -1 without readers. */
+  private fastestReader(): number {
+    let lead = -1;
+    for (const pos of this.readers.values()) if (pos > lead) lead = pos;
+    return lead;
   }
 
   /**
