@@ -28,6 +28,8 @@ export interface AppendOptions {
   readonly range?: ByteRange;
   /** From Content-Length, when the client sent one. */
   readonly contentLength?: number;
+  /** The body is an HTTP request's, whose chunks nobody else holds: storage may free each once stored. */
+  readonly freeChunks?: boolean;
 }
 
 export interface ManifestResult {

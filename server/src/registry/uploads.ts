@@ -15,7 +15,7 @@
 import { randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { IHasher } from 'hash-wasm';
-import { isNotFound, type StorageDriver } from '../storage/driver.ts';
+import { type AppendSourceOptions, isNotFound, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import type { BlobInfo, BlobStore } from './blob-store.ts';
 import { type Algorithm, type Digest, newHash } from './digest.ts';
@@ -110,7 +110,7 @@ export class UploadStore {
     return this.locks.run(id, async () => {
       const offset = await this.offset(name, id);
       checkRange(offset, options);
-      const written = await this.write(name, id, offset, body);
+      const written = await this.write(name, id, offset, body, options);
       checkLength(written, options);
       return { name, id, offset: offset + written };
     });
@@ -128,7 +128,7 @@ export class UploadStore {
       let size = await this.offset(name, id);
       if (body) {
         checkRange(size, options);
-        const written = await this.write(name, id, size, body, true);
+        const written = await this.write(name, id, size, body, options, true);
         checkLength(written, options);
         size += written;
       }
@@ -217,8 +217,9 @@ export class UploadStore {
     }
   }
 
-  private async write(name: string, id: string, offset: number, body: Readable, finishing = false): Promise<number> {
-    if (this.hashStates && !(finishing && offset === 0)) return this.writeResumable(this.hashStates, name, id, offset, body);
+  private async write(name: string, id: string, offset: number, body: Readable, options: AppendOptions, finishing = false): Promise<number> {
+    const source = { freeChunks: options.freeChunks };
+    if (this.hashStates && !(finishing && offset === 0)) return this.writeResumable(this.hashStates, name, id, offset, body, source);
     let state = this.running.get(id);
     if (state && state.bytes !== offset) state = undefined;
     if (!state && offset === 0) state = { hash: newHash(RUNNING_ALGORITHM), bytes: 0 };
@@ -234,12 +235,17 @@ export class UploadStore {
     }
     const tracked = state;
     try {
-      return await this.driver.append(paths.uploadData(name, id), body, (chunk) => {
-        if (tracked) {
-          tracked.hash.update(chunk);
-          tracked.bytes += chunk.length;
-        }
-      });
+      return await this.driver.append(
+        paths.uploadData(name, id),
+        body,
+        (chunk) => {
+          if (tracked) {
+            tracked.hash.update(chunk);
+            tracked.bytes += chunk.length;
+          }
+        },
+        source,
+      );
     } catch (err) {
       // The client went away or the body broke off: whatever reached the file
       // stays (the offset tells the client where to resume). The running hash
@@ -249,7 +255,14 @@ export class UploadStore {
   }
 
   /** Appends with the resumable hash, saving its state for whichever replica takes the next request. */
-  private async writeResumable(store: HashStateStore, name: string, id: string, offset: number, body: Readable): Promise<number> {
+  private async writeResumable(
+    store: HashStateStore,
+    name: string,
+    id: string,
+    offset: number,
+    body: Readable,
+    source: AppendSourceOptions,
+  ): Promise<number> {
     const state = await this.resumableAt(store, name, id, offset);
     let saving: Promise<void> = Promise.resolve();
     const checkpoint = () => {
@@ -266,12 +279,17 @@ export class UploadStore {
       );
     };
     try {
-      return await this.driver.append(paths.uploadData(name, id), body, (chunk) => {
-        if (!state) return;
-        state.hasher.update(chunk);
-        state.bytes += chunk.length;
-        if (state.bytes - state.saved >= CHECKPOINT_BYTES) checkpoint();
-      });
+      return await this.driver.append(
+        paths.uploadData(name, id),
+        body,
+        (chunk) => {
+          if (!state) return;
+          state.hasher.update(chunk);
+          state.bytes += chunk.length;
+          if (state.bytes - state.saved >= CHECKPOINT_BYTES) checkpoint();
+        },
+        source,
+      );
     } catch (err) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', `upload body was not received completely: ${(err as Error).message}`);
     } finally {

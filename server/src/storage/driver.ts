@@ -27,6 +27,16 @@ export interface ByteRange {
   readonly end: number;
 }
 
+export interface AppendSourceOptions {
+  /**
+   * The source's chunks belong to this append alone (an HTTP request body's):
+   * a driver that has copied a chunk's bytes may free its memory at once
+   * instead of leaving it to the GC. Never for a source whose chunks someone
+   * else still holds.
+   */
+  readonly freeChunks?: boolean;
+}
+
 export interface StorageDriver {
   readonly name: string;
   /** Whole small object (links, manifests). Throws PathNotFoundError. */
@@ -64,7 +74,7 @@ export interface StorageDriver {
    * actually written, and resolves with the number of bytes appended. If the source fails
    * half way, the bytes written so far stay (the upload's offset says how many).
    */
-  append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number>;
+  append(key: string, source: Readable, tap?: (chunk: Buffer) => void, options?: AppendSourceOptions): Promise<number>;
   /**
    * Optional: streams an object to `key` that appears there whole, or not at all,
    * when the source ends (and never when it fails), calling `tap` with every chunk

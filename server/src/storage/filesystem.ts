@@ -6,15 +6,13 @@ import { constants as fsc } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { type ByteRange, type FileInfo, isNotFound, PathNotFoundError, type StorageDriver } from './driver.ts';
+import { type AppendSourceOptions, type ByteRange, type FileInfo, isNotFound, PathNotFoundError, type StorageDriver } from './driver.ts';
+import { appendToFile } from './file-appender.ts';
 
 // A stream reader (tail reads of mirror fills, storage without a sender,
 // re-hashing an upload) holds up to one chunk buffered ahead of its consumer
 // and one on its way: kept small for the same reason as SEND_CHUNK below.
 const READ_CHUNK = 256 * 1024;
-// Appends buffer up to this much before they wait for the disk.
-const WRITE_CHUNK = 1024 * 1024;
 
 export class FilesystemDriver implements StorageDriver {
   readonly name = 'filesystem';
@@ -121,28 +119,15 @@ export class FilesystemDriver implements StorageDriver {
     return (dest) => sendFile(fh, start, end, dest).finally(() => fh.close().catch(() => {}));
   }
 
-  async append(key: string, source: Readable, tap?: (chunk: Buffer) => void): Promise<number> {
+  async append(key: string, source: Readable, tap?: (chunk: Buffer) => void, options?: AppendSourceOptions): Promise<number> {
     const file = this.full(key);
     await fs.mkdir(path.dirname(file), { recursive: true });
     const fh = await fs.open(file, 'a', 0o644);
-    let written = 0;
-    const out = fh.createWriteStream({ highWaterMark: WRITE_CHUNK });
     try {
-      await pipeline(
-        source,
-        async function* (chunks: AsyncIterable<Buffer>) {
-          for await (const chunk of chunks) {
-            tap?.(chunk);
-            written += chunk.length;
-            yield chunk;
-          }
-        },
-        out,
-      );
+      return await appendToFile(fh, source, { tap, freeChunks: options?.freeChunks });
     } finally {
       await fh.close().catch(() => {});
     }
-    return written;
   }
 
   async move(from: string, to: string): Promise<void> {

@@ -23,7 +23,7 @@ export async function postUpload(ctx: RequestContext, name: string): Promise<voi
     const length = contentLength(req);
     const upload = await service.startUpload(name);
     try {
-      await service.finishUpload(name, upload.id, digest, req, { contentLength: length });
+      await service.finishUpload(name, upload.id, digest, req, { contentLength: length, freeChunks: true });
     } catch (err) {
       await service.cancelUpload(name, upload.id).catch(() => {});
       throw err;
@@ -40,7 +40,7 @@ export async function patchUpload(ctx: RequestContext, name: string, id: string)
   const { req, service } = ctx;
   const range = parseContentRange(req.headers['content-range']);
   const length = contentLength(req);
-  const status = await service.appendUpload(name, id, req, { range, contentLength: length });
+  const status = await service.appendUpload(name, id, req, { range, contentLength: length, freeChunks: true });
   ctx.access.bytesIn = length;
   accepted(ctx, status);
 }
@@ -52,7 +52,7 @@ export async function putUpload(ctx: RequestContext, name: string, id: string): 
   const digest = parseDigest(digestParam);
   const body = hasBody(req) ? req : undefined;
   const range = body ? parseContentRange(req.headers['content-range']) : undefined;
-  await service.finishUpload(name, id, digest, body, { range, contentLength: contentLength(req) });
+  await service.finishUpload(name, id, digest, body, { range, contentLength: contentLength(req), freeChunks: true });
   created(ctx, name, digest);
 }
 
