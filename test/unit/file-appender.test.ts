@@ -1,7 +1,8 @@
 // Appending a stream to a file through two reused buffers: every byte lands in
 // order whatever the chunk sizes (fast-check), a source that fails keeps what
 // came before it, and chunks are freed only when their caller says they may be
-// and only when a chunk is the whole of its memory.
+// and only when a chunk is the whole of its memory; an upload session passes
+// that word on to storage.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,7 +11,13 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BlobStore } from '../../server/src/registry/blob-store.ts';
+import { digestOf } from '../../server/src/registry/digest.ts';
+import { InProcessGcGuard } from '../../server/src/registry/gc-guard.ts';
+import { UploadStore } from '../../server/src/registry/uploads.ts';
 import { appendToFile, freeChunk } from '../../server/src/storage/file-appender.ts';
+import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
+import { paths } from '../../server/src/storage/paths.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -91,5 +98,25 @@ describe('freeChunk', () => {
     const half = Buffer.from(backing, 0, 512);
     freeChunk(half);
     expect(backing.byteLength).toBe(1024);
+  });
+});
+
+describe('an upload session whose body is a request', () => {
+  it("has its chunks freed once stored when it says they are its own, and commits the right bytes", async () => {
+    const driver = new FilesystemDriver(path.join(dir, 'store'));
+    const uploads = new UploadStore(driver, new BlobStore(driver), new InProcessGcGuard());
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    // Whole-ArrayBuffer chunks, as the HTTP parser makes them.
+    const chunks = [data.subarray(0, 1024 * 1024), data.subarray(1024 * 1024)].map((c) => Buffer.from(new Uint8Array(c)));
+    const { id } = await uploads.start('r');
+    await uploads.append('r', id, Readable.from(chunks), { freeChunks: true });
+    expect(chunks.map((c) => c.length)).toEqual([0, 0]);
+    const kept = Buffer.from(new Uint8Array(16));
+    await uploads.append('r', id, Readable.from([kept]), {});
+    expect(kept.length).toBe(16);
+    const all = Buffer.concat([data, kept]);
+    const info = await uploads.finish('r', id, digestOf(all), undefined, {});
+    expect(info.size).toBe(all.length);
+    expect(readFileSync(path.join(dir, 'store', paths.blobData(info.digest))).equals(all)).toBe(true);
   });
 });
