@@ -2,7 +2,7 @@
 // implements it over storage; the mirror (proxy/) decorates it with an
 // upstream. Nothing here knows about HTTP.
 import type { Readable, Writable } from 'node:stream';
-import type { ByteRange } from '../storage/driver.ts';
+import type { AppendSourceOptions, ByteRange } from '../storage/driver.ts';
 import type { BlobInfo } from './blob-store.ts';
 import type { Digest } from './digest.ts';
 import type { Descriptor } from './manifest.ts';
@@ -23,13 +23,12 @@ export interface UploadStatus {
   readonly offset: number;
 }
 
-export interface AppendOptions {
+/** freeChunks: the body is an HTTP request's, whose chunks nobody else holds (storage may free each once stored). */
+export interface AppendOptions extends AppendSourceOptions {
   /** From Content-Range: where the client thinks this chunk starts and ends (inclusive). */
   readonly range?: ByteRange;
   /** From Content-Length, when the client sent one. */
   readonly contentLength?: number;
-  /** The body is an HTTP request's, whose chunks nobody else holds: storage may free each once stored. */
-  readonly freeChunks?: boolean;
 }
 
 export interface ManifestResult {

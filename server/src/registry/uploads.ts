@@ -218,8 +218,7 @@ export class UploadStore {
   }
 
   private async write(name: string, id: string, offset: number, body: Readable, options: AppendOptions, finishing = false): Promise<number> {
-    const source = { freeChunks: options.freeChunks };
-    if (this.hashStates && !(finishing && offset === 0)) return this.writeResumable(this.hashStates, name, id, offset, body, source);
+    if (this.hashStates && !(finishing && offset === 0)) return this.writeResumable(this.hashStates, name, id, offset, body, options);
     let state = this.running.get(id);
     if (state && state.bytes !== offset) state = undefined;
     if (!state && offset === 0) state = { hash: newHash(RUNNING_ALGORITHM), bytes: 0 };
@@ -244,7 +243,7 @@ export class UploadStore {
             tracked.bytes += chunk.length;
           }
         },
-        source,
+        options,
       );
     } catch (err) {
       // The client went away or the body broke off: whatever reached the file
@@ -261,7 +260,7 @@ export class UploadStore {
     id: string,
     offset: number,
     body: Readable,
-    source: AppendSourceOptions,
+    options: AppendSourceOptions,
   ): Promise<number> {
     const state = await this.resumableAt(store, name, id, offset);
     let saving: Promise<void> = Promise.resolve();
@@ -288,7 +287,7 @@ export class UploadStore {
           state.bytes += chunk.length;
           if (state.bytes - state.saved >= CHECKPOINT_BYTES) checkpoint();
         },
-        source,
+        options,
       );
     } catch (err) {
       throw new RegistryError('BLOB_UPLOAD_INVALID', `upload body was not received completely: ${(err as Error).message}`);

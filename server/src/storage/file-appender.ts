@@ -63,10 +63,10 @@ export async function appendToFile(fh: FileHandle, source: Readable, options: Ap
         if (options.freeChunks) freeChunk(chunk);
       }
     } finally {
-      // What was received reaches the file, also when the source failed.
+      // What was received reaches the file, also when the source failed: its error comes after.
       await flush();
+      await inFlight;
     }
-    await inFlight;
     return written;
   } finally {
     // A buffer goes back only once no write reads from it.
@@ -108,7 +108,8 @@ function findTransfer(): Transfer | undefined {
     return undefined;
   }
 }
-const transfer = findTransfer();
+// Looked up at the first upload, not at start: on Node 20 it sets a flag and creates a context.
+let transfer: Transfer | undefined | null = null;
 
 /**
  * Frees a chunk's memory now rather than at the next GC: detaching its
@@ -117,5 +118,7 @@ const transfer = findTransfer();
  */
 export function freeChunk(chunk: Buffer): void {
   const ab = chunk.buffer;
-  if (transfer && chunk.byteOffset === 0 && chunk.byteLength === ab.byteLength && ab instanceof ArrayBuffer) transfer.call(ab, 0);
+  if (chunk.byteOffset !== 0 || chunk.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
+  if (transfer === null) transfer = findTransfer();
+  transfer?.call(ab, 0);
 }
