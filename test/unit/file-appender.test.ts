@@ -15,7 +15,8 @@ import { BlobStore } from '../../server/src/registry/blob-store.ts';
 import { digestOf } from '../../server/src/registry/digest.ts';
 import { InProcessGcGuard } from '../../server/src/registry/gc-guard.ts';
 import { UploadStore } from '../../server/src/registry/uploads.ts';
-import { appendToFile, freeChunk } from '../../server/src/storage/file-appender.ts';
+import { appendToFile } from '../../server/src/storage/file-appender.ts';
+import { freeChunk } from '../../server/src/storage/free-chunk.ts';
 import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
 import { paths } from '../../server/src/storage/paths.ts';
 

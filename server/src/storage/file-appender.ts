@@ -11,8 +11,7 @@
 // before, to 82 MB now; 5 more 500 MB pushes added 30 MB before, 2 MB now.
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { freeChunk } from './free-chunk.ts';
 
 const BUFFER_SIZE = 1024 * 1024;
 /** Buffers kept for the next appends; few, since each stays allocated for good. */
@@ -88,37 +87,3 @@ async function writeAll(fh: FileHandle, buffer: Buffer, length: number): Promise
   }
 }
 
-type Transfer = (this: ArrayBuffer, length: number) => ArrayBuffer;
-
-/**
- * ArrayBuffer.prototype.transfer: native from Node 22 on. Node 20's V8 has it
- * behind --harmony-rab-gsab-transfer, a flag Node 24 no longer accepts (so it
- * cannot go on our command lines); set at run time, it applies to contexts
- * created afterwards, so the function comes from a new, empty one (it works on
- * any ArrayBuffer).
- */
-function findTransfer(): Transfer | undefined {
-  const native = (ArrayBuffer.prototype as { transfer?: Transfer }).transfer;
-  if (typeof native === 'function') return native;
-  try {
-    setFlagsFromString('--harmony-rab-gsab-transfer');
-    const fromContext = runInNewContext('ArrayBuffer.prototype.transfer') as unknown;
-    return typeof fromContext === 'function' ? (fromContext as Transfer) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-// Looked up at the first upload, not at start: on Node 20 it sets a flag and creates a context.
-let transfer: Transfer | undefined | null = null;
-
-/**
- * Frees a chunk's memory now rather than at the next GC: detaching its
- * ArrayBuffer releases the backing store. Only a chunk that is the whole of
- * its ArrayBuffer (not a slice of Node's shared pool).
- */
-export function freeChunk(chunk: Buffer): void {
-  const ab = chunk.buffer;
-  if (chunk.byteOffset !== 0 || chunk.byteLength !== ab.byteLength || !(ab instanceof ArrayBuffer)) return;
-  if (transfer === null) transfer = findTransfer();
-  transfer?.call(ab, 0);
-}
