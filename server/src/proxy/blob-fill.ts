@@ -26,7 +26,7 @@
 // otherwise hold the fill, and its clients, for ever.
 import { randomUUID } from 'node:crypto';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import { FilesystemDriver } from '../storage/filesystem.ts';
 import { paths } from '../storage/paths.ts';
@@ -34,7 +34,8 @@ import type { BlobStore } from '../registry/blob-store.ts';
 import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../log/logger.ts';
 import { type FillJob, startFillJob } from './fill-writer.ts';
-import { type TailSource, tailStream } from './tail-reader.ts';
+import { freeChunk } from '../storage/free-chunk.ts';
+import { type TailSource, tailSender, tailStream } from './tail-reader.ts';
 import { type FetchedBlob, type UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 
 /** Wakes everyone waiting for the next change. */
@@ -149,6 +150,8 @@ export interface Fill {
    */
   join(source: FillSource): Promise<number | undefined>;
   stream(range?: ByteRange): Readable;
+  /** The same bytes written to a response: faster, and lighter on memory, than piping stream() (tail-reader.ts). */
+  send?(range?: ByteRange): (dest: Writable) => Promise<void>;
 }
 
 /** One repository's upstream request for a fill. */
@@ -191,6 +194,18 @@ export class BlobFill implements Fill, TailSource {
   private windowStart = 0;
   /** Bytes of this fill counted in the process's read-ahead budget. */
   private accounted = 0;
+  /**
+   * Whether chunks leaving the window are freed at once (freeChunk) rather than left to the GC: with
+   * the worker storing the bytes (it copies them), as long as every reader that took chunks from
+   * memory hands them back once written (tailSender; a plain stream() does not). A chunk still lent
+   * to a reader is freed when it comes back. The upstream's chunks are the fill's alone: each is
+   * the socket read that carried it.
+   */
+  private freeing = false;
+  /** A reader that does not hand chunks back took some: nothing is freed from then on. */
+  private chunksShared = false;
+  private readonly lent = new Map<ArrayBufferLike, number>();
+  private readonly retired = new Map<ArrayBufferLike, Buffer>();
   /** Where this fill's readers are (tail-reader.ts), and the stored bytes kept for them (in budget.kept). */
   private readonly readers = new Map<object, number>();
   private kept = 0;
@@ -358,6 +373,7 @@ export class BlobFill implements Fill, TailSource {
       this.deps.observer?.started(this.key, fetched.size);
       body = this.body = fetched.body;
       this.file = !this.direct && driver instanceof FilesystemDriver ? localFile(driver, this.key) : undefined;
+      this.freeing = this.file !== undefined && !this.chunksShared;
       this.job = startFillJob(
         { algorithm: this.digest.algorithm, file: this.file },
         {
@@ -639,8 +655,11 @@ export class BlobFill implements Fill, TailSource {
       if (budget.kept - this.kept + (done - until) > KEEP_TOTAL) until = done;
     }
     while (this.window.length > 0 && this.windowStart + this.window[0].length <= until) {
-      this.windowStart += this.window[0].length;
-      this.window.shift();
+      const chunk = this.window.shift()!;
+      this.windowStart += chunk.length;
+      if (!this.freeing) continue;
+      if (this.lent.has(chunk.buffer)) this.retired.set(chunk.buffer, chunk);
+      else freeChunk(chunk);
     }
     this.keep(keeping ? Math.max(0, done - this.windowStart) : 0);
   }
@@ -662,6 +681,19 @@ export class BlobFill implements Fill, TailSource {
     return stream;
   }
 
+  send(range?: ByteRange): (dest: Writable) => Promise<void> {
+    const send = tailSender(this, this.deps.driver, range);
+    return async (dest) => {
+      budget.reading++;
+      try {
+        await send(dest);
+      } finally {
+        budget.reading--;
+        budget.changed.notify();
+      }
+    };
+  }
+
   // ---- TailSource ----
 
   get written(): number {
@@ -678,6 +710,26 @@ export class BlobFill implements Fill, TailSource {
     else this.readers.set(reader, pos);
     this.release();
     this.readerMoved.notify();
+  }
+
+  lend(chunk: Buffer, tracked: boolean): void {
+    if (!tracked) {
+      this.chunksShared = true;
+      this.freeing = false;
+    }
+    if (!this.freeing) return;
+    this.lent.set(chunk.buffer, (this.lent.get(chunk.buffer) ?? 0) + 1);
+  }
+
+  giveBack(chunk: Buffer): void {
+    const count = this.lent.get(chunk.buffer);
+    if (count === undefined) return;
+    if (count > 1) return void this.lent.set(chunk.buffer, count - 1);
+    this.lent.delete(chunk.buffer);
+    const retired = this.retired.get(chunk.buffer);
+    if (!retired) return;
+    this.retired.delete(chunk.buffer);
+    if (this.freeing) freeChunk(retired);
   }
 
   fromMemory(pos: number, end: number): Buffer | undefined {

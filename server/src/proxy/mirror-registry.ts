@@ -139,7 +139,12 @@ export class MirrorRegistry implements RegistryService {
       return this.local.blobHandle((await this.localBlob(name, digest)) ?? (await this.local.statBlob(name, digest)), 'miss');
     }
     const filling = fill;
-    return { info: { digest, size }, cache: 'miss', open: async (range) => filling.stream(range) as Readable };
+    return {
+      info: { digest, size },
+      cache: 'miss',
+      open: async (range) => filling.stream(range) as Readable,
+      sender: filling.send ? async (range) => filling.send!(range) : undefined,
+    };
   }
 
   private startFill(digest: Digest, source: FillSource): Fill {

@@ -8,7 +8,8 @@
 // upstream has not answered yet, fetches from its own repository's upstream
 // instead of following: the first repository's 404 or stalled upstream is not
 // its clients' problem (as within a process: blob-fill.ts).
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ByteRange, StorageDriver } from '../storage/driver.ts';
 import type { BlobStore } from '../registry/blob-store.ts';
 import type { Digest } from '../registry/digest.ts';
@@ -76,6 +77,12 @@ export class SharedFill implements Fill {
 
   stream(range?: ByteRange): Readable {
     return this.inner ? this.inner.stream(range) : streamLater(this.chosen, range);
+  }
+
+  send(range?: ByteRange): (dest: Writable) => Promise<void> {
+    if (this.inner?.send) return this.inner.send(range);
+    const stream = this.stream(range);
+    return (dest) => pipeline(stream, dest);
   }
 }
 

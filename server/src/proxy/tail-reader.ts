@@ -10,7 +10,7 @@
 // response is cut short. Shared by this process's fills (blob-fill.ts) and
 // other replicas' (remote-fill.ts), which differ only in how they learn of
 // progress.
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { type ByteRange, isNotFound, type StorageDriver } from '../storage/driver.ts';
 
 export interface TailSource {
@@ -36,6 +36,15 @@ export interface TailSource {
    * that they need not read it back from storage.
    */
   readerAt?(reader: object, pos: number | undefined): void;
+  /**
+   * A reader took `chunk` from memory (fromMemory). `tracked`: it hands the chunk
+   * back (giveBack) once nothing can read it any more; otherwise its consumer
+   * may hold it for as long as it likes (a plain stream), and the fill must
+   * leave its memory to the GC.
+   */
+  lend?(chunk: Buffer, tracked: boolean): void;
+  /** A chunk lent to a tracked reader is written out: the reader no longer holds it. */
+  giveBack?(chunk: Buffer): void;
   /** All bytes are stored and verified: the last byte may go out. */
   readonly complete: boolean;
   /** Set when the fill failed. */
@@ -51,7 +60,53 @@ export interface TailSource {
 }
 
 export function tailStream(source: TailSource, driver: StorageDriver, range?: ByteRange): Readable {
-  return new TailReadable(source, driver, range);
+  return new TailReadable(source, driver, false, range);
+}
+
+/**
+ * The same bytes, written to `dest` (a response) by us rather than piped: each
+ * chunk from the fill's memory goes back to the fill once its write is over
+ * (the socket has let go of it), so the fill may free it then instead of
+ * leaving it to the GC. Resolves once every write is over; rejects when the
+ * fill fails or `dest` closes first.
+ */
+export function tailSender(source: TailSource, driver: StorageDriver, range?: ByteRange): (dest: Writable) => Promise<void> {
+  return (dest) =>
+    new Promise<void>((resolve, reject) => {
+      const tail = new TailReadable(source, driver, true, range);
+      let writing = 0;
+      let ended = false;
+      let over = false;
+      const finish = (err?: Error) => {
+        if (over) return;
+        over = true;
+        dest.off('close', gone);
+        dest.off('drain', drained);
+        if (err) {
+          tail.destroy();
+          reject(err);
+        } else resolve();
+      };
+      const gone = () => finish(new Error('the client went away'));
+      const drained = () => tail.resume();
+      dest.on('close', gone);
+      dest.on('drain', drained);
+      tail.on('data', (chunk: Buffer) => {
+        writing++;
+        const more = dest.write(chunk, (err) => {
+          writing--;
+          source.giveBack?.(chunk);
+          if (err) finish(err);
+          else if (ended && writing === 0) finish();
+        });
+        if (!more) tail.pause();
+      });
+      tail.once('end', () => {
+        ended = true;
+        if (writing === 0) finish();
+      });
+      tail.once('error', (err) => finish(err));
+    });
 }
 
 /**
@@ -74,6 +129,8 @@ class TailReadable extends Readable {
   constructor(
     private readonly source: TailSource,
     private readonly driver: StorageDriver,
+    /** Whether the chunks this pushes are handed back to the source once written (tailSender). */
+    private readonly tracked: boolean,
     private readonly range?: ByteRange,
   ) {
     super();
@@ -115,6 +172,7 @@ class TailReadable extends Readable {
       const last = Math.min(end, readable - 1);
       const inMemory = this.pos <= last ? source.fromMemory?.(this.pos, last) : undefined;
       if (inMemory) {
+        source.lend?.(inMemory, this.tracked);
         this.pos += inMemory.length;
         source.readerAt?.(this, this.pos);
         if (!this.push(inMemory)) return;
