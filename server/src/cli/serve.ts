@@ -8,6 +8,7 @@ import { describeStorage } from '../storage/factory.ts';
 import { RedisUnavailable } from '../shared/redis.ts';
 import * as path from 'node:path';
 import { osError, preflight } from './preflight.ts';
+import { chooseWasmTiering } from './wasm-flags.ts';
 
 /** `registry serve --help`: what the arguments alone do not say. */
 export const SERVE_HELP = `
@@ -46,6 +47,7 @@ export async function serveCommand(configFile: string | undefined): Promise<void
     const { config, ignoredEnv } = loaded;
     const logger = createLogger(config.loglevel ?? config.log.level, config.log.fields);
     for (const name of ignoredEnv) logger.warn({ env: name }, 'ignoring environment variable that names no config key');
+    chooseWasmTiering(config);
     running = await startServer(config, { logger });
   } catch (err) {
     const failure = startFailure(err, loaded?.config);
