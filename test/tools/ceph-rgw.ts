@@ -19,8 +19,16 @@ export interface RgwStart {
 /**
  * Runs start-ceph-rgw.sh for a cluster in `cephDir` on two free ports, with the
  * given keys, its output going to `logFile`. Rejects when it does not finish in 3 minutes.
+ * `objectStore`: the OSD's backend (the script's CEPH_OBJECTSTORE): bluestore (a sparse
+ * file on disk, the default) or memstore (RAM; what RGW answers is the same).
  */
-export async function startCephRgw(options: { cephDir: string; logFile: string; accessKey: string; secretKey: string }): Promise<RgwStart> {
+export async function startCephRgw(options: {
+  cephDir: string;
+  logFile: string;
+  accessKey: string;
+  secretKey: string;
+  objectStore?: 'bluestore' | 'memstore';
+}): Promise<RgwStart> {
   const rgwPort = await pickPort();
   let monPort = await pickPort();
   while (monPort === rgwPort) monPort = await pickPort();
@@ -36,6 +44,7 @@ export async function startCephRgw(options: { cephDir: string; logFile: string; 
         CEPH_MON_PORT: String(monPort),
         S3_ACCESS_KEY: options.accessKey,
         S3_SECRET_KEY: options.secretKey,
+        ...(options.objectStore ? { CEPH_OBJECTSTORE: options.objectStore } : {}),
       },
       stdio: ['ignore', fd, fd],
     });
