@@ -20,6 +20,7 @@ import { renderInstallScript, renderPrepareScript } from '../../infra/render/hos
 import { deterministicSalt, renderHtpasswd } from '../../infra/render/htpasswd.ts';
 import { renderStack } from '../../infra/render/index.ts';
 import { renderRedisConf } from '../../infra/render/redis.ts';
+import { runScriptRaw } from '../scripts/helpers.ts';
 import { ROOT } from './pulumi-harness.ts';
 import { caddyValidate, shellcheck, withTempDir } from './shell.ts';
 
@@ -342,14 +343,15 @@ describe('ops jobs contract', () => {
 
   it.runIf(['monitor', 'gc', 'prune', 'renew-cert'].every((j) => existsSync(path.join(ROOT, 'scripts', `${j}.ts`))))(
     'every variable in ops.env is one the scripts read (per their --help)',
-    () => {
-      const help = ['monitor', 'gc', 'prune', 'renew-cert']
-        .map((job) => {
-          const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'scripts', `${job}.ts`), '--help'], { cwd: ROOT, encoding: 'utf8' });
-          expect(r.status, `${job} --help: ${r.stderr}`).toBe(0);
-          return r.stdout;
-        })
-        .join('\n');
+    async () => {
+      // The jobs as the crontab runs them (dist/scripts/<job>.js).
+      const runs: string[] = [];
+      for (const job of ['monitor', 'gc', 'prune', 'renew-cert']) {
+        const r = await runScriptRaw(job, ['--help']);
+        expect(r.code, `${job} --help: ${r.stderr}`).toBe(0);
+        runs.push(r.stdout);
+      }
+      const help = runs.join('\n');
       for (const name of Object.keys(env)) expect(help, name).toContain(name);
     },
   );

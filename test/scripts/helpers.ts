@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -60,13 +60,43 @@ export interface RawResult {
   stderr: string;
 }
 
-/** Runs `node --import tsx scripts/<name>.ts <args>` with a clean environment plus `env`. */
-export function runScriptRaw(name: string, args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<RawResult> {
+let building: Promise<void> | undefined;
+
+/**
+ * dist/ built from the sources as they are now, checked before every run as the `registry` bin
+ * checks before it starts (server/bin/dist.mjs: a source newer than the build makes it stale);
+ * when stale, `node server/bin/build.mjs --if-stale` rebuilds it, one build at a time across
+ * processes (under its lock).
+ */
+export async function ensureBuilt(): Promise<void> {
+  const dist = (await import(pathToFileURL(path.join(REPO_ROOT, 'server/bin/dist.mjs')).href)) as { distState(): 'fresh' | 'stale' | 'prebuilt' };
+  if (dist.distState() !== 'stale') return;
+  building ??= new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'server/bin/build.mjs'), '--if-stale'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build.mjs --if-stale exited ${code}:\n${output}`))));
+  }).finally(() => {
+    building = undefined;
+  });
+  await building;
+}
+
+/**
+ * Runs an ops job as the crontab does (infra/render/ops.ts): `node --enable-source-maps
+ * dist/scripts/<name>.js <args>`, compiled from scripts/<name>.ts (rebuilt first when a source
+ * changed), with a clean environment plus `env`. A run takes about a quarter of the CPU time
+ * that `node --import tsx scripts/<name>.ts` took (0.27 s against 1.0 s for --help).
+ */
+export async function runScriptRaw(name: string, args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<RawResult> {
+  await ensureBuilt();
   const childEnv: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!SCRIPT_ENV.test(k)) childEnv[k] = v;
   Object.assign(childEnv, env);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'scripts', `${name}.ts`), ...args], {
+    const child = spawn(process.execPath, ['--enable-source-maps', path.join(REPO_ROOT, 'dist', 'scripts', `${name}.js`), ...args], {
       cwd: REPO_ROOT,
       env: childEnv,
       stdio: ['ignore', 'pipe', 'pipe'],
