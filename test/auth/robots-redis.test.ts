@@ -14,13 +14,13 @@ import { RobotStore } from '../../server/src/auth/robots.ts';
 import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
 import { RegistryClient } from '../helpers/client.ts';
 import { buildImage } from '../helpers/oci.ts';
-import { makeTempDir, REPO_ROOT, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
+import { makeTempDir, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { runNode } from '../cli/helpers.ts';
+import { runRegistry } from '../cli/helpers.ts';
 import { basicAuth, fetchToken, startTokenServer, TestClock, TokenClient, type TokenTestServer } from './helpers.ts';
 
-const MAIN = path.join(REPO_ROOT, 'server', 'src', 'cli', 'main.ts');
-const robotCli = (args: string[]) => runNode(['--import', 'tsx', MAIN, 'robot', ...args], { timeoutMs: 60_000 });
+// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
+const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 const POLICY = `
 groups: { ci: ['robot$ci', 'robot$ci2', 'robot$ci3', 'robot$lost'] }
 repositories:

@@ -14,14 +14,13 @@ import { FilesystemDriver } from '../../server/src/storage/filesystem.ts';
 import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { ContainersClients } from '../helpers/clients.ts';
 import { buildImage, writeOciLayout } from '../helpers/oci.ts';
-import { REPO_ROOT } from '../helpers/process.ts';
 import { makeTempDir } from '../helpers/server.ts';
-import { runNode } from '../cli/helpers.ts';
+import { runRegistry } from '../cli/helpers.ts';
 import { basicAuth, fetchToken, parseChallenge, startTokenServer, TestClock, TokenClient, type TokenTestServer } from './helpers.ts';
 
 const DAY = 86_400_000;
-const MAIN = path.join(REPO_ROOT, 'server', 'src', 'cli', 'main.ts');
-const robotCli = (args: string[]) => runNode(['--import', 'tsx', MAIN, 'robot', ...args], { timeoutMs: 60_000 });
+// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
+const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 
 let dir: string;
 beforeAll(() => {

@@ -10,12 +10,12 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RegistryClient } from '../helpers/client.ts';
 import { ContainersClients, verifyPull } from '../helpers/clients.ts';
 import { buildImage, writeOciLayout } from '../helpers/oci.ts';
-import { basicAuth, makeTempDir, REPO_ROOT, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
+import { basicAuth, makeTempDir, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
 import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
-import { runNode } from '../cli/helpers.ts';
+import { runRegistry } from '../cli/helpers.ts';
 
-const MAIN = path.join(REPO_ROOT, 'server', 'src', 'cli', 'main.ts');
-const robotCli = (args: string[]) => runNode(['--import', 'tsx', MAIN, 'robot', ...args], { timeoutMs: 60_000 });
+// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
+const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 const POLICY = `
 groups: { ci: ['robot$ci'] }
 repositories:
