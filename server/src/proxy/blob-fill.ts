@@ -201,7 +201,9 @@ export class BlobFill implements Fill, TailSource {
    * to a reader is freed when it comes back. The upstream's chunks are the fill's alone: each is
    * the socket read that carried it.
    */
-  private freeing = false;
+  private get freeing(): boolean {
+    return this.file !== undefined && !this.chunksShared;
+  }
   /** A reader that does not hand chunks back took some: nothing is freed from then on. */
   private chunksShared = false;
   private readonly lent = new Map<ArrayBufferLike, number>();
@@ -373,7 +375,6 @@ export class BlobFill implements Fill, TailSource {
       this.deps.observer?.started(this.key, fetched.size);
       body = this.body = fetched.body;
       this.file = !this.direct && driver instanceof FilesystemDriver ? localFile(driver, this.key) : undefined;
-      this.freeing = this.file !== undefined && !this.chunksShared;
       this.job = startFillJob(
         { algorithm: this.digest.algorithm, file: this.file },
         {
@@ -713,10 +714,7 @@ export class BlobFill implements Fill, TailSource {
   }
 
   lend(chunk: Buffer, tracked: boolean): void {
-    if (!tracked) {
-      this.chunksShared = true;
-      this.freeing = false;
-    }
+    if (!tracked) this.chunksShared = true;
     if (!this.freeing) return;
     this.lent.set(chunk.buffer, (this.lent.get(chunk.buffer) ?? 0) + 1);
   }
