@@ -16,11 +16,9 @@ import { RegistryClient } from '../helpers/client.ts';
 import { buildImage } from '../helpers/oci.ts';
 import { makeTempDir, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
-import { runRegistry } from '../cli/helpers.ts';
+import { runRobot } from '../cli/helpers.ts';
 import { basicAuth, fetchToken, startTokenServer, TestClock, TokenClient, type TokenTestServer } from './helpers.ts';
 
-// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
-const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 const POLICY = `
 groups: { ci: ['robot$ci', 'robot$ci2', 'robot$ci3', 'robot$lost'] }
 repositories:
@@ -78,7 +76,7 @@ describe('two server processes sharing a storage and Redis', () => {
     log.split('\n').some((l) => l.includes('"robot changed: cached record dropped"') && l.includes(`"robot":"${robot}"`));
 
   it('a robot revoked with the CLI is refused by both replicas, with the token one of them issued', async () => {
-    const created = await robotCli(['create', 'ci', '--scope', 'repository:team/**:pull,push', '-c', a.configFile]);
+    const created = await runRobot(['create', 'ci', '--scope', 'repository:team/**:pull,push', '-c', a.configFile]);
     expect(created.code, created.stderr).toBe(0);
     expect(created.stderr).not.toContain('were not told');
     const secret = created.stdout.trim();
@@ -93,7 +91,7 @@ describe('two server processes sharing a storage and Redis', () => {
     expect(await status(b.url, creds)).toBe(200);
 
     const seenByB = logFrom(b);
-    const revoked = await robotCli(['revoke', 'robot$ci', '-c', a.configFile]);
+    const revoked = await runRobot(['revoke', 'robot$ci', '-c', a.configFile]);
     expect(revoked.code, revoked.stderr).toBe(0);
     expect(revoked.stderr).not.toContain('were not told');
     await until('B hears that robot$ci changed', () => dropped(seenByB(), 'robot$ci'));
@@ -105,12 +103,12 @@ describe('two server processes sharing a storage and Redis', () => {
   });
 
   it('a rotated robot: the old secret is refused by the other replica, the new one works there', async () => {
-    const created = await robotCli(['create', 'ci2', '--scope', 'repository:team/**:pull', '-c', a.configFile]);
+    const created = await runRobot(['create', 'ci2', '--scope', 'repository:team/**:pull', '-c', a.configFile]);
     const old = basicAuth('robot$ci2', created.stdout.trim());
     expect(await status(b.url, old)).toBe(200);
 
     const seenByB = logFrom(b);
-    const rotated = await robotCli(['rotate', 'ci2', '-c', b.configFile]);
+    const rotated = await runRobot(['rotate', 'ci2', '-c', b.configFile]);
     expect(rotated.code, rotated.stderr).toBe(0);
     await until('B hears that robot$ci2 changed', () => dropped(seenByB(), 'robot$ci2'));
     expect(await status(b.url, old)).toBe(401);
@@ -120,7 +118,7 @@ describe('two server processes sharing a storage and Redis', () => {
   it('the CLI says so when Redis cannot be reached, and still makes the change', async () => {
     const config = path.join(work, 'no-redis.yml');
     writeFileSync(config, toYaml({ version: '0.1', storage: { filesystem: { rootdirectory: dataDir } }, auth: { access: 'x.yml' }, redis: { addr: '127.0.0.1:1', dialtimeout: '1s' } }));
-    const created = await robotCli(['create', 'ci3', '--scope', 'repository:team/**:pull', '-c', config]);
+    const created = await runRobot(['create', 'ci3', '--scope', 'repository:team/**:pull', '-c', config]);
     expect(created.code, created.stderr).toBe(0);
     expect(created.stderr).toMatch(/note: running servers were not told through redis \(cannot reach redis at 127\.0\.0\.1:1 \(redis\.addr\)/);
     expect(await new RobotStore(new FilesystemDriver(dataDir)).verify('ci3', created.stdout.trim())).toBeDefined();
@@ -149,7 +147,7 @@ describe('servers whose record cache never runs out (frozen clocks)', () => {
   });
 
   it('only the announcement can make the other replica refuse: it does', async () => {
-    const created = await robotCli(['create', 'ci', '--scope', 'repository:team/**:pull', '-c', configFile]);
+    const created = await runRobot(['create', 'ci', '--scope', 'repository:team/**:pull', '-c', configFile]);
     const creds = basicAuth('robot$ci', created.stdout.trim());
     expect(await status(b.url, creds, '/v2/team/x/tags/list')).toBe(404);
     const token = await fetchToken(`${a.url}/auth/token`, { service: SERVICE, scope: ['repository:team/x:pull'] }, creds);
@@ -157,7 +155,7 @@ describe('servers whose record cache never runs out (frozen clocks)', () => {
     const bearer = `Bearer ${token.body.token}`;
     expect(await status(b.url, bearer, '/v2/team/x/tags/list')).toBe(404);
 
-    expect((await robotCli(['revoke', 'ci', '-c', configFile])).code).toBe(0);
+    expect((await runRobot(['revoke', 'ci', '-c', configFile])).code).toBe(0);
     await until('B refuses the revoked robot', async () => (await status(b.url, creds, '/v2/team/x/tags/list')) === 401);
     expect(await status(b.url, bearer, '/v2/team/x/tags/list')).toBe(401);
     expect(await status(a.url, bearer, '/v2/team/x/tags/list')).toBe(401);

@@ -15,12 +15,10 @@ import { errorCodes, RegistryClient } from '../helpers/client.ts';
 import { ContainersClients } from '../helpers/clients.ts';
 import { buildImage, writeOciLayout } from '../helpers/oci.ts';
 import { makeTempDir } from '../helpers/server.ts';
-import { runRegistry } from '../cli/helpers.ts';
+import { runRobot } from '../cli/helpers.ts';
 import { basicAuth, fetchToken, parseChallenge, startTokenServer, TestClock, TokenClient, type TokenTestServer } from './helpers.ts';
 
 const DAY = 86_400_000;
-// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
-const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 
 let dir: string;
 beforeAll(() => {
@@ -93,7 +91,7 @@ describe('registry robot (the command)', () => {
   });
 
   it('create prints the secret alone on stdout; list, rotate and revoke', async () => {
-    const created = await robotCli(['create', 'ci', '--scope', 'repository:team/*:pull,push', '--ttl', '90d', '-d', 'the CI', '--config', configFile]);
+    const created = await runRobot(['create', 'ci', '--scope', 'repository:team/*:pull,push', '--ttl', '90d', '-d', 'the CI', '--config', configFile]);
     expect(created.code, created.stderr).toBe(0);
     const secret = created.stdout.trim();
     expect(secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -102,20 +100,20 @@ describe('registry robot (the command)', () => {
     const store = new RobotStore(new FilesystemDriver(path.join(dir, 'cli-data')));
     expect(await store.verify('ci', secret)).toBeDefined();
 
-    const list = await robotCli(['list', '--json', '--config', configFile]);
+    const list = await runRobot(['list', '--json', '--config', configFile]);
     const listed = JSON.parse(list.stdout);
     expect(listed).toEqual([expect.objectContaining({ name: 'ci', login: 'robot$ci', status: 'active', description: 'the CI' })]);
     expect(list.stdout).not.toContain('secretHash');
 
-    const rotated = await robotCli(['rotate', 'robot$ci', '--config', configFile]);
+    const rotated = await runRobot(['rotate', 'robot$ci', '--config', configFile]);
     expect(rotated.code).toBe(0);
     expect(rotated.stdout.trim()).not.toBe(secret);
     expect(await new RobotStore(new FilesystemDriver(path.join(dir, 'cli-data'))).verify('ci', rotated.stdout.trim())).toBeDefined();
 
-    const revoked = await robotCli(['revoke', 'ci', '--config', configFile]);
+    const revoked = await runRobot(['revoke', 'ci', '--config', configFile]);
     expect(revoked.code).toBe(0);
     expect(revoked.stderr).toMatch(/revoked robot\$ci +revoked/);
-    expect((await robotCli(['list', '--config', configFile])).stdout).toMatch(/robot\$ci +revoked/);
+    expect((await runRobot(['list', '--config', configFile])).stdout).toMatch(/robot\$ci +revoked/);
   });
 
   it('refuses bad input with one line and exit 2', async () => {
@@ -128,7 +126,7 @@ describe('registry robot (the command)', () => {
       [['create', 'ci3', '--config', configFile], /^registry: required option '-s, --scope/],
     ];
     for (const [args, message] of cases) {
-      const r = await robotCli(args);
+      const r = await runRobot(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
       expect(r.stderr, args.join(' ')).toMatch(message);

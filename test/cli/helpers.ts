@@ -40,6 +40,11 @@ export function runRegistry(args: string[], options: RunOptions = {}): Promise<R
   return runNode([REGISTRY_BIN, ...args], options);
 }
 
+/** `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed). */
+export function runRobot(args: string[]): Promise<Run> {
+  return runRegistry(['robot', ...args], { timeoutMs: 60_000 });
+}
+
 export interface Running {
   child: ChildProcess;
   stdout: () => string;

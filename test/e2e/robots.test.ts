@@ -12,10 +12,8 @@ import { ContainersClients, verifyPull } from '../helpers/clients.ts';
 import { buildImage, writeOciLayout } from '../helpers/oci.ts';
 import { basicAuth, makeTempDir, type ServerProcess, sleep, startServerProcess } from '../helpers/process.ts';
 import { createTestStorage, type TestStorage } from '../helpers/storage.ts';
-import { runRegistry } from '../cli/helpers.ts';
+import { runRobot } from '../cli/helpers.ts';
 
-// `registry robot …` as users run it: the bin, compiled (dist/, rebuilt first when a source changed).
-const robotCli = (args: string[]) => runRegistry(['robot', ...args], { timeoutMs: 60_000 });
 const POLICY = `
 groups: { ci: ['robot$ci'] }
 repositories:
@@ -50,7 +48,7 @@ describe('robot accounts kept in the registry storage', () => {
   });
 
   test('create, log in and push, list, revoke: refused by the running server, listed as revoked', async () => {
-    const created = await robotCli(['create', 'ci', '--scope', 'repository:team/**:pull,push', '--ttl', '90d', '-c', srv.configFile]);
+    const created = await runRobot(['create', 'ci', '--scope', 'repository:team/**:pull,push', '--ttl', '90d', '-c', srv.configFile]);
     expect(created.code, created.stderr).toBe(0);
     const secret = created.stdout.trim();
     const record = await storage!.read('auth/robots/ci.json');
@@ -69,10 +67,10 @@ describe('robot accounts kept in the registry storage', () => {
     expect(denied.code).not.toBe(0);
     expect(denied.stderr).toMatch(/denied|403 \(Forbidden\)/i);
 
-    const listed = await robotCli(['list', '--json', '-c', srv.configFile]);
+    const listed = await runRobot(['list', '--json', '-c', srv.configFile]);
     expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ login: 'robot$ci', status: 'active' })]);
 
-    const revoked = await robotCli(['revoke', 'robot$ci', '-c', srv.configFile]);
+    const revoked = await runRobot(['revoke', 'robot$ci', '-c', srv.configFile]);
     expect(revoked.code, revoked.stderr).toBe(0);
     // Without Redis the server re-reads the record within seconds: wait for the refusal, bounded.
     const deadline = Date.now() + 30_000;
@@ -83,7 +81,7 @@ describe('robot accounts kept in the registry storage', () => {
     const pull = await cli.skopeo(['inspect', '--tls-verify=false', '--creds', creds, `docker://${srv.host}/team/app:v1`], { allowFailure: true });
     expect(pull.code).not.toBe(0);
     expect(pull.stderr).toMatch(/unauthorized|authentication required/i);
-    expect((await robotCli(['list', '-c', srv.configFile])).stdout).toMatch(/robot\$ci +revoked/);
+    expect((await runRobot(['list', '-c', srv.configFile])).stdout).toMatch(/robot\$ci +revoked/);
     expect(JSON.parse((await storage!.read('auth/robots/ci.json'))!.toString()).revoked).toBeTruthy();
   });
 });
