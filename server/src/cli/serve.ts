@@ -45,9 +45,10 @@ export async function serveCommand(configFile: string | undefined): Promise<void
     }
     preflight(loaded.config);
     const { config, ignoredEnv } = loaded;
+    // First: it may start the process again with a V8 flag (wasm-flags.ts), before anything is logged.
+    chooseWasmTiering(config);
     const logger = createLogger(config.loglevel ?? config.log.level, config.log.fields);
     for (const name of ignoredEnv) logger.warn({ env: name }, 'ignoring environment variable that names no config key');
-    chooseWasmTiering(config);
     running = await startServer(config, { logger });
   } catch (err) {
     const failure = startFailure(err, loaded?.config);
