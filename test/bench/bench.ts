@@ -30,7 +30,8 @@
 //   auth12 the same at cost 12
 //   mirror no auth: an upstream distribution holding a 60 MB 3-layer image; ours and
 //          distribution both as pull-through caches of it (proxy.remoteurl), restarted on
-//          fresh data directories for each repetition: cold pull, direct pull from the
+//          fresh data directories for each repetition and warmed on three other images of the same
+//          shape (as a mirror that has been running: JIT, connections): cold pull, direct pull from the
 //          upstream (the reference for cold), warm pulls; then cold pulls again with the
 //          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link); then fresh
 //          mirrors pull an image of 64 layers over 64 connections (64 concurrent cold fills): VmHWM
@@ -144,6 +145,8 @@ const MIRROR_REPS = Math.max(1, Number(argv['mirror-reps'] ?? (QUICK ? 2 : 5)));
 /** The mirror rows' image: three random layers (the issue's "60 MB, 3-layer image"). */
 const MIRROR_LAYERS = [30 * MB, 20 * MB, 10 * MB];
 const MIRROR_IMAGE = MIRROR_LAYERS.reduce((a, b) => a + b, 0);
+/** Images of the mirror image's shape each fresh mirror pulls cold before it is measured (see phaseMirror). */
+const WARM_IMAGES = 3;
 /** Speed of the modelled WAN link to the upstream for the "over the link" rows, MB/s (0: skip them). */
 const MIRROR_LINK = Number(argv['mirror-link'] ?? 100);
 /** Warm pulls per server and repetition (interleaved), after its cold pull. */
@@ -624,14 +627,17 @@ async function phaseMirror(): Promise<void> {
       'v1',
       MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n))),
     );
-    // Another image, pulled through each fresh mirror before the measured cold pull: it warms the
-    // process (JIT, connection pool to the upstream, the cache-fill path) without caching the measured image.
-    const warmImage = await pushImage(
-      upstream.url,
-      'bench/warmup',
-      'v1',
-      [1, 2, 3].map(() => randomFillSync(Buffer.alloc(2 * MB))),
-    );
+    // Other images of the same shape, pulled cold through each fresh mirror before the measured cold
+    // pull (and one of them again, warm): they warm the process (JIT, connection pool to the upstream,
+    // the cache-fill and cache-read paths) without caching the measured image, so that the rows measure
+    // a mirror that has been running, as a deployed one has. One 6 MB image did not do that for ours:
+    // V8 was still compiling the fill path during the measured pull (its compiler threads used a third
+    // of our CPU there; per-thread CPU of 60 MB cold pulls on one fresh mirror: 760-790, then 490-530,
+    // then 350-400 ms). distribution, compiled ahead of time, has nothing to warm.
+    const warmImages: BenchImage[] = [];
+    for (let i = 0; i < WARM_IMAGES; i++) {
+      warmImages.push(await pushImage(upstream.url, `bench/warmup${i + 1}`, 'v1', MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n)))));
+    }
     for (let i = 0; i < WARMUP; i++) await pullImage(upstream.url, image, PULL_CONCURRENCY);
 
     const pull = async (r: Row, who: Kind, url: string, what: string, also?: Row) => {
@@ -648,7 +654,7 @@ async function phaseMirror(): Promise<void> {
       );
     };
 
-    /** Both mirrors of `remote` on fresh data directories, warmed on warmImage; stopped (and their data removed) after `body`. */
+    /** Both mirrors of `remote` on fresh data directories, warmed on warmImages; stopped (and their data removed) after `body`. */
     const withMirrors = async (
       label: string,
       remote: string,
@@ -674,8 +680,8 @@ async function phaseMirror(): Promise<void> {
           running.add(m[kind]);
         }
         for (const kind of KINDS) {
-          await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
-          await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+          for (const warmImage of warmImages) await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+          await pullImage(m[kind].url, warmImages[0], PULL_CONCURRENCY);
         }
         await body(m, dirs);
       } finally {
@@ -847,7 +853,7 @@ function table(): string {
       ? [
           `mirror rows: upstream = distribution${S3 ? ' on the filesystem (it stands for Docker Hub)' : ''} holding one image (${MIRROR_LAYERS.map(fmtMB).join(' + ')} random layers + config); ` +
             `ours and distribution each with that config.yml + proxy.remoteurl of the upstream, no auth, restarted on a fresh ${S3 ? 'rootdirectory in its bucket' : 'data dir'} per repetition ` +
-            'and warmed on another image; a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ' +
+            `and warmed on ${WARM_IMAGES} other images of the same shape (each pulled cold, the first again warm); a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ` +
             `${PULL_CONCURRENCY} connections, every digest verified; MB/s = image bytes / wall time; direct = the same pull from the upstream itself`,
           ...(R.linkCold.ours !== undefined
             ? [
