@@ -448,7 +448,10 @@ export async function certificateIssuer(ip: string, host: string, port = 443): P
 // --- up and down ---
 
 export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
-  const log = o.log ?? ((s: string) => console.log(s));
+  const started = Date.now();
+  const out = o.log ?? ((s: string) => console.log(s));
+  // Each line says when it happened since `up` began: where an up spends its time.
+  const log = (s: string) => out(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${s}`);
   const l = twinLayout(o.dir);
   for (const d of [l.dir, l.ssh, l.pki, l.vpsOpt, l.vpsRun, l.vpsEtcDocker, l.clientEtcDocker]) mkdirSync(d, { recursive: true });
   const secrets = loadSecrets(l);
@@ -471,6 +474,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     binds: [{ source: l.vpsOpt, target: '/opt' }],
     privateRun: true,
   });
+  log('the VPS engine answers');
   const docker = dockerCli(vpsEngine.host);
   const api = engineApi(vpsEngine.host);
   try {
@@ -485,8 +489,10 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     });
 
     await ensurePublicNetwork(docker, l);
+    log('starting the twin VPS');
     await startVps(docker, l, images.vps, vpsEngine);
     const hostKey = await vpsHostKey(docker, l);
+    log('the twin VPS has its host key; starting the Docker Hub stand-in and pebble');
     writeFileSync(path.join(l.ssh, 'known_hosts'), `${hostKey}\n`);
     const cfg = twinStackConfig(stackFile, l, secrets, hostKey);
     await startHub(docker, l, images.distribution);
@@ -497,6 +503,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     const { key: originKey } = keyAndCsr(originDir, 'mir', cfg.derived.mirHost);
     const originCert = ensureServerCert(originCa, originDir, 'mir', [cfg.derived.mirHost], 5475);
     const serverImage = serverImageName(ROOT);
+    log('pebble and the hub started');
     const built = await buildServerImage(docker, serverImage, cfg.docker.nodeImage, log);
     if (built) log(`built ${serverImage}`);
 
@@ -518,6 +525,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     log('host steps over SSH');
     const changedSteps = await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'before-containers'), done, vpsEngine, log);
 
+    log('containers');
     const specs = stackContainerSpecs(cfg, rendered, { sysctls: containerSysctls() });
     await ensureNetworkAndVolumes(docker, cfg, specVolumes(specs));
     const applied = await applyContainers(api, docker, specs, rendered, {
@@ -527,8 +535,11 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
       log,
     });
     done.add(CONTAINERS);
+    log('host steps after the containers');
     changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log)));
+    log('robots');
     const robots = await applyRobots(l, cfg, log);
+    log('the edge');
     await connectToStack(docker, cfg, TWIN_CONTAINERS.hub, HUB_ALIAS);
     await startEdge(docker, l, cfg, secrets, serverImage, originCa.cert);
     await connectToStack(docker, cfg, TWIN_CONTAINERS.edge, cfg.derived.mirHost);
@@ -544,6 +555,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     }
     const clientDaemon = rendered.files['clients/docker-daemon.json']?.content ?? '{}\n';
     writeFileSync(path.join(l.clientEtcDocker, 'daemon.json'), clientDaemon);
+    log('the client engine');
     const clientEngine = await startEngine({
       dir: l.clientEngine,
       name: 'client',
@@ -559,10 +571,12 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
       const issuer = await certificateIssuer(l.ips.caddy, cfg.derived.dcrHost);
       return /pebble/i.test(issuer) ? issuer : undefined;
     });
+    log('dcr has its certificate');
     await waitFor('mir through the edge', 120_000, async () => {
       return fetchWithCa(`https://${l.ips.edge}/v2/`, webCa.cert, cfg.derived.mirHost, 5_000);
     });
 
+    log('mir answers through the edge');
     const hubPort = (await docker.out(['port', TWIN_CONTAINERS.hub, `${HUB_PORT}/tcp`])).split('\n')[0].split(':').pop();
     const [user, password] = Object.entries(cfg.users)[0];
     const env: TwinEnv = {

@@ -15,6 +15,11 @@ import { certificateIssuer, HostStepError, runOverSsh, twinDown, twinUp, type Tw
 const dir = mkdtempSync('/var/tmp/registry-stack-twin-test-');
 const layout = twinLayout(dir);
 const logs: string[] = [];
+// TWIN_LOG=1 prints the deploys' lines (with their times) as they come.
+const logLine = (s: string) => {
+  logs.push(s);
+  if (process.env.TWIN_LOG) console.error(s);
+};
 let up: TwinUpResult;
 let dockerConfig: string;
 
@@ -50,7 +55,7 @@ const ssh = (script: string) => runOverSsh(layout, up.config, 'sh -s', script);
 
 beforeAll(async () => {
   dockerConfig = mkdtempSync(path.join(tmpdir(), 'twin-docker-config-'));
-  up = await twinUp({ dir, log: (s) => logs.push(s) });
+  up = await twinUp({ dir, log: logLine });
 }, 1_200_000);
 
 afterAll(async () => {
@@ -181,7 +186,7 @@ describe('deploying again', () => {
     const names = ['caddy', 'registry', 'registry-cache', ...Object.values(TWIN_CONTAINERS)];
     const ids = () => Promise.all(names.map((n) => vps().out(['inspect', '--format', '{{.Id}} {{.State.StartedAt}}', n])));
     const before = await ids();
-    const again = await twinUp({ dir, log: (s) => logs.push(s) });
+    const again = await twinUp({ dir, log: logLine });
     expect(again.changes).toEqual({ steps: [], containers: [], robots: [] });
     expect(again.robotSecrets).toEqual(up.robotSecrets);
     expect(await ids()).toEqual(before);
@@ -192,7 +197,7 @@ describe('deploying again', () => {
     // An image an earlier deploy built (any content will do: no container uses it).
     const tar = execFileSync('tar', ['-C', path.dirname(layout.secrets), '-cf', '-', 'secrets.json']);
     await d.run(['import', '-', 'localhost/registry-stack/server:0000000000000000'], { input: tar });
-    await twinUp({ dir, log: (s) => logs.push(s) });
+    await twinUp({ dir, log: logLine });
     const running = await d.out(['inspect', '--format', '{{.Config.Image}}', 'registry']);
     expect(running).toMatch(/^localhost\/registry-stack\/server:[0-9a-f]{16}$/);
     const tags = (await d.out(['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', 'localhost/registry-stack/server'])).split('\n');
@@ -211,10 +216,10 @@ describe('deploying again', () => {
       ].join('\n'),
     );
     expect(broke.code, broke.stderr).toBe(0);
-    await expect(twinUp({ dir, log: (s) => logs.push(s) })).rejects.toThrow(HostStepError);
+    await expect(twinUp({ dir, log: logLine })).rejects.toThrow(HostStepError);
 
     expect((await ssh('rm -f /usr/local/sbin/ufw')).code).toBe(0);
-    const again = await twinUp({ dir, log: (s) => logs.push(s) });
+    const again = await twinUp({ dir, log: logLine });
     expect(again.changes.steps).toContain('firewall');
     const status = await ssh('ufw status');
     expect(status.stdout).toMatch(/Status: active/);
