@@ -17,7 +17,13 @@
 // inside it with `nsenter`, as often as it is restarted:
 //
 //   unshare --mount --propagation private bash -c 'mount --bind … && exec sleep infinity'   (the holder)
-//   nsenter --mount=/proc/<holder>/ns/mnt dockerd --storage-driver=vfs …                   (the engine)
+//   nsenter --mount=/proc/<holder>/ns/mnt dockerd --storage-driver=overlay2 …              (the engine)
+//
+// The storage driver is overlay2, as on a VPS, where this machine lets us mount
+// overlayfs on the engine's data-root (tried once, when the engine is made);
+// else vfs, which needs no privileges but keeps every image layer and every
+// container as a full copy of its filesystem (a container create copies its
+// whole image twice). TWIN_STORAGE_DRIVER=vfs|overlay2 chooses.
 //
 // Every process of the engine (dockerd, containerd, the shims, docker-proxy)
 // lives in that namespace, which is how stop() finds them all: it kills every
@@ -27,8 +33,8 @@
 // The engine's description (pids, options) is kept in <dir>/engine.json, so a
 // later process (a second `npm run twin -- up`) can re-attach with
 // engineRunning(dir) and still restart or stop it.
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { type DockerCli, dockerCli } from './docker.ts';
@@ -69,7 +75,11 @@ export interface EngineOptions {
   privateRun?: boolean;
   /** How long to wait for the engine to answer (default 60 s). */
   readyTimeoutMs?: number;
+  /** overlay2 or vfs (default: TWIN_STORAGE_DRIVER, else overlay2 where overlayfs mounts work on the data-root, else vfs). */
+  storageDriver?: StorageDriver;
 }
+
+export type StorageDriver = 'overlay2' | 'vfs';
 
 export interface Engine {
   readonly name: string;
@@ -82,6 +92,8 @@ export interface Engine {
   readonly pid: number;
   /** The pid of the process holding the engine's mount namespace. */
   readonly nsPid: number;
+  /** The storage driver dockerd runs with. */
+  readonly storageDriver: StorageDriver;
   /** SIGTERM dockerd, wait for it to exit, start it again with the same options (the twin's `systemctl restart docker`). */
   restart(): Promise<void>;
   /**
@@ -105,6 +117,8 @@ interface EngineState {
   liveRestore: boolean;
   privateRun?: boolean;
   readyTimeoutMs: number;
+  /** Chosen when the engine is made, kept across restarts (the data-root is in that driver's format). */
+  storageDriver?: StorageDriver;
 }
 
 /** The flags this module passes to dockerd (as daemon.json keys): a config file must not set them too, or dockerd refuses to start. */
@@ -162,6 +176,7 @@ export async function startEngine(o: EngineOptions): Promise<Engine> {
   const l = layout(dir);
   for (const d of [dir, l.socketDir, l.dataRoot, l.execRoot, l.containerdRun, path.dirname(st.logFile)]) mkdirSync(d, { recursive: true });
   checkPaths(st);
+  st.storageDriver = o.storageDriver ?? storageDriverFor(l.dataRoot);
 
   st.nsPid = await startHolder(st);
   st.mntNs = readlinkSync(`/proc/${st.nsPid}/ns/mnt`);
@@ -288,7 +303,7 @@ function dockerdArgs(st: EngineState): string[] {
   }
   return [
     `--config-file=${configFile}`,
-    '--storage-driver=vfs', // overlayfs needs privileges we do not have
+    `--storage-driver=${st.storageDriver ?? 'vfs'}`,
     '--iptables=false', // we may not own the host's iptables; published ports go through docker-proxy
     '--bridge=none', // no docker0: the twin makes its own networks
     `--data-root=${l.dataRoot}`,
@@ -326,6 +341,33 @@ async function startDockerd(st: EngineState): Promise<void> {
   );
 }
 
+/**
+ * The storage driver for an engine whose data-root is `dataRoot`: TWIN_STORAGE_DRIVER when set,
+ * else overlay2 if an overlayfs mount with an upper dir on that filesystem works here (it needs
+ * CAP_SYS_ADMIN and a kernel and filesystem that allow it: not in every sandbox), else vfs.
+ */
+export function storageDriverFor(dataRoot: string): StorageDriver {
+  const wanted = process.env.TWIN_STORAGE_DRIVER;
+  if (wanted === 'overlay2' || wanted === 'vfs') return wanted;
+  if (wanted) throw new Error(`TWIN_STORAGE_DRIVER=${wanted}: expected overlay2 or vfs`);
+  const probe = mkdtempSync(path.join(dataRoot, '.overlay-probe-'));
+  try {
+    for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(path.join(probe, d));
+    writeFileSync(path.join(probe, 'lower', 'f'), 'lower\n');
+    // In a mount namespace of its own, so nothing is left mounted on the host whatever happens.
+    const script = [
+      'set -e',
+      'mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged"',
+      'echo upper > "$1/merged/f"',
+      'cat "$1/lower/f" "$1/upper/f"',
+    ].join('\n');
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'probe', probe], { encoding: 'utf8', env: { ...process.env, PATH: SYSTEM_PATH } });
+    return r.status === 0 && r.stdout === 'lower\nupper\n' ? 'overlay2' : 'vfs';
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Re-attaching
 
@@ -348,6 +390,7 @@ function handle(st: EngineState): Engine {
       return dockerdPid(st) ?? 0;
     },
     nsPid: st.nsPid,
+    storageDriver: st.storageDriver ?? 'vfs',
     restart: () => restartEngine(st),
     stop: () => stopEngine(st),
   };

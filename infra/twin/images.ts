@@ -21,10 +21,10 @@
 // what it is made of, so a second call on the same engine builds nothing, and
 // a fresh engine only imports and copies (15-30 s).
 //
-// The engine stores images with the vfs driver, which keeps every layer as a
-// full copy of the filesystem (and every container as two more): the
-// Dockerfiles add one COPY each and avoid RUN where they can, and they are
-// built with BuildKit (see buildImage).
+// Where the engine stores images with the vfs driver (no overlayfs, see
+// engine.ts), every layer is a full copy of the filesystem (and every
+// container two more): the Dockerfiles add one COPY each and avoid RUN where
+// they can, and they are built with BuildKit (see buildImage).
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';

@@ -113,6 +113,10 @@ describe('the engine', () => {
     expect(readlinkSync('/proc/self/ns/mnt')).not.toBe(mntNs);
   });
 
+  it('runs with the storage driver it chose: overlay2 where overlayfs mounts work here, else vfs', async () => {
+    expect(await docker.out(['info', '--format', '{{.Driver}}'])).toBe(engine.storageDriver);
+  });
+
   it('is found again by engineRunning(), and startEngine() with the same options re-attaches', async () => {
     const again = await engineRunning(engineDir);
     expect(again?.pid).toBe(engine.pid);
@@ -123,7 +127,7 @@ describe('the engine', () => {
 });
 
 describe('the images', () => {
-  // One container per image, and `docker exec` into it: every new container costs two full vfs copies of its image.
+  // One container per image, and `docker exec` into it: on vfs, every new container costs two full copies of its image.
   it('node: Node 24.22.3 and npm, as user node', async () => {
     await docker.run(['run', '-d', '--name', 'node', '--user', 'node', images.node, 'sleep', 'infinity']);
     try {
