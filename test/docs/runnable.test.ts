@@ -10,8 +10,14 @@
 // `serve` are started as `registry serve NAME`. A line ending in `# => text`
 // must print that text. Config examples (```yaml config) must load. Nothing
 // here needs the network or Docker.
+//
+// The blocks' `npx registry …` runs this checkout's bin directly (an `npx` of
+// our own first on PATH, handing anything else to the real one): npx itself
+// costs about 1.4 CPU-seconds a call before it starts the bin, and the docs call
+// it two dozen times. One test checks that the real npx, in a doc's directory,
+// runs this checkout's `registry`, which is what the docs rely on.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -30,6 +36,35 @@ const where = (b: Block) => `${b.doc}:${b.line}`;
 const QUICKSTART_PORT = '5000';
 const QUICKSTART_ADMIN_PORT = '5001';
 const ADDRESS = /127\.0\.0\.1:(\d{2,5})\b/g;
+const VERSION = (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+/**
+ * `npx registry ARGS` as npx runs it in this checkout (the bin, with the Node flags of its
+ * first line), without npx's own start-up; `npx` of anything else is the real npx.
+ */
+function writeNpxShim(binDir: string, realNpx: string): void {
+  mkdirSync(binDir, { recursive: true });
+  const shim = path.join(binDir, 'npx');
+  writeFileSync(
+    shim,
+    `#!/bin/sh\nif [ "$1" = registry ]; then shift; exec '${REGISTRY_BIN}' "$@"; fi\nexec '${realNpx}' "$@"\n`,
+  );
+  chmodSync(shim, 0o755);
+}
+
+/** The npx that PATH finds (the shim hands everything but `registry` to it). */
+function realNpxPath(env: NodeJS.ProcessEnv): string {
+  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, 'npx');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error('npx is not on PATH');
+}
 const OUTPUT_LIMIT = 8000;
 /** ```yaml file=NAME blocks that a config's auth.access names: access policies, not registry configs. */
 const POLICY_FILES = new Set(
@@ -68,6 +103,18 @@ describe('fenced blocks of the README and docs', () => {
     const wrong = await bash(withExpectations("echo 200   # => 401\necho 'not reached'\n"), REPO_ROOT, env);
     expect(wrong.code).not.toBe(0);
     expect(wrong.stdout).not.toContain('not reached');
+  });
+
+  it('`npx registry` in a doc\'s directory runs this checkout\'s bin, offline (the real npx, as the docs use it)', async () => {
+    mkdirSync(path.join(REPO_ROOT, '.tmp'), { recursive: true });
+    const dir = mkdtempSync(path.join(REPO_ROOT, '.tmp', 'docs-npx-'));
+    try {
+      const env = cleanEnv({ HOME: dir, npm_config_offline: 'true', npm_config_update_notifier: 'false' });
+      const ran = await bash('npx registry --version', dir, env);
+      expect(ran, ran.stderr).toMatchObject({ code: 0, stdout: `${VERSION}\n` });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('every registry config example loads (a fragment with a storage driver added)', () => {
@@ -185,6 +232,8 @@ for (const [doc, blocks] of BLOCKS) {
       for (const port of [QUICKSTART_PORT, QUICKSTART_ADMIN_PORT]) if (!ports.has(port)) ports.set(port, String(await freePort()));
       // npx must resolve `registry` from this checkout, never from the network; clients keep their logins here.
       env = cleanEnv({ HOME: path.join(dir, 'home'), XDG_RUNTIME_DIR: path.join(dir, 'home'), npm_config_offline: 'true', npm_config_update_notifier: 'false' });
+      writeNpxShim(path.join(dir, 'bin'), realNpxPath(env));
+      env.PATH = `${path.join(dir, 'bin')}${path.delimiter}${env.PATH ?? ''}`;
 
       const quickstart = await serve(
         dir,
