@@ -28,6 +28,10 @@ export async function startCephRgw(options: {
   accessKey: string;
   secretKey: string;
   objectStore?: 'bluestore' | 'memstore';
+  /** More ceph.conf lines (the script's CEPH_EXTRA_CONF). */
+  extraConf?: string;
+  /** More environment for the script and the daemons it starts. */
+  env?: Record<string, string>;
 }): Promise<RgwStart> {
   const rgwPort = await pickPort();
   let monPort = await pickPort();
@@ -45,6 +49,8 @@ export async function startCephRgw(options: {
         S3_ACCESS_KEY: options.accessKey,
         S3_SECRET_KEY: options.secretKey,
         ...(options.objectStore ? { CEPH_OBJECTSTORE: options.objectStore } : {}),
+        ...(options.extraConf ? { CEPH_EXTRA_CONF: options.extraConf } : {}),
+        ...options.env,
       },
       stdio: ['ignore', fd, fd],
     });

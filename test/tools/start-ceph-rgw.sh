@@ -6,7 +6,8 @@
 #
 # Used by test/helpers/s3.ts (once per test run, on random ports in a temp dir).
 # Environment: CEPH_RGW_DIR (where), RGW_PORT and CEPH_MON_PORT (on which
-# 127.0.0.1 ports), CEPH_OBJECTSTORE, CEPH_WITH_MGR, S3_ACCESS_KEY, S3_SECRET_KEY.
+# 127.0.0.1 ports), CEPH_OBJECTSTORE, CEPH_WITH_MGR, S3_ACCESS_KEY, S3_SECRET_KEY,
+# CEPH_EXTRA_CONF (more ceph.conf lines, appended; a key must not repeat one of ours in the same section).
 # Prints S3_ENDPOINT=…, S3_ACCESS_KEY=…, S3_SECRET_KEY=…, S3_REGION=… on stdout.
 set -euo pipefail
 
@@ -101,6 +102,7 @@ rgw enable ops log = false
 rgw gc obj min wait = 60
 rgw gc processor period = 60
 EOF
+[ -z "${CEPH_EXTRA_CONF:-}" ] || printf '%s\n' "$CEPH_EXTRA_CONF" >>"$CONF"
 
 log "mon: mkfs + start"
 monmaptool --create --clobber --fsid "$FSID" --addv a "[v2:127.0.0.1:$MON_PORT]" "$BASE/monmap" >/dev/null
