@@ -25,6 +25,12 @@
 // container as a full copy of its filesystem (a container create copies its
 // whole image twice). TWIN_STORAGE_DRIVER=vfs|overlay2 chooses.
 //
+// With overlay2 and memory to spare, the data-root is a tmpfs mounted in the
+// engine's namespace (the holder mounts it): images, containers and volumes
+// are a GB or two, and on this machine's disk (ext4 with discard) unpacking
+// them was slow and removing them took 35 s. The tmpfs goes with the
+// namespace, whatever ends the engine. TWIN_ENGINE_DATA=tmpfs|disk chooses.
+//
 // Every process of the engine (dockerd, containerd, the shims, docker-proxy)
 // lives in that namespace, which is how stop() finds them all: it kills every
 // process whose /proc/<pid>/ns/mnt is the engine's, and their descendants
@@ -77,6 +83,11 @@ export interface EngineOptions {
   readyTimeoutMs?: number;
   /** overlay2 or vfs (default: TWIN_STORAGE_DRIVER, else overlay2 where overlayfs mounts work on the data-root, else vfs). */
   storageDriver?: StorageDriver;
+  /**
+   * Keep the data-root on a tmpfs of the engine's namespace (default: TWIN_ENGINE_DATA=tmpfs|disk,
+   * else tmpfs with overlay2 when the machine has 8 GiB of memory available).
+   */
+  dataOnTmpfs?: boolean;
 }
 
 export type StorageDriver = 'overlay2' | 'vfs';
@@ -94,12 +105,14 @@ export interface Engine {
   readonly nsPid: number;
   /** The storage driver dockerd runs with. */
   readonly storageDriver: StorageDriver;
+  /** Whether the data-root is a tmpfs (it lives as long as the engine's namespace). */
+  readonly dataOnTmpfs: boolean;
   /** SIGTERM dockerd, wait for it to exit, start it again with the same options (the twin's `systemctl restart docker`). */
   restart(): Promise<void>;
   /**
    * Teardown: stop the running containers (`docker stop`, so `unless-stopped` ones stay down), then
    * dockerd, then kill whatever is left in the engine's namespace, and remove its networks' bridges
-   * from the host. No process stays behind; the data-root stays (a later startEngine resumes it).
+   * from the host. No process stays behind; on disk, the data-root stays (a later startEngine resumes it); on a tmpfs, it goes with the namespace.
    */
   stop(): Promise<void>;
 }
@@ -119,6 +132,8 @@ interface EngineState {
   readyTimeoutMs: number;
   /** Chosen when the engine is made, kept across restarts (the data-root is in that driver's format). */
   storageDriver?: StorageDriver;
+  /** The data-root is a tmpfs the holder mounted. */
+  dataOnTmpfs?: boolean;
 }
 
 /** The flags this module passes to dockerd (as daemon.json keys): a config file must not set them too, or dockerd refuses to start. */
@@ -176,7 +191,9 @@ export async function startEngine(o: EngineOptions): Promise<Engine> {
   const l = layout(dir);
   for (const d of [dir, l.socketDir, l.dataRoot, l.execRoot, l.containerdRun, path.dirname(st.logFile)]) mkdirSync(d, { recursive: true });
   checkPaths(st);
-  st.storageDriver = o.storageDriver ?? storageDriverFor(l.dataRoot);
+  const storage = o.storageDriver ? { driver: o.storageDriver, tmpfs: o.dataOnTmpfs ?? false } : engineStorage(l.dataRoot, o.dataOnTmpfs);
+  st.storageDriver = storage.driver;
+  st.dataOnTmpfs = storage.tmpfs;
 
   st.nsPid = await startHolder(st);
   st.mntNs = readlinkSync(`/proc/${st.nsPid}/ns/mnt`);
@@ -231,14 +248,17 @@ function nsBinds(st: EngineState): Bind[] {
 /** Start the namespace holder; resolves once its binds are mounted. */
 function startHolder(st: EngineState): Promise<number> {
   const log = openSync(st.logFile, 'a');
-  // $1.. are source/target pairs; `exec -a` names the sleep so ps shows whose namespace it holds.
+  // $1 is the data-root to mount a tmpfs on (or ''), $2.. are source/target pairs; `exec -a` names
+  // the sleep so ps shows whose namespace it holds.
   const script = [
     'set -e',
+    'if [ -n "$1" ]; then mount -t tmpfs -o mode=0710 twin-engine-data "$1"; fi',
+    'shift',
     'while [ $# -gt 0 ]; do mount --bind "$1" "$2"; shift 2; done',
     'echo mounted',
     `exec -a ${shq(`twin-engine-ns:${st.name}`)} sleep infinity >/dev/null`,
   ].join('\n');
-  const args = ['--mount', '--propagation', 'private', 'bash', '-c', script, 'holder', ...nsBinds(st).flatMap((b) => [b.source, b.target])];
+  const args = ['--mount', '--propagation', 'private', 'bash', '-c', script, 'holder', st.dataOnTmpfs ? layout(st.dir).dataRoot : '', ...nsBinds(st).flatMap((b) => [b.source, b.target])];
   const child = spawn('unshare', args, { detached: true, stdio: ['ignore', 'pipe', log], env: { ...process.env, PATH: SYSTEM_PATH } });
   closeSync(log);
   return new Promise((resolve, reject) => {
@@ -341,28 +361,47 @@ async function startDockerd(st: EngineState): Promise<void> {
   );
 }
 
+const GiB = 1024 ** 3;
+
+function memAvailable(): number {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
 /**
- * The storage driver for an engine whose data-root is `dataRoot`: TWIN_STORAGE_DRIVER when set,
- * else overlay2 if an overlayfs mount with an upper dir on that filesystem works here (it needs
- * CAP_SYS_ADMIN and a kernel and filesystem that allow it: not in every sandbox), else vfs.
+ * Where and how an engine keeps its data. The storage driver: TWIN_STORAGE_DRIVER when set, else
+ * overlay2 if an overlayfs mount with an upper dir on the data-root's filesystem works here (it needs
+ * CAP_SYS_ADMIN and a kernel and filesystem that allow it: not in every sandbox), else vfs. The
+ * data-root on a tmpfs: `tmpfs` when given, else TWIN_ENGINE_DATA when set, else with overlay2 when
+ * 8 GiB of memory are available (vfs's full copies would be many GB of memory).
  */
-export function storageDriverFor(dataRoot: string): StorageDriver {
-  const wanted = process.env.TWIN_STORAGE_DRIVER;
-  if (wanted === 'overlay2' || wanted === 'vfs') return wanted;
-  if (wanted) throw new Error(`TWIN_STORAGE_DRIVER=${wanted}: expected overlay2 or vfs`);
-  const probe = mkdtempSync(path.join(dataRoot, '.overlay-probe-'));
+export function engineStorage(dataRoot: string, tmpfs?: boolean): { driver: StorageDriver; tmpfs: boolean } {
+  const wantedData = process.env.TWIN_ENGINE_DATA;
+  if (wantedData && wantedData !== 'tmpfs' && wantedData !== 'disk') throw new Error(`TWIN_ENGINE_DATA=${wantedData}: expected tmpfs or disk`);
+  const wantedDriver = process.env.TWIN_STORAGE_DRIVER;
+  if (wantedDriver && wantedDriver !== 'overlay2' && wantedDriver !== 'vfs') throw new Error(`TWIN_STORAGE_DRIVER=${wantedDriver}: expected overlay2 or vfs`);
+  const explicit = tmpfs ?? (wantedData ? wantedData === 'tmpfs' : undefined);
+  const candidate = explicit ?? memAvailable() >= 8 * GiB;
+  const driver = (wantedDriver as StorageDriver | undefined) ?? (overlayWorks(dataRoot, candidate) ? 'overlay2' : 'vfs');
+  return { driver, tmpfs: explicit ?? (candidate && driver === 'overlay2') };
+}
+
+/** Does an overlayfs mount work with its dirs under `dir` (on a tmpfs mounted there, with `tmpfs`)? */
+function overlayWorks(dir: string, tmpfs: boolean): boolean {
+  const probe = mkdtempSync(path.join(dir, '.overlay-probe-'));
   try {
-    for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(path.join(probe, d));
-    writeFileSync(path.join(probe, 'lower', 'f'), 'lower\n');
     // In a mount namespace of its own, so nothing is left mounted on the host whatever happens.
     const script = [
       'set -e',
+      ...(tmpfs ? ['mount -t tmpfs twin-probe "$1"'] : []),
+      'mkdir "$1/lower" "$1/upper" "$1/work" "$1/merged"',
+      'echo lower > "$1/lower/f"',
       'mount -t overlay overlay -o "lowerdir=$1/lower,upperdir=$1/upper,workdir=$1/work" "$1/merged"',
       'echo upper > "$1/merged/f"',
       'cat "$1/lower/f" "$1/upper/f"',
     ].join('\n');
     const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'probe', probe], { encoding: 'utf8', env: { ...process.env, PATH: SYSTEM_PATH } });
-    return r.status === 0 && r.stdout === 'lower\nupper\n' ? 'overlay2' : 'vfs';
+    return r.status === 0 && r.stdout === 'lower\nupper\n';
   } finally {
     rmSync(probe, { recursive: true, force: true });
   }
@@ -391,6 +430,7 @@ function handle(st: EngineState): Engine {
     },
     nsPid: st.nsPid,
     storageDriver: st.storageDriver ?? 'vfs',
+    dataOnTmpfs: st.dataOnTmpfs ?? false,
     restart: () => restartEngine(st),
     stop: () => stopEngine(st),
   };

@@ -115,6 +115,10 @@ describe('the engine', () => {
 
   it('runs with the storage driver it chose: overlay2 where overlayfs mounts work here, else vfs', async () => {
     expect(await docker.out(['info', '--format', '{{.Driver}}'])).toBe(engine.storageDriver);
+    // Its data-root on a tmpfs only the engine's namespace sees, or on this machine's disk.
+    const dataRoot = await docker.out(['info', '--format', '{{.DockerRootDir}}']);
+    const fsType = (pid: number) => spawnSync('findmnt', ['-N', String(pid), '-n', '-o', 'FSTYPE', '--target', dataRoot], { encoding: 'utf8' }).stdout.trim();
+    expect(fsType(engine.nsPid)).toBe(engine.dataOnTmpfs ? 'tmpfs' : fsType(process.pid));
   });
 
   it('is found again by engineRunning(), and startEngine() with the same options re-attaches', async () => {

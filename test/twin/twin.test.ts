@@ -59,7 +59,9 @@ beforeAll(async () => {
 }, 1_200_000);
 
 afterAll(async () => {
+  const started = Date.now();
   await twinDown({ dir });
+  logLine(`twin down in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   rmSync(dockerConfig, { recursive: true, force: true });
 }, 300_000);
 
