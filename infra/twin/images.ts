@@ -202,8 +202,11 @@ interface ImageSpec {
 
 async function buildImage(docker: DockerCli, spec: ImageSpec, cacheDir: string, built: string[], log: (m: string) => void): Promise<string> {
   const src = path.join(IMAGES_DIR, spec.dir);
-  const baseId = await docker.out(['image', 'inspect', '--format', '{{.Id}}', spec.base]);
-  const h = createHash('sha256').update(JSON.stringify({ v: 1, baseId, buildArgs: spec.buildArgs ?? {} }));
+  // The base by what it was made of (its own inputs label, a content hash of its rootfs), not by its
+  // image ID, which a new engine's import gives anew: so an image's label names the same content on
+  // every engine, and the server image the twin caches per Node image (twin.ts) is found again.
+  const base = (await inputsLabel(docker, spec.base)) || (await docker.out(['image', 'inspect', '--format', '{{.Id}}', spec.base]));
+  const h = createHash('sha256').update(JSON.stringify({ v: 2, base, buildArgs: spec.buildArgs ?? {} }));
   for (const rel of listFiles(src)) {
     const abs = path.join(src, rel);
     h.update(`${rel}\0${statSync(abs).mode & 0o777}\0`).update(readFileSync(abs)).update('\0');
@@ -392,7 +395,8 @@ async function settled<T extends readonly unknown[]>(ps: { [K in keyof T]: Promi
   return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
-async function inputsLabel(docker: DockerCli, tag: string): Promise<string | undefined> {
+/** The hash of what a twin image was made of (its label), if the engine has the image. */
+export async function inputsLabel(docker: DockerCli, tag: string): Promise<string | undefined> {
   const r = await docker.run(['image', 'inspect', '--format', `{{index .Config.Labels "${INPUTS_LABEL}"}}`, tag], { allowFail: true });
   return r.code === 0 ? r.stdout.trim() : undefined;
 }

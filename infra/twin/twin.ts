@@ -21,7 +21,7 @@
 //     as the rendered client config says.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
@@ -37,7 +37,7 @@ import { applyContainers, ensureNetworkAndVolumes } from './containers.ts';
 import { type DockerCli, dockerCli } from './docker.ts';
 import { engineApi } from './engine-api.ts';
 import { type Engine, startEngine } from './engine.ts';
-import { ensureTwinImages, VPS_ENGINE_SOCKET_DIR } from './images.ts';
+import { ensureTwinImages, inputsLabel, VPS_ENGINE_SOCKET_DIR } from './images.ts';
 import { HUB_ALIAS, HUB_PORT, PUBLIC_NETWORK, TWIN_CONTAINERS, type TwinLayout, twinLayout } from './layout.ts';
 import { ensureCa, ensureServerCert, keyAndCsr, pemBlocks } from './pki.ts';
 
@@ -161,6 +161,8 @@ async function runHostSteps(
   done: Set<string>,
   vpsEngine: Engine,
   log: (s: string) => void,
+  /** Awaited before the engine restarts (work on the engine that must not be cut off). */
+  beforeRestart: () => Promise<void> = async () => {},
 ): Promise<string[]> {
   const changed: string[] = [];
   const pending = [...steps];
@@ -177,6 +179,7 @@ async function runHostSteps(
     if (existsSync(restart)) {
       log('the VPS asked for `systemctl restart docker`: restarting its engine');
       unlinkSync(restart);
+      await beforeRestart();
       await vpsEngine.restart();
     }
   }
@@ -399,19 +402,74 @@ async function extraCaCerts(docker: DockerCli, nodeImage: string): Promise<strin
     .join('\n');
 }
 
-async function buildServerImage(docker: DockerCli, name: string, nodeImage: string, log: (s: string) => void): Promise<boolean> {
+async function buildServerImage(docker: DockerCli, name: string, nodeImage: string, log: (s: string) => void): Promise<void> {
   // BuildKit, as the Pulumi provider builds: Debian's 20.10 CLI has it built in (the classic builder
   // copies the whole image per Dockerfile line on the vfs driver).
   const builder = dockerCli(docker.host, '/usr/bin/docker');
-  const have = await docker.run(['image', 'inspect', name], { allowFail: true });
-  if (have.code === 0) return false;
   log(`building ${name} from server/Dockerfile`);
   const extra = await extraCaCerts(docker, nodeImage);
   await builder.run(
     ['build', '--network', 'host', '-f', 'server/Dockerfile', '-t', name, '--build-arg', `NODE_IMAGE=${nodeImage}`, ...(extra ? ['--build-arg', `EXTRA_CA_CERTS=${extra}`] : []), '.'],
     { cwd: ROOT, env: { DOCKER_BUILDKIT: '1' } },
   );
-  return true;
+}
+
+/** Server images the cache keeps (the newest by time; each is a few hundred MB). */
+const SERVER_IMAGES_KEPT = 3;
+
+/**
+ * The server image on the VPS engine: there already (a second `up`), or loaded from the cache, where
+ * an earlier twin saved the image it built from the same sources (the name is their hash) on the
+ * same Node image (its inputs hash), or built from server/Dockerfile and then saved there. The VPS
+ * keeps what it built in its engine; a twin's engine is new, and the build (npm ci, esbuild, the
+ * image's layers) takes 45-65 s here against 3-6 s for the load. `saved` settles when the save
+ * is over (it runs while the deploy goes on; a failed save only means the next twin builds).
+ */
+async function ensureServerImage(
+  docker: DockerCli,
+  name: string,
+  nodeImage: string,
+  cacheDir: string,
+  log: (s: string) => void,
+): Promise<{ built: boolean; loaded: boolean; saved: Promise<void> }> {
+  const none = Promise.resolve();
+  if ((await docker.run(['image', 'inspect', name], { allowFail: true })).code === 0) return { built: false, loaded: false, saved: none };
+  const nodeInputs = await inputsLabel(docker, nodeImage);
+  const dir = path.join(cacheDir, 'server-images');
+  const file = nodeInputs ? path.join(dir, `${name.split(':').pop()}-${nodeInputs}.tar`) : undefined;
+  if (file && existsSync(file)) {
+    const r = await docker.run(['load', '--quiet', '--input', file], { allowFail: true });
+    if (r.code === 0 && (await docker.run(['image', 'inspect', name], { allowFail: true })).code === 0) {
+      log(`loaded ${name} from ${file} (built by an earlier twin from the same sources)`);
+      utimesSync(file, new Date(), new Date()); // recently used: kept longest
+      return { built: false, loaded: true, saved: none };
+    }
+    log(`could not load ${file} (${r.stderr.trim()}): building instead`);
+    rmSync(file, { force: true });
+  }
+  await buildServerImage(docker, name, nodeImage, log);
+  if (!file) return { built: true, loaded: false, saved: none };
+  const saved = (async () => {
+    mkdirSync(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      const started = Date.now();
+      const r = await docker.run(['save', '--output', tmp, name], { allowFail: true });
+      if (r.code !== 0) return log(`could not save ${name} to the cache: ${r.stderr.trim()}`);
+      renameSync(tmp, file); // atomic: another twin never loads half a tar
+      log(`saved ${name} to ${file} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      const tars = readdirSync(dir)
+        .filter((f) => f.endsWith('.tar'))
+        .map((f) => ({ f: path.join(dir, f), t: statSync(path.join(dir, f)).mtimeMs }))
+        .sort((a, b) => b.t - a.t);
+      for (const old of tars.slice(SERVER_IMAGES_KEPT)) rmSync(old.f, { force: true });
+    } catch (err) {
+      log(`could not save ${name} to the cache: ${String(err)}`);
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  })();
+  return { built: true, loaded: false, saved };
 }
 
 // --- waiting for the stack ---
@@ -488,24 +546,28 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
       log,
     });
 
+    // The server image (built, or loaded from the cache) while the twin's own containers start.
+    const serverImage = serverImageName(ROOT);
+    const serverImageReady = ensureServerImage(docker, serverImage, draft.docker.nodeImage, o.cacheDir ?? DEFAULT_CACHE_DIR, log);
+    serverImageReady.catch(() => {}); // awaited below; a failure before then must not go unhandled
+
     await ensurePublicNetwork(docker, l);
-    log('starting the twin VPS');
-    await startVps(docker, l, images.vps, vpsEngine);
-    const hostKey = await vpsHostKey(docker, l);
-    log('the twin VPS has its host key; starting the Docker Hub stand-in and pebble');
+    log('starting the twin VPS, the Docker Hub stand-in and pebble');
+    const [hostKey] = await Promise.all([
+      startVps(docker, l, images.vps, vpsEngine).then(() => vpsHostKey(docker, l)),
+      startHub(docker, l, images.distribution),
+      startPebble(docker, l, images.pebble, webCa),
+    ]);
+    log('the twin VPS has its host key, the hub and pebble run');
     writeFileSync(path.join(l.ssh, 'known_hosts'), `${hostKey}\n`);
     const cfg = twinStackConfig(stackFile, l, secrets, hostKey);
-    await startHub(docker, l, images.distribution);
-    await startPebble(docker, l, images.pebble, webCa);
 
     // mir's origin certificate: a key and CSR, signed by the Origin CA (Pulumi: tls.PrivateKey, tls.CertRequest, cloudflare.OriginCaCertificate).
     const originDir = path.join(l.pki, 'mir-origin');
     const { key: originKey } = keyAndCsr(originDir, 'mir', cfg.derived.mirHost);
     const originCert = ensureServerCert(originCa, originDir, 'mir', [cfg.derived.mirHost], 5475);
-    const serverImage = serverImageName(ROOT);
-    log('pebble and the hub started');
-    const built = await buildServerImage(docker, serverImage, cfg.docker.nodeImage, log);
-    if (built) log(`built ${serverImage}`);
+    const serverImageState = await serverImageReady;
+    if (serverImageState.built) log(`built ${serverImage}`);
 
     // The twin's stand-ins for the public roots (its web CA, pebble's root) are what the VPS's
     // ops jobs must trust to check https://dcr and https://mir, as production's trust Let's Encrypt.
@@ -523,7 +585,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     const steps = renderHostSteps(hostFilesFrom(rendered.files, { sshUser: cfg.vps.user, containerGid: IMAGE_PATHS.gid, serverImage }));
     const done = new Set<string>();
     log('host steps over SSH');
-    const changedSteps = await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'before-containers'), done, vpsEngine, log);
+    const changedSteps = await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'before-containers'), done, vpsEngine, log, () => serverImageState.saved);
 
     log('containers');
     const specs = stackContainerSpecs(cfg, rendered, { sysctls: containerSysctls() });
@@ -536,7 +598,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
     });
     done.add(CONTAINERS);
     log('host steps after the containers');
-    changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log)));
+    changedSteps.push(...(await runHostSteps(l, cfg, steps.filter((s) => s.phase === 'after-containers'), done, vpsEngine, log, () => serverImageState.saved)));
     log('robots');
     const robots = await applyRobots(l, cfg, log);
     log('the edge');
@@ -590,6 +652,7 @@ export async function twinUp(o: TwinUpOptions): Promise<TwinUpResult> {
       TWIN_SSH: `ssh ${sshArgs(l, cfg).join(' ')}`,
       TWIN_CA: webCa.cert,
     };
+    await serverImageState.saved;
     writeFileSync(l.env, `${Object.entries(env).map(([k, v]) => `${k}=${shellWord(v)}`).join('\n')}\n`, { mode: 0o600 });
     return { env, config: cfg, changes: { steps: changedSteps, containers: applied.created, robots: robots.changed }, robotSecrets: robots.secrets };
   } finally {
