@@ -422,7 +422,7 @@ const SERVER_IMAGES_KEPT = 3;
  * an earlier twin saved the image it built from the same sources (the name is their hash) on the
  * same Node image (its inputs hash), or built from server/Dockerfile and then saved there. The VPS
  * keeps what it built in its engine; a twin's engine is new, and the build (npm ci, esbuild, the
- * image's layers) takes 45-65 s here against 3-6 s for the load. `saved` settles when the save
+ * image's layers) took 27-65 s here (by the machine's load) against 3 s for the load. `saved` settles when the save
  * is over (it runs while the deploy goes on; a failed save only means the next twin builds).
  */
 async function ensureServerImage(
