@@ -76,7 +76,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tok
   const { config } = loadConfigObject(raw, {});
   let running: RunningServer;
   try {
-    running = await startServer(config, { logger: options.logger ?? silentLogger, now: clock.now });
+    running = await startServer(config, { logger: options.logger ?? silentLogger, now: clock.now, metrics: true });
   } catch (err) {
     if (!options.root) rmSync(root, { recursive: true, force: true });
     throw err;

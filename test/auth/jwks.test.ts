@@ -41,7 +41,7 @@ function verifierConfig(root: string, issuerUrl: string) {
 
 /** GETs of /auth/jwks.json `server` answered. */
 async function jwksFetches(server: RunningServer): Promise<number> {
-  const { values } = await server.metrics.requests.get();
+  const { values } = await server.metrics!.requests.get();
   return values.filter((v) => v.labels.route === 'jwks' && v.labels.method === 'GET').reduce((n, v) => n + v.value, 0);
 }
 
@@ -55,7 +55,7 @@ describe('/auth/jwks.json and a registry that verifies with it', () => {
     work = makeTempDir('rs-jwks-');
     clock = new TestClock();
     issuer = await startTokenServer({ policy: POLICY, users: USERS, clock, token: { keyrotation: '24h', expiration: '5m' } });
-    second = await startServer(verifierConfig(path.join(work, 'second'), issuer.url), { logger: silentLogger, now: clock.now });
+    second = await startServer(verifierConfig(path.join(work, 'second'), issuer.url), { logger: silentLogger, now: clock.now, metrics: true });
   });
   afterAll(async () => {
     await second?.close();

@@ -8,11 +8,14 @@ import bcrypt from 'bcryptjs';
 import { loadConfigObject } from '../../server/src/config/load.ts';
 import { type RunningServer, startServer } from '../../server/src/http/server.ts';
 import { silentLogger } from '../../server/src/log/logger.ts';
+import type { Metrics } from '../../server/src/ops/metrics.ts';
 import { createTestStorage, type TestStorage } from './storage.ts';
 
 export { snapshotTree } from './storage.ts';
 
 export interface TestServer extends RunningServer {
+  /** Always kept for tests (StartOptions.metrics), admin listener or not. */
+  readonly metrics: Metrics;
   root: string;
   /** Where it stores (the data directory, or the bucket with RS_TEST_STORAGE=s3), and a view of it. */
   storage: TestStorage;
@@ -62,6 +65,7 @@ export async function waitIdle(running: RunningServer): Promise<void> {
   // Generous: on a busy machine a handler's last storage write (an fsync behind other tests' gigabytes) can take seconds.
   const deadline = Date.now() + 30_000;
   for (;;) {
+    if (!running.metrics) throw new Error('waitIdle needs a server started with StartOptions.metrics');
     const inFlight = (await running.metrics.inFlight.get()).values[0]?.value;
     if (inFlight === 0) return;
     if (Date.now() > deadline) throw new Error(`the server is still handling ${inFlight} requests after 30 s`);
@@ -115,7 +119,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   let running: RunningServer;
   try {
     const { config } = loadConfigObject(raw, {});
-    running = await startServer(config, { logger: silentLogger });
+    running = await startServer(config, { logger: silentLogger, metrics: true });
   } catch (err) {
     if (ownsStorage) await storage.destroy();
     if (ownsRoot) rmSync(root, { recursive: true, force: true });
@@ -124,6 +128,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const [firstUser, firstPassword] = Object.entries(users)[0] ?? ['', ''];
   return {
     ...running,
+    metrics: running.metrics!,
     root,
     storage,
     auth: basicAuth(firstUser, firstPassword),

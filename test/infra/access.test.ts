@@ -296,7 +296,7 @@ exec "$@"
       secrets.push(out.trim());
     }
     const { config } = loadConfigText(readFileSync(configFile, 'utf8'), { REGISTRY_ADMIN_TOKEN: ADMIN_TOKEN });
-    server = await startServer(config, { logger: silentLogger });
+    server = await startServer(config, { logger: silentLogger, metrics: true });
   }, 120_000);
 
   afterAll(async () => {
@@ -304,7 +304,7 @@ exec "$@"
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const decisions = async (result: string) => (await server.metrics.authDecisions.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
+  const decisions = async (result: string) => (await server.metrics!.authDecisions.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
 
   it('the robot logs in with its latest secret only, pushes to team/, and is denied public/', async () => {
     const stale = new TokenClient(server.url, basicAuth('robot$ci', secrets[0]));

@@ -96,22 +96,58 @@ describe('what a server loads', () => {
     const loaded = packages(modules);
     // The probe sees the packages the server does use (else this test would prove nothing).
     expect(loaded).toContain('pino');
-    expect(loaded).toContain('prom-client');
+    expect(loaded).toContain('bcryptjs');
     expect(modules).toContain('node:http');
     // S3 storage; redis; replicas' resumable hashes; the mirror's HTTP client; token auth's JWTs (Basic auth
     // here); the maintenance and mirror-pull commands' progress bars; the build; the command-line parser
     // (`registry serve <config>` starts the server without it); zod (compiled into the build, what the
-    // config schema uses of it only).
-    for (const unused of ['@aws-sdk/client-s3', '@aws-sdk/s3-request-presigner', 'ioredis', 'hash-wasm', 'undici', 'jose', 'cli-progress', 'tsx', 'esbuild', 'commander', 'zod']) {
+    // config schema uses of it only); Prometheus metrics (nothing reads them without an admin listener).
+    for (const unused of [
+      '@aws-sdk/client-s3',
+      '@aws-sdk/s3-request-presigner',
+      'ioredis',
+      'hash-wasm',
+      'undici',
+      'jose',
+      'cli-progress',
+      'tsx',
+      'esbuild',
+      'commander',
+      'zod',
+      'prom-client',
+    ]) {
       expect(loaded).not.toContain(unused);
     }
     // Packages whose entry loads more than is used: rate-limiter-flexible's every store (Mongo, MySQL,
-    // cluster IPC, ...), prom-client's Pushgateway client and cluster aggregator. Their files are loaded instead.
-    for (const entry of ['rate-limiter-flexible/index.js', 'prom-client/index.js']) {
-      expect(modules.filter((m) => m.endsWith(`node_modules/${entry}`))).toEqual([]);
-    }
-    // A plain HTTP server: no TLS stack, and nothing of the Pushgateway's (gzip).
+    // cluster IPC, ...). Its files are loaded instead.
+    expect(modules.filter((m) => m.endsWith('node_modules/rate-limiter-flexible/index.js'))).toEqual([]);
+    // A plain HTTP server: no TLS stack, no gzip.
     for (const builtin of ['node:https', 'node:tls', 'node:zlib']) expect(modules).not.toContain(builtin);
+  });
+
+  test('with an admin listener it loads the parts of prom-client it uses, not its entry', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rs-mods-'));
+    const probe = moduleProbe(dir);
+    server = await startAsDeployed({ dataDir: path.join(dir, 'data'), extra: { admin: { addr: '127.0.0.1:0' } } }, [`--import=${probe.file}`]);
+    await server.stop();
+    const modules = probe.loaded();
+    expect(packages(modules)).toContain('prom-client');
+    // The entry also loads the Pushgateway client (and with it node:zlib and node:https) and the cluster aggregator.
+    expect(modules.filter((m) => m.endsWith('node_modules/prom-client/index.js'))).toEqual([]);
+    for (const builtin of ['node:https', 'node:zlib']) expect(modules).not.toContain(builtin);
+  });
+
+  test("a mirror loads undici's agent and request, not its entry (fetch, WebSocket, the HTTP cache, the mock agents)", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rs-mods-'));
+    const probe = moduleProbe(dir);
+    server = await startAsDeployed({ dataDir: path.join(dir, 'data'), extra: { proxy: { remoteurl: 'http://127.0.0.1:9' } } }, [
+      `--import=${probe.file}`,
+    ]);
+    await server.stop();
+    const modules = probe.loaded();
+    expect(modules.filter((m) => m.endsWith('node_modules/undici/lib/dispatcher/agent.js'))).toHaveLength(1);
+    expect(modules.filter((m) => m.endsWith('node_modules/undici/lib/api/api-request.js'))).toHaveLength(1);
+    expect(modules.filter((m) => /node_modules\/undici\/(index\.js|lib\/(web|mock|cache)\/)/.test(m))).toEqual([]);
   });
 
   test('no server module imports node:http as an ES module (Node 22 and later then load undici, tls and http2)', () => {

@@ -13,7 +13,7 @@ import { createLogger, type Logger } from '../log/logger.ts';
 import { createAdminServer } from '../ops/admin.ts';
 import { Health } from '../ops/health.ts';
 import { Maintenance } from '../ops/maintenance.ts';
-import { Metrics } from '../ops/metrics.ts';
+import type { Metrics } from '../ops/metrics.ts';
 import { Activity } from '../ops/activity.ts';
 import { StatusService } from '../ops/status.ts';
 import { startUploadPurger } from '../ops/upload-purger.ts';
@@ -40,7 +40,8 @@ export interface RunningServer {
   readonly registry: LocalRegistry;
   readonly service: RegistryService;
   readonly logger: Logger;
-  readonly metrics: Metrics;
+  /** Prometheus metrics, when something reads them: the admin listener, or a caller that asked (StartOptions.metrics). */
+  readonly metrics?: Metrics;
   readonly maintenance: Maintenance;
   /** The admin listener (metrics, health, gc, prune), when admin is configured. */
   readonly adminUrl?: string;
@@ -60,6 +61,8 @@ export interface StartOptions {
   adminAddr?: string;
   /** The clock tokens are issued and checked by (tests move it). */
   now?: () => number;
+  /** Keep Prometheus metrics even without an admin listener to serve them (tests read them). */
+  metrics?: boolean;
 }
 
 export async function startServer(config: RegistryConfig, options: StartOptions = {}): Promise<RunningServer> {
@@ -68,7 +71,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   const mirrorMode = config.proxy !== undefined;
   // With a redis section: connects now, and refuses to start if Redis cannot be reached.
   const shared = await createSharedState(config, logger, {
-    onHashState: (event) => metrics.uploadHashStates.inc({ event }),
+    onHashState: (event) => metrics?.uploadHashStates.inc({ event }),
   });
   if (shared.redis) logger.info({ redis: shared.redis.addr, shared: shared.summary }, 'sharing state with other replicas through redis');
   const registry = new LocalRegistry(driver, {
@@ -105,9 +108,12 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
     throw err;
   }
 
-  const metrics = new Metrics(() => [...(mirror?.clients.values() ?? [])]);
+  // prom-client (and the event-loop delay histogram of its default metrics) only when something reads
+  // the figures: without an admin listener nothing does, and they are about 2 MB at start.
+  const metrics =
+    config.admin || options.metrics ? new (await import('../ops/metrics.ts')).Metrics(() => [...(mirror?.clients.values() ?? [])]) : undefined;
   const checksPasswords = Boolean(config.auth?.htpasswd || config.auth?.access);
-  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics.rateLimited.inc({ limit }), shared.redis, checksPasswords);
+  const rateLimits = new RateLimits(config.ratelimit, (limit) => metrics?.rateLimited.inc({ limit }), shared.redis, checksPasswords);
   const health = new Health(registry, mirror, mirrorMode || registry.capabilities.write, shared.checks);
   const maintenance = new Maintenance(registry, config, metrics, logger, mirror && (() => mirror.flushAccessTimes()));
   // What the UI's status pages show of recent requests (a day of five-minute buckets: a few KB, no timer).
@@ -189,7 +195,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   maintenance.schedule();
   let admin: http.Server | undefined;
   let adminUrl: string | undefined;
-  if (config.admin) {
+  if (config.admin && metrics) {
     admin = createAdminServer({ metrics, health, maintenance, logger, token: config.admin.token });
     await listen(admin, 'tcp', options.adminAddr ?? config.admin.addr);
     const a = admin.address() as AddressInfo;

@@ -21,7 +21,7 @@ export class Maintenance {
   constructor(
     private readonly registry: LocalRegistry,
     private readonly config: RegistryConfig,
-    private readonly metrics: Metrics,
+    private readonly metrics: Metrics | undefined,
     private readonly logger: Logger,
     /** The mirror's last-use times not written yet (they are written a few seconds late): written before a prune. */
     private readonly flushAccessTimes?: () => Promise<void>,
@@ -40,17 +40,17 @@ export class Maintenance {
         deleteUntagged: options.deleteUntagged ?? gc?.deleteuntagged ?? false,
         graceMs: gc?.graceperiod ?? 3_600_000,
       });
-      this.metrics.gcRuns.inc({ kind: 'gc', result: 'ok' });
+      this.metrics?.gcRuns.inc({ kind: 'gc', result: 'ok' });
       if (!result.dryRun) {
-        this.metrics.bytesFreed.inc({ kind: 'gc' }, result.bytesFreed);
-        this.metrics.storageBytes.set(result.storedBytes);
+        this.metrics?.bytesFreed.inc({ kind: 'gc' }, result.bytesFreed);
+        this.metrics?.storageBytes.set(result.storedBytes);
       }
       this.logger.info({ gc: result }, 'garbage collection finished');
       await this.remember('gc', { startedAt, finishedAt: new Date().toISOString(), result }, result.dryRun);
       return result;
     } catch (err) {
       await this.remember('gc', { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message }, options.dryRun);
-      this.metrics.gcRuns.inc({ kind: 'gc', result: 'error' });
+      this.metrics?.gcRuns.inc({ kind: 'gc', result: 'error' });
       this.logger.error({ err }, 'garbage collection failed');
       throw err;
     }
@@ -68,17 +68,17 @@ export class Maintenance {
         maxSizeBytes: policy?.maxsize,
         graceMs: this.config.gc?.graceperiod ?? 3_600_000,
       });
-      this.metrics.gcRuns.inc({ kind: 'prune', result: 'ok' });
+      this.metrics?.gcRuns.inc({ kind: 'prune', result: 'ok' });
       if (!result.dryRun) {
-        this.metrics.bytesFreed.inc({ kind: 'prune' }, result.bytesFreed);
-        this.metrics.storageBytes.set(result.cacheBytes);
+        this.metrics?.bytesFreed.inc({ kind: 'prune' }, result.bytesFreed);
+        this.metrics?.storageBytes.set(result.cacheBytes);
       }
       this.logger.info({ prune: result }, 'cache prune finished');
       await this.remember('prune', { startedAt, finishedAt: new Date().toISOString(), result }, result.dryRun);
       return result;
     } catch (err) {
       await this.remember('prune', { startedAt, finishedAt: new Date().toISOString(), error: (err as Error).message }, options.dryRun);
-      this.metrics.gcRuns.inc({ kind: 'prune', result: 'error' });
+      this.metrics?.gcRuns.inc({ kind: 'prune', result: 'error' });
       this.logger.error({ err }, 'cache prune failed');
       throw err;
     }

@@ -15,7 +15,8 @@
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import proxyAddr from 'proxy-addr';
-import { buildConnector } from 'undici';
+import type * as Undici from 'undici';
+import { buildConnector } from './undici-parts.ts';
 
 const INTERNAL = proxyAddr.compile([
   'loopback', // 127.0.0.0/8, ::1
@@ -119,8 +120,8 @@ export class EgressPolicy {
  * literals (which net.connect never looks up) before connecting, names in the
  * lookup, and the connected peer afterwards.
  */
-export function guardedConnector(policy: EgressPolicy, options: buildConnector.BuildOptions = {}): buildConnector.connector {
-  const connect = buildConnector({ ...options, lookup: policy.lookup } as buildConnector.BuildOptions);
+export function guardedConnector(policy: EgressPolicy, options: Undici.buildConnector.BuildOptions = {}): Undici.buildConnector.connector {
+  const connect = buildConnector({ ...options, lookup: policy.lookup } as Undici.buildConnector.BuildOptions);
   return (opts, callback) => {
     const hostname = bareHost(opts.hostname);
     const before = net.isIP(hostname) ? policy.permits(hostname, hostname) : Promise.resolve(true);

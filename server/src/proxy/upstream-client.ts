@@ -13,7 +13,7 @@
 // errors of redirect targets repeated to clients (they are logged).
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Agent, type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
 import { RegistryError } from '../registry/errors.ts';
 import { LruCache } from '../registry/lru.ts';
 import { MediaTypes } from '../registry/manifest.ts';
@@ -21,6 +21,7 @@ import { imageRef } from '../registry/names.ts';
 import type { Logger } from '../log/logger.ts';
 import { parseChallenges } from './challenge.ts';
 import { EgressPolicy, EgressRefused, guardedConnector, type Resolver } from './egress-guard.ts';
+import { Agent, request } from './undici-parts.ts';
 import type { Upstream } from './upstreams.ts';
 
 /** The upstream could not answer (down, erroring, rate limited, refusing our credentials). */
@@ -498,7 +499,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    if (!this.options.dispatcher) await (this.dispatcher as Agent).close();
+    if (!this.options.dispatcher) await this.dispatcher.close();
   }
 }
 

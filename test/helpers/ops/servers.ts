@@ -180,10 +180,11 @@ export async function startLoggedServer(
   const { config } = loadConfigObject(raw, {});
   const sink = new LogSink();
   const logger = pino({ level: config.log.level }, sink);
-  const running = await startServer(config, { logger });
+  const running = await startServer(config, { logger, metrics: true });
   const [firstUser, firstPassword] = Object.entries(users)[0] ?? ['', ''];
   return {
     ...running,
+    metrics: running.metrics!,
     root,
     storage: await createTestStorage('ops', { dataDir: path.join(root, 'data'), kind: 'filesystem' }),
     sink,
