@@ -69,9 +69,12 @@ const AHEAD_TOTAL = 256 * MiB;
  * may always read on (a chunk at a time). The floor the driver-stored fills
  * need (a whole S3 part must be in memory before any of it is stored) let 64
  * fills hold 4 MB each; 8 MiB in all kept a 3-layer cold pull as fast and took
- * 64 concurrent fills from 209 to 148 MB of RSS (medians, bench sizes).
+ * 64 concurrent fills from 209 to 148 MB of RSS (medians, bench sizes). 4 MiB
+ * (with a 2 MiB ring, fill-writer.ts): cold pulls as fast again (bench, 7
+ * fresh mirrors each: 265 MB/s against 256) and the mirror phase's peak 99.7
+ * MB against 105: the bytes ahead sit in the sockets' 64 KB read buffers.
  */
-const WORKER_AHEAD_TOTAL = 8 * MiB;
+const WORKER_AHEAD_TOTAL = 4 * MiB;
 /**
  * The process's fills together: bytes held ahead of the storage (all fills; those the worker
  * writes), fills downloading, clients reading a fill. `room` wakes pumps waiting for the budget.

@@ -20,8 +20,8 @@ import { Worker } from 'node:worker_threads';
 import type { Algorithm } from '../registry/digest.ts';
 
 const MiB = 1024 * 1024;
-/** Shared memory per worker: what may be on its way to be hashed and written. */
-const RING_BYTES = 4 * MiB;
+/** Shared memory per worker: what may be on its way to be hashed and written (4 MiB was no faster: blob-fill.ts WORKER_AHEAD_TOTAL). */
+const RING_BYTES = 2 * MiB;
 /** Workers at most; a 2-core host gets one (the event loop keeps the other core). */
 const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism() - 1));
 /** A worker without a job for this long ends (its thread and memory go back). */
