@@ -689,6 +689,7 @@ async function phaseMirror(): Promise<void> {
           if (!m[kind]) continue;
           const peak = await m[kind].stop();
           running.delete(m[kind]);
+          log(`  ${label}: ${NAME[kind]} peaked at ${fmtMB(peak)}`);
           if (countPeak) {
             peaks[kind] = Math.max(peaks[kind], peak);
             peakRss[kind] = Math.max(peakRss[kind], peak);
