@@ -368,7 +368,8 @@ export async function curlParallel(url: string, clients: number, expectBytes: nu
           p.stdout.on('data', (d) => (out += d));
           p.stderr.on('data', (d) => (err += d));
           p.on('error', reject);
-          p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`curl exited ${code}: ${err}`))));
+          // 'close', not 'exit': curl's output may still be in the pipe when the process has exited.
+          p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`curl exited ${code}: ${err}`))));
         }),
     ),
   );
