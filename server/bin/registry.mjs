@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=2 --single-threaded-gc --heap-growing-percent=20
+#!/usr/bin/env -S MALLOC_MMAP_THRESHOLD_=131072 node --optimize-for-size --single-threaded-gc --heap-growing-percent=20
 // The `registry` command: runs the compiled server (dist/, `npm run build`).
 // Run as a program (the npm bin link), the line above gives it the flags and
 // environment of server/bin/runtime.mjs, as `npm start` and the image do.
