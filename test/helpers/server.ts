@@ -63,10 +63,11 @@ export const TEST_PASSWORD = 'secret-pw';
 /** Resolves once the server handles no request (registry_http_requests_in_flight is 0). */
 export async function waitIdle(running: RunningServer): Promise<void> {
   // Generous: on a busy machine a handler's last storage write (an fsync behind other tests' gigabytes) can take seconds.
+  const { metrics } = running;
+  if (!metrics) throw new Error('waitIdle needs a server started with StartOptions.metrics');
   const deadline = Date.now() + 30_000;
   for (;;) {
-    if (!running.metrics) throw new Error('waitIdle needs a server started with StartOptions.metrics');
-    const inFlight = (await running.metrics.inFlight.get()).values[0]?.value;
+    const inFlight = (await metrics.inFlight.get()).values[0]?.value;
     if (inFlight === 0) return;
     if (Date.now() > deadline) throw new Error(`the server is still handling ${inFlight} requests after 30 s`);
     await new Promise((resolve) => setTimeout(resolve, 10));

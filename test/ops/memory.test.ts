@@ -5,7 +5,7 @@
 // - clients that stop reading a large blob pin well under 2 MB each, and the
 //   memory goes back when they leave (issue 13 item 10: 100 of them took
 //   8.5 MB each, and it stayed).
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { request } from 'undici';
@@ -87,12 +87,21 @@ describe('what a server loads', () => {
     server = undefined;
   });
 
-  test('a private registry on the filesystem loads none of the modules only other modes and commands use', async () => {
+  /** Every module a server started as deployed with `options` loaded, from its start to its stop. */
+  async function modulesLoaded(options: Omit<ServerProcessOptions, 'dataDir'>): Promise<string[]> {
     const dir = mkdtempSync(path.join(tmpdir(), 'rs-mods-'));
-    const probe = moduleProbe(dir);
-    server = await startAsDeployed({ dataDir: path.join(dir, 'data'), users: { u: 'p' }, anonymousPull: true }, [`--import=${probe.file}`]);
-    await server.stop();
-    const modules = probe.loaded();
+    try {
+      const probe = moduleProbe(dir);
+      server = await startAsDeployed({ dataDir: path.join(dir, 'data'), ...options }, [`--import=${probe.file}`]);
+      await server.stop();
+      return probe.loaded();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test('a private registry on the filesystem loads none of the modules only other modes and commands use', async () => {
+    const modules = await modulesLoaded({ users: { u: 'p' }, anonymousPull: true });
     const loaded = packages(modules);
     // The probe sees the packages the server does use (else this test would prove nothing).
     expect(loaded).toContain('pino');
@@ -126,11 +135,7 @@ describe('what a server loads', () => {
   });
 
   test('with an admin listener it loads the parts of prom-client it uses, not its entry', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'rs-mods-'));
-    const probe = moduleProbe(dir);
-    server = await startAsDeployed({ dataDir: path.join(dir, 'data'), extra: { admin: { addr: '127.0.0.1:0' } } }, [`--import=${probe.file}`]);
-    await server.stop();
-    const modules = probe.loaded();
+    const modules = await modulesLoaded({ extra: { admin: { addr: '127.0.0.1:0' } } });
     expect(packages(modules)).toContain('prom-client');
     // The entry also loads the Pushgateway client (and with it node:zlib and node:https) and the cluster aggregator.
     expect(modules.filter((m) => m.endsWith('node_modules/prom-client/index.js'))).toEqual([]);
@@ -138,13 +143,7 @@ describe('what a server loads', () => {
   });
 
   test("a mirror loads undici's agent and request, not its entry (fetch, WebSocket, the HTTP cache, the mock agents)", async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'rs-mods-'));
-    const probe = moduleProbe(dir);
-    server = await startAsDeployed({ dataDir: path.join(dir, 'data'), extra: { proxy: { remoteurl: 'http://127.0.0.1:9' } } }, [
-      `--import=${probe.file}`,
-    ]);
-    await server.stop();
-    const modules = probe.loaded();
+    const modules = await modulesLoaded({ extra: { proxy: { remoteurl: 'http://127.0.0.1:9' } } });
     expect(modules.filter((m) => m.endsWith('node_modules/undici/lib/dispatcher/agent.js'))).toHaveLength(1);
     expect(modules.filter((m) => m.endsWith('node_modules/undici/lib/api/api-request.js'))).toHaveLength(1);
     expect(modules.filter((m) => /node_modules\/undici\/(index\.js|lib\/(web|mock|cache)\/)/.test(m))).toEqual([]);

@@ -109,7 +109,7 @@ export async function startServer(config: RegistryConfig, options: StartOptions 
   }
 
   // prom-client (and the event-loop delay histogram of its default metrics) only when something reads
-  // the figures: without an admin listener nothing does, and they are about 2 MB at start.
+  // the figures: without an admin listener nothing does, and they are about 1.5 MB at start.
   const metrics =
     config.admin || options.metrics ? new (await import('../ops/metrics.ts')).Metrics(() => [...(mirror?.clients.values() ?? [])]) : undefined;
   const checksPasswords = Boolean(config.auth?.htpasswd || config.auth?.access);
