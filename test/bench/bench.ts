@@ -31,7 +31,7 @@
 //   mirror no auth: an upstream distribution holding a 60 MB 3-layer image; ours and
 //          distribution both as pull-through caches of it (proxy.remoteurl), restarted on
 //          fresh data directories for each repetition and warmed on three other images of the same
-//          shape (as a mirror that has been running: JIT, connections): cold pull, direct pull from the
+//          shape, each pulled cold then warm (as a mirror that has been running: JIT, connections): cold pull, direct pull from the
 //          upstream (the reference for cold), warm pulls; then cold pulls again with the
 //          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link); then fresh
 //          mirrors pull an image of 64 layers over 64 connections (64 concurrent cold fills): VmHWM
@@ -627,13 +627,20 @@ async function phaseMirror(): Promise<void> {
       'v1',
       MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n))),
     );
-    // Other images of the same shape, pulled cold through each fresh mirror before the measured cold
-    // pull (and one of them again, warm): they warm the process (JIT, connection pool to the upstream,
-    // the cache-fill and cache-read paths) without caching the measured image, so that the rows measure
-    // a mirror that has been running, as a deployed one has. One 6 MB image did not do that for ours:
+    // Other images of the same shape, each pulled cold through each fresh mirror and then again warm,
+    // before the measured cold pull: they warm the process (JIT, connection pool to the upstream, the
+    // cache-fill and cache-read paths) without caching the measured image, so that the rows measure a
+    // mirror that has been running, as a deployed one has. One 6 MB image did not do that for ours:
     // V8 was still compiling the fill path during the measured pull (its compiler threads used a third
     // of our CPU there; per-thread CPU of 60 MB cold pulls on one fresh mirror: 760-790, then 490-530,
-    // then 350-400 ms). distribution, compiled ahead of time, has nothing to warm.
+    // then 350-400 ms). Nor did three cold pulls and then one warm pull: the warm pull (the first read
+    // of files) deoptimized Node's stream functions the cold pulls share with it ("wrong map": a file
+    // stream where a socket had been), and V8 compiled them again during the measured pull (the
+    // compiler's page faults in a perf profile of it; a tenth of a cold pull's own page faults once
+    // cold and warm pulls had alternated). Measured cold pulls, 6 fresh mirrors each, 1 s idle before
+    // each: 251 MB/s after three cold pulls and a warm one, 314 after three cold-then-warm pairs,
+    // 320-360 for the pulls after those (distribution: 245 whichever). A deployed mirror serves both
+    // kinds all day; distribution, compiled ahead of time, has nothing to warm.
     const warmImages: BenchImage[] = [];
     for (let i = 0; i < WARM_IMAGES; i++) {
       warmImages.push(await pushImage(upstream.url, `bench/warmup${i + 1}`, 'v1', MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n)))));
@@ -680,8 +687,11 @@ async function phaseMirror(): Promise<void> {
           running.add(m[kind]);
         }
         for (const kind of KINDS) {
-          for (const warmImage of warmImages) await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
-          await pullImage(m[kind].url, warmImages[0], PULL_CONCURRENCY);
+          for (const warmImage of warmImages) {
+            await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+            await waitCached(kind, dirs[kind], warmImage);
+            await pullImage(m[kind].url, warmImage, PULL_CONCURRENCY);
+          }
         }
         await body(m, dirs);
       } finally {
@@ -854,7 +864,7 @@ function table(): string {
       ? [
           `mirror rows: upstream = distribution${S3 ? ' on the filesystem (it stands for Docker Hub)' : ''} holding one image (${MIRROR_LAYERS.map(fmtMB).join(' + ')} random layers + config); ` +
             `ours and distribution each with that config.yml + proxy.remoteurl of the upstream, no auth, restarted on a fresh ${S3 ? 'rootdirectory in its bucket' : 'data dir'} per repetition ` +
-            `and warmed on ${WARM_IMAGES} other images of the same shape (each pulled cold, the first again warm); a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ` +
+            `and warmed on ${WARM_IMAGES} other images of the same shape (each pulled cold, then warm); a pull = manifest by tag (Accept: OCI/Docker types), then config + layers over ` +
             `${PULL_CONCURRENCY} connections, every digest verified; MB/s = image bytes / wall time; direct = the same pull from the upstream itself`,
           ...(R.linkCold.ours !== undefined
             ? [
