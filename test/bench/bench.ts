@@ -247,6 +247,7 @@ const R = {
   linkDirect: row('mirror_cold_vs_direct_link', '  ours cold vs a direct pull over the same link (distribution column: direct)', 'MB/s', 'higher', 0.95),
   rssPeak: row('rss_peak', 'peak RSS (VmHWM), whole run (the stalled-download and 64-fill servers apart)', 'MB', 'lower', 1.0),
   rssIdle: row('rss_idle', '  VmHWM just after start (answered GET /v2/ only)', 'MB', 'lower', undefined, 50),
+  rssBareNode: row('rss_bare_node', '    a bare node:http server, same Node and flags: the floor (ours column)', 'MB', 'lower'),
   rssSmall: row('rss_after_small', `  VmHWM after ${fmtMB(SMALL)} push + GET (fresh process)`, 'MB', 'lower'),
   rssBig: row('rss_after_big', `  VmHWM after that + ${PUSH_REPS}× ${fmtMB(BIG)} push + GET`, 'MB', 'lower'),
   rssFills: row('rss_mirror_fills', `  mirror VmHWM through ${FILLS} concurrent cold fills (${FILLS} × ${fmtMB(FILL_LAYER)} layers, fresh mirror)`, 'MB', 'lower'),
@@ -396,6 +397,9 @@ async function phasePush(): Promise<Loaded> {
   try {
     for (const kind of KINDS) record(R.rssIdle, kind, s[kind].peakRss() / MB);
     summarise(R.rssIdle);
+    const bare = await startRegistry({ kind: 'ours', label: 'bare-node', dataDir: dataDir.ours, workDir: work, bareNode: true });
+    record(R.rssBareNode, 'ours', (await bare.stop()) / MB);
+    summarise(R.rssBareNode);
     let image: PushedImage | undefined;
     for (const kind of KINDS) {
       image = await pushSmallImage(s[kind].url, 'bench/app', 'v1', AUTH);

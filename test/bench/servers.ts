@@ -38,7 +38,17 @@ export interface ServerSpec {
   label: string;
   /** Checkout whose server/bin/registry.mjs is run as "ours" (default: this repository). */
   oursRoot?: string;
+  /**
+   * Instead of our server, the least a Node server can be (BARE_NODE_SERVER), on the same Node with
+   * the same flags and environment: what RSS at start cannot go below (kind 'ours' only).
+   */
+  bareNode?: boolean;
 }
+
+/** node:http answering every request with 200 and `{}`, on the port given as its argument. */
+const BARE_NODE_SERVER =
+  "require('node:http').createServer((q, s) => { s.setHeader('content-type', 'application/json'); s.end('{}'); })" +
+  ".listen(Number(process.argv[1]), '127.0.0.1')";
 
 export interface RunningRegistry {
   kind: Kind;
@@ -118,7 +128,8 @@ export async function startRegistry(spec: ServerSpec): Promise<RunningRegistry> 
   if (spec.kind === 'ours') {
     const root = spec.oursRoot ?? REPO_ROOT;
     // As `npm start` and the image start it (server/bin/runtime.mjs).
-    child = spawn(process.execPath, [...NODE_FLAGS, ...(spec.nodeArgs ?? []), path.join(root, 'server/bin/registry.mjs'), 'serve', configFile], {
+    const main = spec.bareNode ? ['-e', BARE_NODE_SERVER, String(port)] : [path.join(root, 'server/bin/registry.mjs'), 'serve', configFile];
+    child = spawn(process.execPath, [...NODE_FLAGS, ...(spec.nodeArgs ?? []), ...main], {
       cwd: root,
       env: { ...env, ...NODE_ENV },
       stdio: ['ignore', logFd, logFd],
