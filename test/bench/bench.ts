@@ -639,12 +639,12 @@ async function phaseMirror(): Promise<void> {
     // of our CPU there; per-thread CPU of 60 MB cold pulls on one fresh mirror: 760-790, then 490-530,
     // then 350-400 ms). Nor did three cold pulls and then one warm pull: the warm pull (the first read
     // of files) deoptimized Node's stream functions the cold pulls share with it ("wrong map": a file
-    // stream where a socket had been), and V8 compiled them again during the measured pull (the
-    // compiler's page faults in a perf profile of it; a tenth of a cold pull's own page faults once
-    // cold and warm pulls had alternated). Measured cold pulls, 6 fresh mirrors each, 1 s idle before
-    // each: 251 MB/s after three cold pulls and a warm one, 314 after three cold-then-warm pairs,
-    // 320-360 for the pulls after those (distribution: 245 whichever). A deployed mirror serves both
-    // kinds all day; distribution, compiled ahead of time, has nothing to warm.
+    // stream where a socket had been), and V8 compiled them again during the measured pull (a perf
+    // profile of its page faults is mostly the compiler's: 2,390 faults in that pull, 380 when no warm
+    // pull came before it). Measured cold pulls, 4-6 fresh mirrors each, 1 s idle before each:
+    // 247 MB/s after three cold pulls and a warm one (251 after six and a warm one), 314 after three
+    // cold-then-warm pairs, 320-360 for the pulls after those (distribution: 245-273 whichever). A
+    // deployed mirror serves both kinds all day; distribution, compiled ahead of time, has nothing to warm.
     const warmImages: BenchImage[] = [];
     for (let i = 0; i < WARM_IMAGES; i++) {
       warmImages.push(await pushImage(upstream.url, `bench/warmup${i + 1}`, 'v1', MIRROR_LAYERS.map((n) => randomFillSync(Buffer.alloc(n)))));
