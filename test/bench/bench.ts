@@ -31,10 +31,11 @@
 //   mirror no auth: an upstream distribution holding a 60 MB 3-layer image; ours and
 //          distribution both as pull-through caches of it (proxy.remoteurl), restarted on
 //          fresh data directories for each repetition and warmed on three other images of the same
-//          shape, each pulled cold then warm (as a mirror that has been running: JIT, connections): cold pull, direct pull from the
-//          upstream (the reference for cold), warm pulls; then cold pulls again with the
-//          upstream behind a TCP relay limited to 100 MB/s (a WAN link; --mirror-link); then fresh
-//          mirrors pull an image of 64 layers over 64 connections (64 concurrent cold fills): VmHWM
+//          shape, each pulled cold then warm (as a mirror that has been running: JIT, connections):
+//          cold pull, direct pull from the upstream (the reference for cold), warm pulls; then cold
+//          pulls again with the upstream behind a TCP relay limited to 100 MB/s (a WAN link;
+//          --mirror-link); then fresh mirrors pull an image of 64 layers over 64 connections
+//          (64 concurrent cold fills): VmHWM
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import * as os from 'node:os';
