@@ -35,6 +35,7 @@ import type { Digest } from '../registry/digest.ts';
 import type { Logger } from '../log/logger.ts';
 import { type FillJob, startFillJob } from './fill-writer.ts';
 import { freeChunk } from '../storage/free-chunk.ts';
+import { streamChunks } from '../storage/stream-chunks.ts';
 import { type TailSource, tailSender, tailStream } from './tail-reader.ts';
 import { type FetchedBlob, type UpstreamClient, UpstreamUnavailable } from './upstream-client.ts';
 
@@ -460,7 +461,7 @@ export class BlobFill implements Fill, TailSource {
     const stopDeadline = this.deadline(body);
     const started = Date.now();
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      for await (const chunk of streamChunks(body)) {
         if ((this.state as State) === 'failed') return;
         if (this.received + chunk.length > this.limit) {
           throw new Error(`upstream sent more than the ${this.limit} bytes ${this.size === this.limit ? 'it announced' : 'the manifest declares'} for ${this.digest.value}; not cached`);

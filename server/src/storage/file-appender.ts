@@ -12,6 +12,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { freeChunk } from './free-chunk.ts';
+import { streamChunks } from './stream-chunks.ts';
 
 const BUFFER_SIZE = 1024 * 1024;
 /** Buffers kept for the next appends; few, since each stays allocated for good. */
@@ -51,7 +52,7 @@ export async function appendToFile(fh: FileHandle, source: Readable, options: Ap
   };
   try {
     try {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
+      for await (const chunk of streamChunks(source)) {
         options.tap?.(chunk);
         for (let from = 0; from < chunk.length; ) {
           const n = chunk.copy(buffers[current], filled, from);
