@@ -99,7 +99,7 @@ if (argv.help) {
                           an auth phase does: it loads their content; mirror loads its own upstream)
   --push-reps <n>         streamed pushes per server (default 5; --quick: 1)
   --get-reps <n>          blob GET repetitions per server and row (default 5; --quick: 1): the rows are the median
-  --mirror-reps <n>       mirror repetitions, each on fresh caches: per server one cold pull and 3 warm pulls (--quick: 1),
+  --mirror-reps <n>       mirror repetitions, each on fresh caches: per server one cold pull and 6 warm pulls (--quick: 1),
                           and one direct pull from the upstream (default 5; --quick: 2)
   --mirror-link <MB/s>    also measure cold pulls over a link of this speed to the upstream (a TCP relay that
                           limits the upstream's answers; models the WAN to Docker Hub), same repetitions (default 100; 0: skip)
@@ -150,8 +150,15 @@ const MIRROR_IMAGE = MIRROR_LAYERS.reduce((a, b) => a + b, 0);
 const WARM_IMAGES = 3;
 /** Speed of the modelled WAN link to the upstream for the "over the link" rows, MB/s (0: skip them). */
 const MIRROR_LINK = Number(argv['mirror-link'] ?? 100);
-/** Warm pulls per server and repetition (interleaved), after its cold pull. */
-const WARM_PULLS = QUICK ? 1 : 3;
+/**
+ * Warm pulls per server and repetition (interleaved), after its cold pull. A warm pull of the
+ * 60 MB image lasts about 0.1 s, and its speed varies by a fifth from one pull to the next on
+ * either server (the bench's pulling process, on the same 2 cores, is the busiest of the three):
+ * with 3, the median of 15 went from 0.98x to 1.11x between full runs, while ours used less CPU
+ * per GB than distribution in nearly every pull (0.5-0.67 CPU-s against 0.67-1.0). The median
+ * of 30 narrows the spread by a factor of about 1.4, for some 40 s more.
+ */
+const WARM_PULLS = QUICK ? 1 : 6;
 /** Concurrent blob downloads per pull (containerd's and Docker's default is 3). */
 const PULL_CONCURRENCY = 3;
 const CONNECTIONS = 32;
